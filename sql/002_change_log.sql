@@ -1,0 +1,99 @@
+-- Sluice trigger mode: the change_log queue, its capture trigger, and what is pending.
+--
+-- HOW THE READER STAYS LOSS-FREE AND IN RECORD ORDER
+--
+-- Ids come from a sequence when the row is written, not when its transaction commits, so a
+-- reader that remembers "the last id I saw" skips a row whose transaction commits late. Sluice
+-- remembers a *snapshot* instead. Each read round takes cur := pg_current_snapshot() and
+-- publishes, in id order, every row whose writing transaction (column xid) is visible in cur
+-- but was not visible in the previous round's snapshot (done). Then done := cur.
+--   * No loss: a transaction still running at cur is not visible in cur, so its rows fall into
+--     a later round, whatever their ids. A rolled-back transaction never becomes visible.
+--   * Record order: two writers of the same row are serialised by its row lock, so the later
+--     writer takes its id after the earlier one committed. Hence, in any snapshot, the visible
+--     rows of one record are a prefix (in id order) of that record's history, and publishing
+--     each round in id order keeps every record's changes in the order they happened, also
+--     when a long transaction holds the xmin horizon between two writers (the "straddle"
+--     case that reading xid < xmin in (xid, id) order gets wrong).
+-- A round is read in batches of source.batch_size: (round, round_after) in sluice.checkpoint
+-- records how far into the round Sluice has published. Nothing per row is ever updated.
+--
+-- The id sequence must not cache values (CACHE 1, the default): with per-session caches a
+-- later writer could take a smaller id than an earlier one.
+--
+-- WHAT WRITERS PAY
+-- capture() is a statement-level AFTER trigger with transition tables: one INSERT ... SELECT
+-- per statement writes every row of that statement as to_jsonb(row), then one pg_notify per
+-- statement (notifications coalesce within a transaction). Measured cost: see README.md,
+-- "What writers pay in trigger mode".
+
+CREATE TABLE IF NOT EXISTS sluice.change_log (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    xid            xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    table_name     text NOT NULL,
+    operation      text NOT NULL,
+    record_id      text,
+    tenant_id      text,
+    new_row        jsonb,
+    old_row        jsonb,
+    changed_fields text[],
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS change_log_xid_idx ON sluice.change_log (xid);
+CREATE INDEX IF NOT EXISTS change_log_created_idx ON sluice.change_log (created_at);
+CREATE INDEX IF NOT EXISTS change_log_tenant_idx ON sluice.change_log (tenant_id, created_at);
+
+-- The primary key of a row as text (composite keys joined by ','); inlined by the planner.
+CREATE OR REPLACE FUNCTION sluice.record_key(r jsonb, keys text[]) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT concat_ws(',', r ->> keys[1], r ->> keys[2], r ->> keys[3], r ->> keys[4])
+$$;
+
+-- The capture trigger. Arguments: the tenant column, then the primary-key columns.
+CREATE OR REPLACE FUNCTION sluice.capture() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    tenant_col text := TG_ARGV[0];
+    key_cols   text[] := TG_ARGV[1:];
+    tbl        text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO sluice.change_log (table_name, operation, record_id, tenant_id, new_row)
+        SELECT tbl, 'INSERT', sluice.record_key(r, key_cols), r ->> tenant_col, r
+        FROM (SELECT to_jsonb(n) AS r FROM new_table n) s;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO sluice.change_log
+            (table_name, operation, record_id, tenant_id, new_row, old_row, changed_fields)
+        SELECT tbl, 'UPDATE', n.k, n.r ->> tenant_col, n.r, o.r,
+               ARRAY(SELECT e.key FROM jsonb_each(n.r) e
+                     WHERE o.r IS NULL OR (o.r -> e.key) IS DISTINCT FROM e.value)
+        FROM (SELECT to_jsonb(x) AS r, sluice.record_key(to_jsonb(x), key_cols) AS k FROM new_table x) n
+        LEFT JOIN (SELECT to_jsonb(x) AS r, sluice.record_key(to_jsonb(x), key_cols) AS k FROM old_table x) o
+               ON o.k = n.k;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO sluice.change_log (table_name, operation, record_id, tenant_id, old_row)
+        SELECT tbl, 'DELETE', sluice.record_key(r, key_cols), r ->> tenant_col, r
+        FROM (SELECT to_jsonb(o) AS r FROM old_table o) s;
+    ELSE
+        INSERT INTO sluice.change_log (table_name, operation) VALUES (tbl, 'TRUNCATE');
+    END IF;
+    PERFORM pg_notify('sluice_change_log', '');
+    RETURN NULL;
+END
+$$;
+
+-- Rows written but not yet published (or dead-lettered), per the checkpoint named 'change_log'.
+CREATE OR REPLACE VIEW sluice.pending_changes AS
+SELECT c.*
+FROM sluice.change_log c
+LEFT JOIN sluice.checkpoint k ON k.name = 'change_log'
+WHERE k.done IS NULL
+   OR (c.xid >= pg_snapshot_xmin(k.done)
+       AND NOT pg_visible_in_snapshot(c.xid, k.done)
+       AND NOT (k.round IS NOT NULL
+                AND pg_visible_in_snapshot(c.xid, k.round)
+                AND c.id <= k.round_after));
+
+INSERT INTO sluice.checkpoint (name, position, done)
+VALUES ('change_log', 'start', '1:1:')
+ON CONFLICT (name) DO NOTHING;

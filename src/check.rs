@@ -1,0 +1,128 @@
+//! `sluice check`: validates the config and the servers, one line per finding, each failure
+//! with what to do about it. Exit status 1 when anything failed.
+
+use std::fmt;
+
+use crate::config::{qualify, Config};
+use crate::pg;
+use crate::publish::build_client;
+use crate::setup::table_shape;
+
+/// One finding.
+pub struct Finding {
+    pub ok: bool,
+    pub text: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", if self.ok { "ok  " } else { "FAIL" }, self.text)
+    }
+}
+
+fn ok(text: impl Into<String>) -> Finding {
+    Finding { ok: true, text: text.into() }
+}
+
+fn fail(text: impl Into<String>) -> Finding {
+    Finding { ok: false, text: text.into() }
+}
+
+/// Runs every check; the config itself was validated when it was loaded.
+pub async fn check(config: &Config) -> Vec<Finding> {
+    let mut out = vec![ok(format!("config: {} tables, {} apps, mode {}", config.tables.len(), config.apps.len(), config.source.mode.as_str()))];
+    out.extend(check_postgres(config).await);
+    out.push(check_redis(config).await);
+    out
+}
+
+async fn check_postgres(config: &Config) -> Vec<Finding> {
+    let url = pg::redact(&config.postgres.url);
+    let conn = match pg::connect(&config.postgres.url, config.postgres.connect_timeout).await {
+        Ok(c) => c,
+        Err(e) => return vec![fail(format!("postgres {url}: {e}; check postgres.url (or DATABASE_URL) and that the server runs"))],
+    };
+    let mut out = vec![ok(format!("postgres {url}: connected"))];
+    let version: i32 = match conn.client.query_one("SELECT current_setting('server_version_num')::int", &[]).await {
+        Ok(r) => r.get(0),
+        Err(e) => return vec![fail(format!("postgres: {}", pg::describe(&e)))],
+    };
+    out.push(if version >= 130000 {
+        ok(format!("postgres version {}", version / 10000))
+    } else {
+        fail(format!("postgres version {} is too old: Sluice needs PostgreSQL 13 or newer", version / 10000))
+    });
+    out.push(check_schema(&conn.client).await);
+    for t in &config.tables {
+        out.extend(check_table(&conn.client, t).await);
+    }
+    out
+}
+
+async fn check_schema(client: &tokio_postgres::Client) -> Finding {
+    let sql = "SELECT to_regclass('sluice.change_log') IS NOT NULL AND to_regclass('sluice.dead_letter') IS NOT NULL \
+        AND EXISTS (SELECT 1 FROM sluice.checkpoint WHERE name = 'change_log')";
+    match client.query_one("SELECT to_regclass('sluice.checkpoint') IS NOT NULL", &[]).await {
+        Ok(r) if r.get::<_, bool>(0) => {}
+        Ok(_) => return fail("schema sluice: missing; run `sluice setup`"),
+        Err(e) => return fail(format!("schema sluice: {}", pg::describe(&e))),
+    }
+    match client.query_one(sql, &[]).await {
+        Ok(r) if r.get::<_, bool>(0) => ok("schema sluice: change_log, checkpoint and dead_letter present"),
+        Ok(_) => fail("schema sluice: incomplete; run `sluice setup`"),
+        Err(e) => fail(format!("schema sluice: {}", pg::describe(&e))),
+    }
+}
+
+async fn check_table(client: &tokio_postgres::Client, t: &crate::config::TableConfig) -> Vec<Finding> {
+    let table = qualify(&t.table);
+    let shape = match table_shape(client, &table).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return vec![fail(format!("table {table}: does not exist; create it or remove it from [[tables]]"))],
+        Err(e) => return vec![fail(format!("table {table}: {}", pg::describe(&e)))],
+    };
+    let mut out = Vec::new();
+    for (column, key) in std::iter::once((t.tenant.as_str(), "tenant")).chain(t.app.column().map(|c| (c, "app"))) {
+        if !shape.columns.iter().any(|c| c == column) {
+            out.push(fail(format!("table {table}: no column {column} (its {key} in the config)")));
+        }
+    }
+    if shape.primary_key.is_empty() {
+        out.push(fail(format!("table {table}: no primary key; add one so events carry a recordId and old values")));
+    }
+    let triggers: i64 = match client
+        .query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname LIKE 'sluice_capture_%'", &[&crate::setup::quote_table(&table)])
+        .await
+    {
+        Ok(r) => r.get(0),
+        Err(e) => return vec![fail(format!("table {table}: {}", pg::describe(&e)))],
+    };
+    if triggers < 4 {
+        out.push(fail(format!("table {table}: capture triggers missing ({triggers} of 4); run `sluice setup`")));
+    }
+    if out.is_empty() {
+        out.push(ok(format!("table {table}: columns, primary key and capture triggers present")));
+    }
+    out
+}
+
+async fn check_redis(config: &Config) -> Finding {
+    use fred::prelude::*;
+    let url = pg::redact(&config.redis.url);
+    let client = match build_client(&config.redis.url, config.redis.command_timeout) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("redis {url}: {e}")),
+    };
+    client.connect();
+    let answer = tokio::time::timeout(config.redis.command_timeout, async {
+        client.wait_for_connect().await?;
+        client.ping::<String>(None).await
+    })
+    .await;
+    let _ = client.quit().await;
+    match answer {
+        Ok(Ok(_)) => ok(format!("redis {url}: PING answered")),
+        Ok(Err(e)) => fail(format!("redis {url}: {e}; check redis.url (or REDIS_URL)")),
+        Err(_) => fail(format!("redis {url}: no answer within {:?}; check redis.url (or REDIS_URL) and that Redis runs", config.redis.command_timeout)),
+    }
+}

@@ -1,0 +1,127 @@
+//! The command line: `sluice [--config PATH] [--log-format text|json] [--log-level LEVEL] <command>`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::telemetry::{init_logging, LogFormat};
+use crate::{check, pg, run, setup, tail};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Change-data-capture from PostgreSQL to per-application Redis channels",
+    long_about = "Sluice follows every committed change in PostgreSQL, works out which application and tenant \
+it belongs to, and publishes a JSON event on the Redis channel <app>:<tenant>:<type>. It moves its \
+checkpoint only past what Redis acknowledged and parks undeliverable events in sluice.dead_letter.\n\n\
+First time: write sluice.toml (see config.example.toml), then `sluice check`, `sluice setup`, `sluice run`."
+)]
+pub struct Cli {
+    /// Config file [default: $SLUICE_CONFIG, then ./sluice.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level or tracing filter (e.g. info, debug, sluice=debug)
+    #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: follow changes, publish, checkpoint; stops cleanly on SIGTERM/SIGINT
+    Run,
+    /// Create or upgrade every SQL object Sluice needs and attach the capture triggers (idempotent)
+    Setup {
+        /// Print the SQL instead of running it
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate the config and the servers; one line per finding, exit 1 if any failed
+    Check,
+    /// Subscribe to a channel pattern and print events as they arrive
+    Tail {
+        /// Redis channel pattern, e.g. crm:tenant-123:*
+        #[arg(default_value = "*:*:*")]
+        pattern: String,
+    },
+}
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let path = cli.config.clone().unwrap_or_else(Config::default_path);
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> {
+    match command {
+        Command::Run => {
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutdown requested; finishing the batch in flight");
+                let _ = tx.send(true);
+            });
+            run::run(config, rx).await.map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Setup { dry_run } => setup_command(&config, dry_run).await,
+        Command::Check => {
+            let findings = check::check(&config).await;
+            findings.iter().for_each(|f| println!("{f}"));
+            Ok(if findings.iter().all(|f| f.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Tail { pattern } => {
+            tail::tail(&config.redis, &pattern, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn setup_command(config: &Config, dry_run: bool) -> Result<ExitCode, String> {
+    let url = pg::redact(&config.postgres.url);
+    let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout)
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL at {url}: {e}; check postgres.url (or DATABASE_URL)"))?;
+    let sql = setup::plan(&conn.client, config).await.map_err(|e| e.to_string())?;
+    if dry_run {
+        println!("{sql}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    setup::apply(&conn.client, &sql).await.map_err(|e| e.to_string())?;
+    println!("setup complete: schema sluice and capture triggers on {} tables", config.tables.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,259 @@
+//! Configuration: the TOML file, typed and validated once, then compiled into runtime objects
+//! (the [`crate::route::Router`] and the per-stage settings).
+//!
+//! Unknown keys are errors that name the key and the line; durations are humantime strings;
+//! `DATABASE_URL` and `REDIS_URL` override `postgres.url` and `redis.url`.
+
+mod duration;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use validate::{qualify, ConfigError};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    #[serde(default = "default_pg_url")]
+    pub url: String,
+    /// How long to wait for a connection before calling PostgreSQL unreachable.
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    Logical,
+    Trigger,
+}
+
+impl SourceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceMode::Logical => "logical",
+            SourceMode::Trigger => "trigger",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    #[serde(default = "default_mode")]
+    pub mode: SourceMode,
+    #[serde(default = "default_name")]
+    pub slot: String,
+    #[serde(default = "default_name")]
+    pub publication: String,
+    #[serde(default = "default_poll", with = "duration")]
+    pub poll_interval: Duration,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_retention", with = "duration")]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// A command (or a pipeline) that gets no answer within this time counts as Redis down.
+    #[serde(default = "default_command_timeout", with = "duration")]
+    pub command_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial_backoff", with = "duration")]
+    pub initial_backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    #[serde(default = "default_on_unroutable")]
+    pub on_unroutable: OnUnroutable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnroutable {
+    DeadLetter,
+    Drop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub prefixes: Vec<String>,
+}
+
+/// One `[[tables]]` entry: how a table's changes are routed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub table: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub tenant: String,
+    pub app: AppRule,
+    #[serde(default = "default_channel")]
+    pub channel: String,
+    #[serde(default)]
+    pub invalidate: Vec<String>,
+}
+
+/// Where a table's application comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AppRule {
+    /// The app whose prefix starts this column's value.
+    OperationCode(String),
+    /// Every app with a prefix among this array column's entries.
+    AnyOf(String),
+    /// Always these apps.
+    Fixed(Vec<String>),
+}
+
+impl AppRule {
+    /// The column this rule reads, if any.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            AppRule::OperationCode(c) | AppRule::AnyOf(c) => Some(c),
+            AppRule::Fixed(_) => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file, then applies the environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; errors carry the file name and line.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| validate::parse_error(text, path, &e))
+    }
+
+    /// `DATABASE_URL` and `REDIS_URL` win over the file.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(url) = get("DATABASE_URL").filter(|s| !s.is_empty()) {
+            self.postgres.url = url;
+        }
+        if let Some(url) = get("REDIS_URL").filter(|s| !s.is_empty()) {
+            self.redis.url = url;
+        }
+    }
+
+    /// The path the CLI uses when `--config` is not given.
+    pub fn default_path() -> PathBuf {
+        std::env::var_os("SLUICE_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("sluice.toml"))
+    }
+}
+
+fn default_pg_url() -> String {
+    "postgres://sluice@127.0.0.1:5432/app".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_mode() -> SourceMode {
+    SourceMode::Logical
+}
+fn default_name() -> String {
+    "sluice".into()
+}
+fn default_poll() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_batch() -> usize {
+    1000
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_listen() -> String {
+    "127.0.0.1:9750".into()
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_payload() -> usize {
+    1_048_576
+}
+fn default_on_unroutable() -> OnUnroutable {
+    OnUnroutable::DeadLetter
+}
+fn default_channel() -> String {
+    "{app}:{tenant}:{type}".into()
+}
+
+macro_rules! default_via_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                toml::from_str("").expect("every field has a default")
+            }
+        }
+    )*};
+}
+default_via_serde!(SourceConfig, RedisConfig, HttpConfig, DeliveryConfig);
+
+#[cfg(test)]
+mod tests;

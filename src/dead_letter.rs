@@ -1,0 +1,121 @@
+//! The dead-letter table: events that cannot be delivered for a reason of their own.
+//!
+//! They are written in the same statement that moves the source's progress past them, so a
+//! change is either published, parked here, or still ahead of the checkpoint: never lost.
+
+use crate::event::Change;
+
+/// Why an event was parked. The strings are stable: they are metric labels and the
+/// `reason` column operators filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Unroutable,
+    MissingTenant,
+    InvalidTenant,
+    PayloadTooLarge,
+    PublishRejected,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::Unroutable,
+        Reason::MissingTenant,
+        Reason::InvalidTenant,
+        Reason::PayloadTooLarge,
+        Reason::PublishRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unroutable => "unroutable",
+            Reason::MissingTenant => "missing_tenant",
+            Reason::InvalidTenant => "invalid_tenant",
+            Reason::PayloadTooLarge => "payload_too_large",
+            Reason::PublishRejected => "publish_rejected",
+        }
+    }
+}
+
+/// One row for `sluice.dead_letter`.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub event_id: String,
+    pub channel: Option<String>,
+    pub app: Option<String>,
+    pub tenant: Option<String>,
+    pub table: String,
+    /// The event JSON as it would have been published.
+    pub payload: String,
+    pub reason: Reason,
+    pub error: String,
+    pub attempts: i32,
+}
+
+impl DeadLetter {
+    pub fn new(
+        change: &Change,
+        channel: Option<String>,
+        app: Option<&str>,
+        tenant: Option<&str>,
+        payload: &[u8],
+        reason: Reason,
+        error: String,
+    ) -> DeadLetter {
+        DeadLetter {
+            event_id: change.event_id.clone(),
+            channel,
+            app: app.map(str::to_string),
+            tenant: tenant.map(str::to_string),
+            table: change.table.clone(),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+            reason,
+            error,
+            attempts: 1,
+        }
+    }
+}
+
+/// The statement that inserts a batch of dead letters (arrays, one per column: one round trip)
+/// and then runs `then` (the checkpoint update) in the same statement, so both land or neither.
+pub const INSERT_BATCH: &str = "INSERT INTO sluice.dead_letter \
+    (event_id, channel, app, tenant_id, table_name, payload, reason, error, attempts) \
+    SELECT e, c, a, t, tb, p::jsonb, r, er, n \
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[]) \
+    AS d(e, c, a, t, tb, p, r, er, n)";
+
+/// The columns of a batch, in the order of [`INSERT_BATCH`]'s parameters.
+#[derive(Default)]
+pub struct Columns {
+    pub event_id: Vec<String>,
+    pub channel: Vec<Option<String>>,
+    pub app: Vec<Option<String>>,
+    pub tenant: Vec<Option<String>>,
+    pub table: Vec<String>,
+    pub payload: Vec<String>,
+    pub reason: Vec<&'static str>,
+    pub error: Vec<String>,
+    pub attempts: Vec<i32>,
+}
+
+impl Columns {
+    pub fn from_letters(letters: &[DeadLetter]) -> Columns {
+        let mut c = Columns::default();
+        for d in letters {
+            c.event_id.push(d.event_id.clone());
+            c.channel.push(d.channel.clone());
+            c.app.push(d.app.clone());
+            c.tenant.push(d.tenant.as_ref().map(|t| strip_nul(t)));
+            c.table.push(d.table.clone());
+            c.payload.push(d.payload.clone());
+            c.reason.push(d.reason.as_str());
+            c.error.push(strip_nul(&d.error));
+            c.attempts.push(d.attempts);
+        }
+        c
+    }
+}
+
+/// PostgreSQL text cannot hold NUL; a tenant made of control characters must still be parked.
+fn strip_nul(s: &str) -> String {
+    s.replace('\0', "\\u0000")
+}

@@ -1,0 +1,146 @@
+//! From a batch of changes to what Redis acknowledged: route, publish as one pipeline, and
+//! collect the dead letters. While Redis is unreachable the batch is retried with backoff and
+//! nothing is reported done; a state change (lost, back) is logged once, not per event.
+
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use backoff::ExponentialBackoff;
+use tokio::sync::watch;
+
+use crate::config::DeliveryConfig;
+use crate::dead_letter::{DeadLetter, Reason};
+use crate::event::Change;
+use crate::publish::{Delivery, PublishError, Publisher};
+use crate::route::{Event, Routed, Router};
+use crate::telemetry as m;
+
+/// What a delivered batch leaves to store with the checkpoint.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    pub published: usize,
+    pub dead: Vec<DeadLetter>,
+}
+
+/// Routes and publishes; returns `None` if shutdown was asked while Redis was unavailable
+/// (nothing is stored then, and the batch is read again after a restart).
+pub async fn deliver(
+    router: &Router,
+    publisher: &Publisher,
+    changes: &[Change],
+    policy: &DeliveryConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Delivered> {
+    let (events, mut dead) = route_all(router, changes);
+    let deliveries = publish_until_acknowledged(publisher, &events, policy, shutdown).await?;
+    let mut published = 0;
+    for (event, delivery) in events.iter().zip(deliveries) {
+        match delivery {
+            Delivery::Sent { receivers } => {
+                published += 1;
+                let labels = [("app", event.app.to_string()), ("type", event.data_type.to_string())];
+                metrics::counter!(m::EVENTS_PUBLISHED, &labels).increment(1);
+                if receivers == 0 {
+                    metrics::counter!(m::PUBLISH_NO_RECEIVERS, &labels).increment(1);
+                }
+            }
+            Delivery::Rejected(error) => {
+                metrics::counter!(m::PUBLISH_ERRORS, "kind" => "rejected").increment(1);
+                dead.push(rejected(event, error));
+            }
+        }
+    }
+    for d in &dead {
+        metrics::counter!(m::DEAD_LETTERS, "reason" => d.reason.as_str()).increment(1);
+    }
+    Some(Delivered { published, dead })
+}
+
+fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLetter>) {
+    let mut routed = Vec::with_capacity(changes.len());
+    let mut buf = Vec::with_capacity(1024);
+    for change in changes {
+        metrics::counter!(m::CHANGES_RECEIVED, "table" => change.table.clone(), "operation" => change.operation.as_str())
+            .increment(1);
+        router.route(change, &mut routed, &mut buf);
+    }
+    let mut events = Vec::with_capacity(routed.len());
+    let mut dead = Vec::new();
+    for r in routed {
+        match r {
+            Routed::Publish(e) => events.push(e),
+            Routed::DeadLetter(d) => dead.push(d),
+            Routed::Dropped => {}
+        }
+    }
+    (events, dead)
+}
+
+fn rejected(event: &Event, error: String) -> DeadLetter {
+    DeadLetter {
+        event_id: event.event_id.clone(),
+        channel: Some(event.channel.clone()),
+        app: Some(event.app.to_string()),
+        tenant: Some(event.tenant.clone()),
+        table: event.table.to_string(),
+        payload: String::from_utf8_lossy(&event.payload).into_owned(),
+        reason: Reason::PublishRejected,
+        error,
+        attempts: 1,
+    }
+}
+
+async fn publish_until_acknowledged(
+    publisher: &Publisher,
+    events: &[Event],
+    policy: &DeliveryConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Vec<Delivery>> {
+    let mut backoff = backoff_for(policy);
+    let mut down_since: Option<std::time::Instant> = None;
+    loop {
+        match publisher.publish(events).await {
+            Ok(deliveries) => {
+                if let Some(since) = down_since {
+                    tracing::info!(after = ?since.elapsed(), "Redis is reachable again; publishing resumed");
+                }
+                metrics::gauge!(m::UP, "component" => "redis").set(1.0);
+                return Some(deliveries);
+            }
+            Err(PublishError::Unavailable(why) | PublishError::BadUrl(why)) => {
+                metrics::counter!(m::PUBLISH_ERRORS, "kind" => "unavailable").increment(1);
+                metrics::gauge!(m::UP, "component" => "redis").set(0.0);
+                if down_since.is_none() {
+                    tracing::warn!(error = %why, held = events.len(), "Redis is unavailable; holding changes and retrying");
+                    down_since = Some(std::time::Instant::now());
+                }
+                let wait = backoff.next_backoff().unwrap_or(policy.max_backoff);
+                if sleep_or_shutdown(wait, shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff between `initial_backoff` and `max_backoff`, never giving up.
+pub fn backoff_for(policy: &DeliveryConfig) -> ExponentialBackoff {
+    ExponentialBackoff {
+        initial_interval: policy.initial_backoff,
+        current_interval: policy.initial_backoff,
+        max_interval: policy.max_backoff,
+        max_elapsed_time: None,
+        ..ExponentialBackoff::default()
+    }
+}
+
+/// Sleeps; `true` if shutdown was asked meanwhile (or already).
+pub async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}

@@ -1,0 +1,161 @@
+//! A captured change, whatever the source, and the JSON event it becomes.
+//!
+//! The envelope is the contract's: camelCase keys, `data` embedded verbatim as the source
+//! produced it (PostgreSQL's `to_jsonb(row)`), `eventId` stable across retries and restarts.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// What happened to the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+    Snapshot,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "INSERT",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Truncate => "TRUNCATE",
+            Operation::Snapshot => "SNAPSHOT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Operation> {
+        Some(match s {
+            "INSERT" => Operation::Insert,
+            "UPDATE" => Operation::Update,
+            "DELETE" => Operation::Delete,
+            "TRUNCATE" => Operation::Truncate,
+            "SNAPSHOT" => Operation::Snapshot,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a change came from, as shown in the event's `source` object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceRef {
+    pub mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xid: Option<u64>,
+    /// trigger mode: the `sluice.change_log` id
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+}
+
+/// One committed change of one row (or one TRUNCATE), before routing.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub event_id: String,
+    pub operation: Operation,
+    /// `schema.table`
+    pub table: String,
+    pub record_id: Option<String>,
+    /// The row after the change; for DELETE the row before; `null` for TRUNCATE.
+    pub data: Box<RawValue>,
+    /// Previous values of the changed columns, when the source knows them.
+    pub old: Option<Box<RawValue>>,
+    pub changed_fields: Option<Vec<String>>,
+    /// TOASTed columns an UPDATE did not touch (left out of `data`).
+    pub unchanged_columns: Vec<String>,
+    /// RFC 3339, UTC, microseconds.
+    pub timestamp: String,
+    pub source: SourceRef,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    event_id: &'a str,
+    operation: &'static str,
+    app: Option<&'a str>,
+    tenant_id: Option<&'a str>,
+    data_type: &'a str,
+    table: &'a str,
+    record_id: Option<&'a str>,
+    data: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed_fields: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    unchanged_columns: &'a [String],
+    timestamp: &'a str,
+    source: &'a SourceRef,
+}
+
+impl Change {
+    /// Writes the event JSON for one app into `buf` (cleared first).
+    pub fn encode_into(&self, app: Option<&str>, tenant: Option<&str>, data_type: &str, buf: &mut Vec<u8>) {
+        buf.clear();
+        let env = Envelope {
+            event_id: &self.event_id,
+            operation: self.operation.as_str(),
+            app,
+            tenant_id: tenant,
+            data_type,
+            table: &self.table,
+            record_id: self.record_id.as_deref(),
+            data: &self.data,
+            old: self.old.as_deref(),
+            changed_fields: self.changed_fields.as_deref(),
+            unchanged_columns: &self.unchanged_columns,
+            timestamp: &self.timestamp,
+            source: &self.source,
+        };
+        serde_json::to_writer(buf, &env).expect("serialising to memory cannot fail");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn envelope_matches_the_contract_shape() {
+        let change = Change {
+            event_id: "cl:3".into(),
+            operation: Operation::Update,
+            table: "public.credit_configurations".into(),
+            record_id: Some("config-789".into()),
+            data: raw(r#"{"credit_cost": 3.00}"#),
+            old: Some(raw(r#"{"credit_cost":2.50}"#)),
+            changed_fields: Some(vec!["credit_cost".into()]),
+            unchanged_columns: vec![],
+            timestamp: "2026-11-22T10:00:00.123456Z".into(),
+            source: SourceRef { mode: "trigger", lsn: None, xid: Some(1234), id: Some(3) },
+        };
+        let mut buf = Vec::new();
+        change.encode_into(Some("crm"), Some("tenant-123"), "credit-configs", &mut buf);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["eventId"], "cl:3");
+        assert_eq!(v["operation"], "UPDATE");
+        assert_eq!(v["tenantId"], "tenant-123");
+        assert_eq!(v["dataType"], "credit-configs");
+        assert_eq!(v["changedFields"][0], "credit_cost");
+        assert_eq!(v["source"]["xid"], 1234);
+        assert!(v.get("unchangedColumns").is_none());
+        // numbers are embedded verbatim, not re-rendered
+        assert!(std::str::from_utf8(&buf).unwrap().contains(r#""data":{"credit_cost": 3.00}"#));
+    }
+
+    #[test]
+    fn operations_round_trip() {
+        for op in [Operation::Insert, Operation::Update, Operation::Delete, Operation::Truncate, Operation::Snapshot] {
+            assert_eq!(Operation::parse(op.as_str()), Some(op));
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Sluice: change-data-capture from PostgreSQL to per-application Redis channels.
+//!
+//! # Data flow
+//!
+//! ```text
+//!  PostgreSQL                                                              Redis
+//!  ──────────                                                              ─────
+//!  capture trigger ─▶ sluice.change_log ─▶ source ─▶ route ─▶ publish ─▶ PUBLISH <app>:<tenant>:<type>
+//!                                            ▲          │         │
+//!                                            │          ▼         ▼
+//!                                     checkpoint ◀── dead_letter ◀┘  (acknowledged or parked)
+//! ```
+//!
+//! 1. **source** reads committed changes in batches ([`source::change_log`]: rows the
+//!    `sluice.capture()` trigger wrote) and turns each into an [`event::Change`].
+//! 2. **route** ([`route`]) finds each change's tenant and application(s), renders the channel,
+//!    and encodes one JSON event per app; what cannot be routed becomes a dead letter.
+//! 3. **publish** ([`publish`]) sends the batch to Redis as one pipeline; [`deliver`] retries it
+//!    while Redis is away and turns rejected events into dead letters.
+//! 4. **checkpoint** ([`checkpoint`]) stores the source's progress together with the batch's
+//!    dead letters ([`dead_letter`]) in one statement, only after Redis acknowledged the rest.
+//!    A crash before that replays the batch: delivery is at least once, never lossy.
+//!
+//! # Modules
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`cli`] | the command line and its commands |
+//! | [`config`] | the TOML file, typed and validated |
+//! | [`source`] | where changes come from |
+//! | [`event`] | a change and the event envelope |
+//! | [`json`] | reading a few fields of a row's JSON without a tree |
+//! | [`route`] | tenant, app, channel, cache keys |
+//! | [`publish`] | the Redis client and pipelines |
+//! | [`deliver`] | route + publish a batch, retrying while Redis is down |
+//! | [`dead_letter`] | the dead-letter table |
+//! | [`checkpoint`] | progress in `sluice.checkpoint` |
+//! | [`run`] | the daemon loop |
+//! | [`setup`], [`check`], [`tail`] | the other commands |
+//! | [`pg`] | PostgreSQL connections |
+//! | [`error`] | sorting failures into transient and fatal |
+//! | [`telemetry`] | logging and metric names |
+//! | [`testkit`] | throwaway servers for tests, the demo and benchmarks |
+
+pub mod check;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod dead_letter;
+pub mod deliver;
+pub mod error;
+pub mod event;
+pub mod json;
+pub mod pg;
+pub mod publish;
+pub mod route;
+pub mod run;
+pub mod setup;
+pub mod source;
+pub mod tail;
+pub mod telemetry;
+pub mod testkit;

@@ -1,0 +1,188 @@
+//! `sluice run`: the daemon loop of trigger mode.
+//!
+//! connect → take the reader lock (or wait as a standby) → read a batch → deliver it →
+//! store progress with its dead letters → repeat; sleep until a NOTIFY or `poll_interval` when
+//! caught up. PostgreSQL going away restarts the loop from the stored checkpoint after a
+//! backoff; Redis going away holds the batch (see [`crate::deliver`]). SIGTERM/SIGINT finish
+//! the batch in flight, store it, and return.
+
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use tokio::sync::watch;
+
+use crate::checkpoint::{self, CHANGE_LOG};
+use crate::config::Config;
+use crate::deliver::{backoff_for, deliver, sleep_or_shutdown};
+use crate::error::{classify, Class, RunError};
+use crate::pg::{self, Conn};
+use crate::publish::Publisher;
+use crate::route::Router;
+use crate::source::change_log::ChangeLog;
+use crate::telemetry as m;
+
+/// How often idle progress (a newer snapshot with nothing in between) is written down.
+const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// How often processed change_log rows past `retention` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs until `shutdown` turns true; returns an error only for fatal failures.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+    let router = Router::new(&config);
+    let publisher = Publisher::new(&config.redis)?;
+    let mut backoff = backoff_for(&config.delivery);
+    let mut pg_down = false;
+    tracing::info!(postgres = %pg::redact(&config.postgres.url), redis = %pg::redact(&config.redis.url), mode = "trigger", "sluice starting");
+    loop {
+        let result = session(&config, &router, &publisher, &mut shutdown, &mut || {
+            backoff.reset();
+            pg_down = false;
+        })
+        .await;
+        match result {
+            Ok(()) => break,
+            Err(e) => match classify(&e) {
+                Class::Fatal { hint } => {
+                    publisher.close().await;
+                    return Err(RunError::Other(format!("{e}; {hint}")));
+                }
+                Class::Transient => {
+                    metrics::gauge!(m::UP, "component" => "postgres").set(0.0);
+                    if !pg_down {
+                        tracing::warn!(error = %e, "PostgreSQL is unavailable; reconnecting with backoff");
+                        pg_down = true;
+                    }
+                }
+            },
+        }
+        let wait = backoff.next_backoff().unwrap_or(config.delivery.max_backoff);
+        if sleep_or_shutdown(wait, &mut shutdown).await {
+            break;
+        }
+    }
+    publisher.close().await;
+    tracing::info!("sluice stopped");
+    Ok(())
+}
+
+/// One connection's worth of work: returns `Ok` on shutdown, `Err` when the session failed.
+async fn session(
+    config: &Config,
+    router: &Router,
+    publisher: &Publisher,
+    shutdown: &mut watch::Receiver<bool>,
+    on_connected: &mut dyn FnMut(),
+) -> Result<(), RunError> {
+    let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout).await?;
+    if !wait_for_lock(&conn, shutdown).await? {
+        return Ok(());
+    }
+    ChangeLog::listen(&conn.client).await?;
+    let mut source = ChangeLog::open(&conn.client, config.source.batch_size).await?;
+    metrics::gauge!(m::UP, "component" => "postgres").set(1.0);
+    on_connected();
+    tracing::info!(position = %source.progress().position(), "connected to PostgreSQL; reading sluice.change_log");
+    let mut state = LoopState { caught_up: false, dirty: false, stored_at: Instant::now(), pruned_at: Instant::now() };
+    loop {
+        if *shutdown.borrow() {
+            return store_idle(&conn, &source, &mut state).await;
+        }
+        if state.caught_up && wait_for_change(&conn, config.source.poll_interval, shutdown).await {
+            continue;
+        }
+        if !step(config, router, publisher, &conn, &mut source, &mut state, shutdown).await? {
+            return Ok(());
+        }
+        if state.pruned_at.elapsed() >= PRUNE_EVERY {
+            state.pruned_at = Instant::now();
+            let pruned = source.prune(&conn.client, config.source.retention).await?;
+            if pruned > 0 {
+                tracing::info!(rows = pruned, "pruned change_log rows past retention");
+            }
+        }
+    }
+}
+
+struct LoopState {
+    caught_up: bool,
+    /// Progress moved in memory (idle rounds) but is not stored yet.
+    dirty: bool,
+    stored_at: Instant,
+    pruned_at: Instant,
+}
+
+/// Reads and delivers one batch. `Ok(false)`: shutdown while Redis was down, stop now.
+async fn step(
+    config: &Config,
+    router: &Router,
+    publisher: &Publisher,
+    conn: &Conn,
+    source: &mut ChangeLog,
+    state: &mut LoopState,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    let batch = source.next_batch(&conn.client).await?;
+    state.caught_up = !batch.full;
+    if batch.changes.is_empty() {
+        state.dirty |= batch.next != *source.progress();
+        source.advance(batch.next);
+        if state.dirty && state.stored_at.elapsed() >= IDLE_CHECKPOINT_EVERY {
+            store_idle(conn, source, state).await?;
+        }
+        return Ok(true);
+    }
+    metrics::histogram!(m::BATCH_SIZE).record(batch.changes.len() as f64);
+    let Some(done) = deliver(router, publisher, &batch.changes, &config.delivery, shutdown).await else {
+        return Ok(false);
+    };
+    checkpoint::commit(&conn.client, CHANGE_LOG, &batch.next, &done.dead).await?;
+    if !done.dead.is_empty() {
+        tracing::warn!(count = done.dead.len(), first_reason = done.dead[0].reason.as_str(), "events dead-lettered");
+    }
+    tracing::debug!(changes = batch.changes.len(), published = done.published, "batch delivered");
+    source.advance(batch.next);
+    state.dirty = false;
+    state.stored_at = Instant::now();
+    Ok(true)
+}
+
+async fn store_idle(conn: &Conn, source: &ChangeLog, state: &mut LoopState) -> Result<(), RunError> {
+    if state.dirty {
+        checkpoint::commit(&conn.client, CHANGE_LOG, source.progress(), &[]).await?;
+        state.dirty = false;
+        state.stored_at = Instant::now();
+    }
+    Ok(())
+}
+
+/// Waits for a NOTIFY, the poll interval, or shutdown; `true` if it was shutdown.
+async fn wait_for_change(conn: &Conn, poll: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = conn.notified.notified() => false,
+        _ = tokio::time::sleep(poll) => false,
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// Takes the reader lock, waiting as a standby while another daemon holds it.
+async fn wait_for_lock(conn: &Conn, shutdown: &mut watch::Receiver<bool>) -> Result<bool, RunError> {
+    let mut announced = false;
+    loop {
+        if ChangeLog::try_lock(&conn.client).await? {
+            if announced {
+                tracing::info!("took over as the active reader");
+            }
+            return Ok(true);
+        }
+        if !announced {
+            tracing::info!("standby: another sluice is reading this change_log; waiting to take over");
+            announced = true;
+        }
+        if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+            return Ok(false);
+        }
+        if conn.is_closed() {
+            return Err(RunError::ConnectionLost);
+        }
+    }
+}

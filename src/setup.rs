@@ -1,0 +1,121 @@
+//! `sluice setup`: creates or upgrades every SQL object Sluice needs, idempotently, and
+//! attaches the capture trigger to every configured table. `--dry-run` prints the SQL.
+
+use tokio_postgres::Client;
+
+use crate::config::{qualify, Config, TableConfig};
+
+const SCHEMA: &str = include_str!("../sql/001_schema.sql");
+const CHANGE_LOG: &str = include_str!("../sql/002_change_log.sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{}", crate::pg::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("table {0} named in the config does not exist in this database")]
+    NoTable(String),
+    #[error("table {table} has no column {column} (named by {key} in the config)")]
+    NoColumn { table: String, column: String, key: &'static str },
+}
+
+/// What a table looks like in the catalog.
+pub struct TableShape {
+    pub columns: Vec<String>,
+    pub primary_key: Vec<String>,
+}
+
+const COLUMNS: &str = "SELECT attname::text FROM pg_attribute \
+    WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum";
+const PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+    WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
+    ORDER BY array_position(i.indkey::int2[], a.attnum)";
+
+/// Reads a table's columns and primary key; `None` if the table does not exist.
+pub async fn table_shape(client: &Client, table: &str) -> Result<Option<TableShape>, tokio_postgres::Error> {
+    let name = quote_table(table);
+    let columns: Vec<String> = client.query(COLUMNS, &[&name]).await?.iter().map(|r| r.get(0)).collect();
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let primary_key = client.query(PRIMARY_KEY, &[&name]).await?.iter().map(|r| r.get(0)).collect();
+    Ok(Some(TableShape { columns, primary_key }))
+}
+
+/// Builds the whole setup script, checking that every configured table and column exists.
+pub async fn plan(client: &Client, config: &Config) -> Result<String, SetupError> {
+    let mut sql = format!("{SCHEMA}\n{CHANGE_LOG}\n");
+    for t in &config.tables {
+        let table = qualify(&t.table);
+        let shape = table_shape(client, &table).await?.ok_or_else(|| SetupError::NoTable(table.clone()))?;
+        check_columns(t, &table, &shape)?;
+        if shape.primary_key.is_empty() {
+            tracing::warn!(table = %table, "no primary key: recordId will be empty and UPDATE events carry no old values");
+        }
+        sql.push_str(&triggers(&table, &t.tenant, &shape.primary_key));
+    }
+    Ok(sql)
+}
+
+fn check_columns(t: &TableConfig, table: &str, shape: &TableShape) -> Result<(), SetupError> {
+    let needed = std::iter::once((t.tenant.as_str(), "tenant")).chain(t.app.column().map(|c| (c, "app")));
+    for (column, key) in needed {
+        if !shape.columns.iter().any(|c| c == column) {
+            return Err(SetupError::NoColumn { table: table.to_string(), column: column.to_string(), key });
+        }
+    }
+    Ok(())
+}
+
+/// The four capture triggers of one table (statement-level; see sql/002_change_log.sql).
+pub fn triggers(table: &str, tenant: &str, key: &[String]) -> String {
+    let target = quote_table(table);
+    let args: Vec<String> = std::iter::once(tenant).chain(key.iter().map(String::as_str)).map(literal).collect();
+    let call = format!("EXECUTE FUNCTION sluice.capture({})", args.join(", "));
+    let mut sql = format!("\n-- capture {table}\n");
+    for (name, event, referencing) in [
+        ("sluice_capture_insert", "INSERT", "REFERENCING NEW TABLE AS new_table "),
+        ("sluice_capture_update", "UPDATE", "REFERENCING OLD TABLE AS old_table NEW TABLE AS new_table "),
+        ("sluice_capture_delete", "DELETE", "REFERENCING OLD TABLE AS old_table "),
+        ("sluice_capture_truncate", "TRUNCATE", ""),
+    ] {
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS {name} ON {target};\nCREATE TRIGGER {name} AFTER {event} ON {target} {referencing}FOR EACH STATEMENT {call};\n"
+        ));
+    }
+    sql
+}
+
+/// Applies the plan in one transaction.
+pub async fn apply(client: &Client, sql: &str) -> Result<(), SetupError> {
+    client.batch_execute(&format!("BEGIN;\n{sql}\nCOMMIT;")).await?;
+    Ok(())
+}
+
+/// `schema.table` with each part quoted as an identifier.
+pub fn quote_table(table: &str) -> String {
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    format!("{}.{}", ident(schema), ident(name))
+}
+
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_quote_names_and_pass_tenant_then_key() {
+        let sql = triggers("public.roles", "tenant_id", &["role_id".into()]);
+        assert!(sql.contains("AFTER UPDATE ON \"public\".\"roles\" REFERENCING OLD TABLE AS old_table NEW TABLE AS new_table"));
+        assert!(sql.contains("sluice.capture('tenant_id', 'role_id')"));
+        assert_eq!(sql.matches("CREATE TRIGGER").count(), 4);
+        assert_eq!(quote_table("a\"b.c"), "\"a\"\"b\".\"c\"");
+    }
+}

@@ -1,0 +1,35 @@
+//! Logs (tracing, text or JSON) and the names of every metric, in one place.
+//!
+//! Labels are bounded: table, operation, app, type and reason come from the config or a fixed
+//! set, never from a row (no tenant, no raw value).
+
+use tracing_subscriber::EnvFilter;
+
+pub const CHANGES_RECEIVED: &str = "sluice_changes_received_total";
+pub const EVENTS_PUBLISHED: &str = "sluice_events_published_total";
+pub const PUBLISH_NO_RECEIVERS: &str = "sluice_publish_no_receivers_total";
+pub const PUBLISH_ERRORS: &str = "sluice_publish_errors_total";
+pub const DEAD_LETTERS: &str = "sluice_dead_letters_total";
+pub const END_TO_END_LATENCY: &str = "sluice_end_to_end_latency_seconds";
+pub const BATCH_SIZE: &str = "sluice_batch_size";
+pub const SOURCE_LAG_BYTES: &str = "sluice_source_lag_bytes";
+pub const PENDING_CHANGES: &str = "sluice_pending_changes";
+pub const SLOT_RETAINED_WAL_BYTES: &str = "sluice_slot_retained_wal_bytes";
+pub const UP: &str = "sluice_up";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber; `level` is a tracing filter such as `info` or `sluice=debug`.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
