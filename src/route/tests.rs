@@ -182,6 +182,7 @@ proptest! {
     fn a_pattern_character_anywhere_makes_a_tenant_unsafe(
         head in "[A-Za-z0-9]{1,10}", bad in "[:*? \\n\\t\\[\\]\\x00/]", tail in "[a-z]{0,10}",
     ) {
-        prop_assert!(!is_safe_tenant(&format!("{head}{bad}{tail}")));
+        let tenant = format!("{head}{bad}{tail}");
+        prop_assert!(!is_safe_tenant(&tenant));
     }
 }
