@@ -1,0 +1,218 @@
+//! The end-to-end harness: throwaway PostgreSQL and Redis on free ports, the seed schema, a
+//! config file, the `sluice` binary as a child process, and a Redis subscriber that records
+//! every event. Waits are on conditions with deadlines, never fixed sleeps.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use sluice::testkit::{Postgres, Redis};
+
+pub const DB: &str = "app";
+pub const SEED: &str = include_str!("../fixtures/seed.sql");
+
+/// The config the tests run with; `{pg}` and `{redis}` are filled in, `extra` lands in
+/// `[source]` and may set other sections after it.
+pub fn config_text(pg: &str, redis: &str, extra: &str) -> String {
+    format!(
+        r#"[postgres]
+url = "{pg}"
+[redis]
+url = "{redis}"
+[source]
+mode = "trigger"
+poll_interval = "100ms"
+{extra}
+[apps]
+crm = {{ prefixes = ["crm.", "user-management", "role-management"] }}
+hrms = {{ prefixes = ["hrms."] }}
+finance = {{ prefixes = ["finance."] }}
+[[tables]]
+table = "public.credit_configurations"
+type = "credit-configs"
+tenant = "tenant_id"
+app = {{ operation_code = "operation_code" }}
+[[tables]]
+table = "public.roles"
+type = "roles"
+tenant = "tenant_id"
+app = {{ any_of = "permissions" }}
+[[tables]]
+table = "public.users"
+type = "users"
+tenant = "tenant_id"
+app = {{ fixed = ["crm", "hrms"] }}
+"#
+    )
+}
+
+pub struct Env {
+    pub pg: Postgres,
+    pub redis: Redis,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Env {
+    /// Servers, the seed schema in database `app`, a config, and `sluice setup` applied.
+    pub fn start(extra: &str) -> Env {
+        let pg = Postgres::start().expect("start postgres");
+        let redis = Redis::start().expect("start redis");
+        pg.psql("postgres", &format!("CREATE DATABASE {DB}")).unwrap();
+        pg.psql(DB, SEED).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(&config, config_text(&pg.url_for(DB), &redis.url(), extra)).unwrap();
+        let env = Env { pg, redis, dir, config };
+        let out = env.sluice(&["setup"]);
+        assert!(out.status.success(), "setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        env
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        self.pg.psql(DB, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.arg("--config").arg(&self.config).env_remove("DATABASE_URL").env_remove("REDIS_URL");
+        c
+    }
+
+    pub fn sluice(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run sluice")
+    }
+
+    /// `sluice run` in the background, its log in the temp dir.
+    pub fn daemon(&self) -> Daemon {
+        let log_path = self.dir.path().join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = self
+            .command()
+            .args(["--log-level", "debug", "run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice run");
+        Daemon { child, log: log_path }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.pg.url_for(DB), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    pub async fn subscribe(&self) -> Subscriber {
+        Subscriber::start(&self.redis.url()).await
+    }
+
+    /// Open dead letters as (reason, tenant or `<null>`, event id), oldest first.
+    pub fn dead_letters(&self) -> Vec<(String, String, String)> {
+        let json = self.sql(
+            "SELECT coalesce(json_agg(json_build_array(reason, coalesce(tenant_id, '<null>'), event_id) ORDER BY id), '[]') \
+             FROM sluice.dead_letter WHERE resolved_at IS NULL",
+        );
+        serde_json::from_str(json.trim()).unwrap()
+    }
+
+    pub fn pending(&self) -> i64 {
+        self.sql("SELECT count(*) FROM sluice.pending_changes").trim().parse().unwrap()
+    }
+}
+
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (waits up to 30 s).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+/// One event as a subscriber saw it.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub channel: String,
+    pub raw: String,
+    pub event: serde_json::Value,
+}
+
+/// Records every message published on the server.
+pub struct Subscriber {
+    pub messages: Arc<Mutex<Vec<Msg>>>,
+    client: fred::clients::SubscriberClient,
+}
+
+impl Subscriber {
+    async fn start(url: &str) -> Subscriber {
+        let client = Builder::from_config(fred::types::config::Config::from_url(url).unwrap()).build_subscriber_client().unwrap();
+        client.init().await.unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        let mut rx = client.message_rx();
+        tokio::spawn(async move {
+            while let Ok(m) = rx.recv().await {
+                let raw = m.value.as_string().unwrap_or_default();
+                let event = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
+                sink.lock().unwrap().push(Msg { channel: m.channel.to_string(), raw, event });
+            }
+        });
+        client.psubscribe("*").await.unwrap();
+        Subscriber { messages, client }
+    }
+
+    pub fn all(&self) -> Vec<Msg> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` messages arrived; panics with `context` after `limit`.
+    pub async fn wait_for(&self, n: usize, limit: Duration, context: impl Fn() -> String) -> Vec<Msg> {
+        wait_until(limit, || self.count() >= n, || format!("{} of {n} events arrived\n{}", self.count(), context())).await;
+        self.all()
+    }
+}
+
+/// Polls `cond` until it holds; panics with `why()` after `limit`.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?}: {}", why());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
