@@ -11,6 +11,7 @@ use crate::publish::build_client;
 /// Prints messages until `stop` resolves.
 pub async fn tail(config: &RedisConfig, pattern: &str, stop: impl std::future::Future<Output = ()>) -> Result<(), String> {
     let client = build_client(&config.url, config.command_timeout).map_err(|e| e.to_string())?;
+    client.update_perf_config(fred::types::config::PerformanceConfig { broadcast_channel_capacity: 1 << 14, ..client.perf_config() });
     client.connect();
     tokio::time::timeout(config.command_timeout, client.wait_for_connect())
         .await
@@ -24,7 +25,14 @@ pub async fn tail(config: &RedisConfig, pattern: &str, stop: impl std::future::F
         tokio::select! {
             _ = &mut stop => break,
             message = messages.recv() => {
-                let Ok(message) = message else { break };
+                let message = match message {
+                    Ok(m) => m,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        eprintln!("tail: skipped {n} events: the terminal could not keep up");
+                        continue;
+                    }
+                    Err(_) => break,
+                };
                 let payload = message.value.as_str().map(|s| s.to_string()).unwrap_or_default();
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{} {}", message.channel, payload);

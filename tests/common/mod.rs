@@ -92,7 +92,7 @@ impl Env {
         let log = std::fs::File::create(&log_path).unwrap();
         let child = self
             .command()
-            .args(["--log-level", "debug", "run"])
+            .args(["--log-level", "sluice=debug,info", "run"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -130,8 +130,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The last 40 lines of the daemon's log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     pub fn sigkill(&mut self) {
@@ -175,13 +178,21 @@ pub struct Subscriber {
 
 impl Subscriber {
     async fn start(url: &str) -> Subscriber {
-        let client = Builder::from_config(fred::types::config::Config::from_url(url).unwrap()).build_subscriber_client().unwrap();
+        let client = Builder::from_config(fred::types::config::Config::from_url(url).unwrap())
+            .with_performance_config(|p| p.broadcast_channel_capacity = 1 << 17)
+            .build_subscriber_client()
+            .unwrap();
         client.init().await.unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = messages.clone();
         let mut rx = client.message_rx();
         tokio::spawn(async move {
-            while let Ok(m) = rx.recv().await {
+            loop {
+                let m = match rx.recv().await {
+                    Ok(m) => m,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => panic!("the test subscriber fell {n} messages behind"),
+                    Err(_) => break,
+                };
                 let raw = m.value.as_string().unwrap_or_default();
                 let event = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
                 sink.lock().unwrap().push(Msg { channel: m.channel.to_string(), raw, event });
