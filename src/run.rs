@@ -23,7 +23,8 @@ use crate::telemetry as m;
 
 /// How often idle progress (a newer snapshot with nothing in between) is written down.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
-/// How often processed change_log rows past `retention` are pruned.
+/// How often processed change_log rows past `retention` are pruned (more often when the
+/// retention itself is shorter), and once at every connect.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs until `shutdown` turns true; returns an error only for fatal failures.
@@ -82,7 +83,8 @@ async fn session(
     metrics::gauge!(m::UP, "component" => "postgres").set(1.0);
     on_connected();
     tracing::info!(position = %source.progress().position(), "connected to PostgreSQL; reading sluice.change_log");
-    let mut state = LoopState { caught_up: false, dirty: false, stored_at: Instant::now(), pruned_at: Instant::now() };
+    let mut state = LoopState { caught_up: false, dirty: false, stored_at: Instant::now(), pruned_at: None };
+    let prune_every = PRUNE_EVERY.min(config.source.retention.max(Duration::from_secs(1)));
     loop {
         if *shutdown.borrow() {
             return store_idle(&conn, &source, &mut state).await;
@@ -93,8 +95,8 @@ async fn session(
         if !step(config, router, publisher, &conn, &mut source, &mut state, shutdown).await? {
             return Ok(());
         }
-        if state.pruned_at.elapsed() >= PRUNE_EVERY {
-            state.pruned_at = Instant::now();
+        if state.pruned_at.is_none_or(|at| at.elapsed() >= prune_every) {
+            state.pruned_at = Some(Instant::now());
             let pruned = source.prune(&conn.client, config.source.retention).await?;
             if pruned > 0 {
                 tracing::info!(rows = pruned, "pruned change_log rows past retention");
@@ -108,7 +110,7 @@ struct LoopState {
     /// Progress moved in memory (idle rounds) but is not stored yet.
     dirty: bool,
     stored_at: Instant,
-    pruned_at: Instant,
+    pruned_at: Option<Instant>,
 }
 
 /// Reads and delivers one batch. `Ok(false)`: shutdown while Redis was down, stop now.

@@ -72,6 +72,14 @@ impl Env {
         env
     }
 
+    /// Rewrites the config's `[redis]` section with a shorter command timeout.
+    pub fn set_redis_timeout(&self, timeout: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let url = self.redis.url();
+        let text = text.replace(&format!("url = \"{url}\"\n"), &format!("url = \"{url}\"\ncommand_timeout = \"{timeout}\"\n"));
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     pub fn sql(&self, sql: &str) -> String {
         self.pg.psql(DB, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
