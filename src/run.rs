@@ -72,7 +72,7 @@ async fn session(
     router: &Router,
     publisher: &Publisher,
     shutdown: &mut watch::Receiver<bool>,
-    on_connected: &mut dyn FnMut(),
+    on_connected: &mut (dyn FnMut() + Send),
 ) -> Result<(), RunError> {
     let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout).await?;
     if !wait_for_lock(&conn, shutdown).await? {

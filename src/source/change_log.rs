@@ -33,7 +33,7 @@ const CURRENT_SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
 
 /// Rows visible in the round's snapshot ($2) but not in `done` ($1), after id $3, in id order.
 const READ: &str = "SELECT id, xid::text, table_name, operation, record_id, new_row::text, old_row::text, \
-    changed_fields, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
     FROM sluice.change_log \
     WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) \
       AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot) \
@@ -132,17 +132,19 @@ fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
     let operation = Operation::parse(&op).ok_or_else(|| malformed(format!("unknown operation {op:?}")))?;
     let new_row: Option<String> = row.get(5);
     let old_row: Option<String> = row.get(6);
-    let changed: Option<Vec<String>> = row.get(7);
+    let (old, changed) = match (operation, &old_row, &new_row) {
+        (Operation::Update, Some(old), Some(new)) => {
+            let (old, changed) = diff(old, new).map_err(|e| malformed(e.to_string()))?;
+            (Some(old), Some(changed))
+        }
+        _ => (None, None),
+    };
     let data = match operation {
-        Operation::Delete => old_row.clone(),
+        Operation::Delete => old_row,
         Operation::Truncate => Some("null".into()),
         _ => new_row,
     }
     .ok_or_else(|| malformed(format!("{op} without a row")))?;
-    let old = match (&operation, &old_row, &changed) {
-        (Operation::Update, Some(old), Some(fields)) => Some(old_subset(old, fields).map_err(|e| malformed(e.to_string()))?),
-        _ => None,
-    };
     Ok(Change {
         event_id: format!("cl:{id}"),
         operation,
@@ -150,39 +152,49 @@ fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
         record_id: row.get(4),
         data: RawValue::from_string(data).map_err(|e| malformed(e.to_string()))?,
         old,
-        changed_fields: if operation == Operation::Update { changed } else { None },
+        changed_fields: changed,
         unchanged_columns: Vec::new(),
-        timestamp: row.get(8),
+        timestamp: row.get(7),
         source: SourceRef { mode: "trigger", lsn: None, xid: row.get::<_, String>(1).parse().ok(), id: Some(id) },
     })
 }
 
-/// `{column: old value}` for the changed columns only.
-fn old_subset(old: &str, fields: &[String]) -> Result<Box<RawValue>, serde_json::Error> {
-    let mut out = String::with_capacity(old.len() / 2);
+/// The columns whose value differs between two `to_jsonb` rows (jsonb prints equal values
+/// identically, so comparing the text is comparing the values), and their old values.
+fn diff(old: &str, new: &str) -> Result<(Box<RawValue>, Vec<String>), serde_json::Error> {
+    let before = json::entries(old)?;
+    let mut changed = Vec::new();
+    let mut out = String::with_capacity(64);
     out.push('{');
-    for (key, value) in json::entries(old)? {
-        if fields.iter().any(|f| *f == key) {
-            if out.len() > 1 {
-                out.push(',');
-            }
-            out.push_str(&serde_json::to_string(&key)?);
-            out.push(':');
-            out.push_str(value.get());
+    for (key, value) in json::entries(new)? {
+        let previous = before.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        if previous.map(|p| p.get()) == Some(value.get()) {
+            continue;
         }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(&key)?);
+        out.push(':');
+        out.push_str(previous.map_or("null", |p| p.get()));
+        changed.push(key.into_owned());
     }
     out.push('}');
-    RawValue::from_string(out)
+    Ok((RawValue::from_string(out)?, changed))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::old_subset;
+    use super::diff;
 
     #[test]
-    fn old_keeps_only_changed_columns() {
-        let old = r#"{"a": 1, "b": "x", "c": 2.50}"#;
-        assert_eq!(old_subset(old, &["c".into(), "a".into()]).unwrap().get(), r#"{"a":1,"c":2.50}"#);
-        assert_eq!(old_subset(old, &[]).unwrap().get(), "{}");
+    fn diff_lists_changed_columns_with_their_old_values() {
+        let old = r#"{"a": 1, "b": "x", "c": 2.50, "d": {"k": [1]}}"#;
+        let new = r#"{"a": 2, "b": "x", "c": 3.00, "d": {"k": [1]}, "e": true}"#;
+        let (before, changed) = diff(old, new).unwrap();
+        assert_eq!(before.get(), r#"{"a":1,"c":2.50,"e":null}"#);
+        assert_eq!(changed, ["a", "c", "e"]);
+        let (before, changed) = diff(old, old).unwrap();
+        assert_eq!((before.get(), changed.len()), ("{}", 0));
     }
 }
