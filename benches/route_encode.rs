@@ -110,7 +110,7 @@ fn wide_row(i: usize) -> String {
     }
     let base: usize = cols.iter().map(|c| c.len() + 2).sum::<usize>() + 2; // ", " separators and braces
     let filler = 2048 - base - r#""description": """#.len();
-    cols.push(format!(r#""description": "{}""#, "Credit configuration for a premium tenant. ".repeat(64)[..filler]));
+    cols.push(format!(r#""description": "{}""#, &"Credit configuration for a premium tenant. ".repeat(64)[..filler]));
     let row = format!("{{{}}}", cols.join(", "));
     debug_assert_eq!(cols.len(), 30);
     row

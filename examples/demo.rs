@@ -94,8 +94,7 @@ async fn main() -> ExitCode {
     let started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let result = match on_ctrl_c(stop_tx.clone()) {
-        // A LocalSet because `sluice::run::run`'s future is not `Send` (see `demo`).
-        Ok(()) => tokio::task::LocalSet::new().run_until(demo(stop_tx, stop_rx)).await,
+        Ok(()) => demo(stop_tx, stop_rx).await,
         Err(e) => Err(e.into()),
     };
     match result {
@@ -138,7 +137,7 @@ async fn demo(stop_tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) -> 
     let subscriber = subscribe(&redis.url()).await?;
     let mut messages = subscriber.message_rx();
     subscriber.psubscribe("*:*:*").await?;
-    let daemon = tokio::task::spawn_local(sluice::run::run(config, stop.clone()));
+    let daemon = tokio::spawn(sluice::run::run(config, stop.clone()));
     println!("Running sluice in-process; subscribed to *:*:*\n");
     let result = narrate(&pg, &mut messages, &mut stop).await;
     let _ = stop_tx.send(true);
