@@ -31,13 +31,23 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let router = Router::new(&config);
     let publisher = Publisher::new(&config.redis)?;
+    if !publisher.wait_connected(config.redis.command_timeout).await {
+        publisher.close().await;
+        return Err(RunError::Other(format!(
+            "cannot reach Redis at {} within {:?}; check redis.url (or REDIS_URL) and that Redis runs",
+            pg::redact(&config.redis.url),
+            config.redis.command_timeout
+        )));
+    }
     let mut backoff = backoff_for(&config.delivery);
     let mut pg_down = false;
+    let mut connected_once = false;
     tracing::info!(postgres = %pg::redact(&config.postgres.url), redis = %pg::redact(&config.redis.url), mode = "trigger", "sluice starting");
     loop {
         let result = session(&config, &router, &publisher, &mut shutdown, &mut || {
             backoff.reset();
             pg_down = false;
+            connected_once = true;
         })
         .await;
         match result {
@@ -46,6 +56,13 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
                 Class::Fatal { hint } => {
                     publisher.close().await;
                     return Err(RunError::Other(format!("{e}; {hint}")));
+                }
+                Class::Transient if !connected_once => {
+                    publisher.close().await;
+                    return Err(RunError::Other(format!(
+                        "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL) and that the server runs",
+                        pg::redact(&config.postgres.url)
+                    )));
                 }
                 Class::Transient => {
                     metrics::gauge!(m::UP, "component" => "postgres").set(0.0);
