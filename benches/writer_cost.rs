@@ -25,8 +25,10 @@ CREATE TRIGGER row_capture AFTER INSERT OR UPDATE OR DELETE ON credit_configurat
   FOR EACH ROW EXECUTE FUNCTION row_capture();";
 
 fn main() {
-    let rows: i64 = std::env::var("ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    // `cargo bench` passes --bench; under `cargo test` this is a quick smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let rows: i64 = std::env::var("ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 100_000 } else { 2_000 });
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 3 } else { 1 });
     let pg = Postgres::start().expect("start postgres");
     pg.psql("postgres", "CREATE DATABASE bench").unwrap();
     let schema = format!("{}\n{}", include_str!("../sql/001_schema.sql"), include_str!("../sql/002_change_log.sql"));

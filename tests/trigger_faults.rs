@@ -25,6 +25,7 @@ async fn redis_down_holds_changes_and_nothing_is_lost_or_dead_lettered() {
     let mut env = Env::start("[delivery]\ninitial_backoff = \"2s\"\nmax_backoff = \"2s\"");
     env.set_redis_timeout("1s");
     let daemon = env.daemon();
+    wait_until(WAIT, || daemon.log().contains("connected to PostgreSQL"), || daemon.log()).await;
     env.redis.stop().unwrap();
     insert(&env, 1, 300);
     wait_until(WAIT, || daemon.log().contains("Redis is unavailable"), || daemon.log()).await;
