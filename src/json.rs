@@ -74,15 +74,19 @@ impl<'de, 'w, 'o> DeserializeSeed<'de> for Picker<'w, 'o, 'de> {
     }
 }
 
+/// A boolean, array or object where text or a number was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotScalar;
+
 /// A scalar JSON value as text: strings unescaped, numbers verbatim; `None` for null,
-/// `Err` for booleans, arrays and objects.
-pub fn scalar_text(raw: &RawValue) -> Result<Option<Cow<'_, str>>, ()> {
+/// [`NotScalar`] for booleans, arrays and objects.
+pub fn scalar_text(raw: &RawValue) -> Result<Option<Cow<'_, str>>, NotScalar> {
     let text = raw.get();
     match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text).map(Some).map_err(|_| ()),
+        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text).map(Some).map_err(|_| NotScalar),
         Some(b'-' | b'0'..=b'9') => Ok(Some(Cow::Borrowed(text))),
         Some(b'n') => Ok(None),
-        _ => Err(()),
+        _ => Err(NotScalar),
     }
 }
 

@@ -59,6 +59,9 @@ pub enum Routed {
     Dropped,
 }
 
+/// Why a change has no route: the dead-letter reason and the error text.
+type Unrouted = (Reason, String);
+
 #[derive(Debug)]
 enum Rule {
     OperationCode(String),
@@ -175,7 +178,7 @@ impl Router {
     }
 
     /// The tenant and the apps of a change, or why there are none.
-    fn resolve(&self, route: &TableRoute, change: &Change) -> Result<(String, Vec<Arc<str>>), (Reason, String)> {
+    fn resolve(&self, route: &TableRoute, change: &Change) -> Result<(String, Vec<Arc<str>>), Unrouted> {
         if change.operation == Operation::Truncate {
             return Err((Reason::MissingTenant, "TRUNCATE carries no tenant to route by".into()));
         }
@@ -191,18 +194,18 @@ impl Router {
         Ok((tenant, apps))
     }
 
-    fn code_app(&self, raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Arc<str>, (Reason, String)> {
+    fn code_app(&self, raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Arc<str>, Unrouted> {
         let code = match raw.map(json::scalar_text) {
             Some(Ok(Some(code))) => code,
             Some(Ok(None)) | None => return Err((Reason::Unroutable, format!("operation code column {col} is NULL"))),
-            Some(Err(())) => return Err((Reason::Unroutable, format!("operation code column {col} is not text"))),
+            Some(Err(json::NotScalar)) => return Err((Reason::Unroutable, format!("operation code column {col} is not text"))),
         };
         self.app_for_code(&code)
             .cloned()
             .ok_or_else(|| (Reason::Unroutable, format!("no app has a prefix of operation code {:?}", truncate(&code))))
     }
 
-    fn any_of_apps(&self, raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Vec<Arc<str>>, (Reason, String)> {
+    fn any_of_apps(&self, raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Vec<Arc<str>>, Unrouted> {
         let entries: Vec<Option<String>> = match raw {
             Some(r) => serde_json::from_str::<Option<Vec<Option<String>>>>(r.get())
                 .map_err(|_| (Reason::Unroutable, format!("column {col} is not an array of text")))?
@@ -229,11 +232,11 @@ fn rule_column(rule: &Rule) -> Option<&str> {
     }
 }
 
-fn tenant_of(raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<String, (Reason, String)> {
+fn tenant_of(raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<String, Unrouted> {
     let text = match raw.map(json::scalar_text) {
         Some(Ok(Some(t))) => t,
         Some(Ok(None)) | None => return Err((Reason::MissingTenant, format!("tenant column {col} is NULL"))),
-        Some(Err(())) => return Err((Reason::InvalidTenant, format!("tenant column {col} is not a text or number"))),
+        Some(Err(json::NotScalar)) => return Err((Reason::InvalidTenant, format!("tenant column {col} is not a text or number"))),
     };
     if !is_safe_tenant(&text) {
         return Err((Reason::InvalidTenant, format!("tenant {:?} does not match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$", truncate(&text))));

@@ -69,7 +69,7 @@ impl Template {
     }
 
     pub fn uses(&self, var: Var) -> bool {
-        self.parts.iter().any(|p| *p == Part::Var(var))
+        self.parts.contains(&Part::Var(var))
     }
 
     pub fn render(&self, v: &Values<'_>) -> String {

@@ -1,0 +1,133 @@
+//! Throwaway Redis servers.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A throwaway `redis-server` child process on a free port.
+pub struct Redis {
+    dir: TempDir,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    /// redis-server on a free 127.0.0.1 port, run as a child (not
+    /// daemonized); waits until it answers PING.
+    pub fn start() -> io::Result<Redis> {
+        let dir = TempDir::new("redis")?;
+        let mut redis = Redis {
+            dir,
+            child: None,
+            port: 0,
+        };
+        on_free_port(&mut redis, |redis, port| {
+            redis.port = port;
+            redis.spawn()
+        })?;
+        Ok(redis)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// "redis://127.0.0.1:PORT"
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// kill the child (SIGKILL) and wait for it.
+    pub fn stop(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // kill() fails only if the child already exited; wait() reaps it.
+            let _ = child.kill();
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// start again on the same port (wait until PING works).
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.0.join("redis.log")
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--save", ""])
+            .args("--appendonly no --bind 127.0.0.1 --port".split(' '))
+            .arg(&port)
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .arg("--logfile")
+            .arg(self.log_path())
+            .current_dir(&self.dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| err(format!("cannot run redis-server: {e}")))?;
+        self.child = Some(child);
+        if let Err(e) = self.wait_ready() {
+            let _ = self.stop();
+            let tail = log_tail(&self.log_path(), 20);
+            return Err(err(format!("{e}\n--- redis log tail ---\n{tail}")));
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().transpose()) {
+                return Err(err(format!(
+                    "redis-server on port {} exited: {}",
+                    self.port, status?
+                )));
+            }
+            if ping(self.port).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "redis-server on port {} never answered PING",
+                    self.port
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Sends `PING` over a fresh connection and expects `+PONG`.
+fn ping(port: u16) -> io::Result<()> {
+    let addr = ([127, 0, 0, 1], port).into();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut buf = [0u8; 16];
+    let n = stream.read(&mut buf)?;
+    if buf[..n].starts_with(b"+PONG") {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "unexpected PING reply {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        )))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
