@@ -77,10 +77,12 @@ async fn ten_thousand_changes_over_fifty_tenants_arrive_exactly_once() {
     env.sql(&updates.concat());
     let after_update = rows_as_json(&env);
     env.sql(&deletes.concat());
-    let msgs = sub.wait_for(TOTAL, Duration::from_secs(120), || daemon.log()).await;
+    sub.wait_for(TOTAL, Duration::from_secs(120), || daemon.log()).await;
     wait_until(Duration::from_secs(10), || env.pending() == 0, || "rows still pending".into()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // a duplicate would show up by now
-    let msgs = if sub.count() > msgs.len() { sub.all() } else { msgs };
+    // a sentinel change, published after everything before it: a duplicate would precede it
+    env.sql("INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES ('sentinel', 't', 'crm.x')");
+    let mut msgs = sub.wait_for(TOTAL + 1, Duration::from_secs(30), || daemon.log()).await;
+    assert_eq!(msgs.pop().unwrap().event["recordId"], "sentinel", "nothing after the sentinel");
 
     let expected = expected_events();
     assert_eq!(msgs.len(), TOTAL, "exactly once: no duplicate, no extra");
