@@ -31,56 +31,55 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let router = Router::new(&config);
     let publisher = Publisher::new(&config.redis)?;
+    let result = supervise(&config, &router, &publisher, &mut shutdown).await;
+    publisher.close().await;
+    if result.is_ok() {
+        tracing::info!("sluice stopped");
+    }
+    result
+}
+
+/// Runs sessions, reconnecting with backoff after transient failures.
+async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
     if !publisher.wait_connected(config.redis.command_timeout).await {
-        publisher.close().await;
         return Err(RunError::Other(format!(
             "cannot reach Redis at {} within {:?}; check redis.url (or REDIS_URL) and that Redis runs",
             pg::redact(&config.redis.url),
             config.redis.command_timeout
         )));
     }
-    let mut backoff = backoff_for(&config.delivery);
-    let mut pg_down = false;
-    let mut connected_once = false;
     tracing::info!(postgres = %pg::redact(&config.postgres.url), redis = %pg::redact(&config.redis.url), mode = "trigger", "sluice starting");
+    let mut backoff = backoff_for(&config.delivery);
+    let (mut pg_down, mut connected_once) = (false, false);
     loop {
-        let result = session(&config, &router, &publisher, &mut shutdown, &mut || {
+        let on_connected = &mut || {
             backoff.reset();
             pg_down = false;
             connected_once = true;
-        })
-        .await;
-        match result {
-            Ok(()) => break,
-            Err(e) => match classify(&e) {
-                Class::Fatal { hint } => {
-                    publisher.close().await;
-                    return Err(RunError::Other(format!("{e}; {hint}")));
+        };
+        let Err(e) = session(config, router, publisher, shutdown, on_connected).await else {
+            return Ok(());
+        };
+        match classify(&e) {
+            Class::Fatal { hint } => return Err(RunError::Other(format!("{e}; {hint}"))),
+            Class::Transient if !connected_once => {
+                return Err(RunError::Other(format!(
+                    "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL) and that the server runs",
+                    pg::redact(&config.postgres.url)
+                )))
+            }
+            Class::Transient => {
+                metrics::gauge!(m::UP, "component" => "postgres").set(0.0);
+                if !std::mem::replace(&mut pg_down, true) {
+                    tracing::warn!(error = %e, "PostgreSQL is unavailable; reconnecting with backoff");
                 }
-                Class::Transient if !connected_once => {
-                    publisher.close().await;
-                    return Err(RunError::Other(format!(
-                        "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL) and that the server runs",
-                        pg::redact(&config.postgres.url)
-                    )));
-                }
-                Class::Transient => {
-                    metrics::gauge!(m::UP, "component" => "postgres").set(0.0);
-                    if !pg_down {
-                        tracing::warn!(error = %e, "PostgreSQL is unavailable; reconnecting with backoff");
-                        pg_down = true;
-                    }
-                }
-            },
+            }
         }
         let wait = backoff.next_backoff().unwrap_or(config.delivery.max_backoff);
-        if sleep_or_shutdown(wait, &mut shutdown).await {
-            break;
+        if sleep_or_shutdown(wait, shutdown).await {
+            return Ok(());
         }
     }
-    publisher.close().await;
-    tracing::info!("sluice stopped");
-    Ok(())
 }
 
 /// One connection's worth of work: returns `Ok` on shutdown, `Err` when the session failed.
