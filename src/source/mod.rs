@@ -3,3 +3,5 @@
 //! only after Redis acknowledged every event of the batch (or it was dead-lettered).
 
 pub mod change_log;
+pub mod lsn;
+pub mod replication;

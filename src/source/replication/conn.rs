@@ -1,0 +1,219 @@
+//! The replication connection: startup with `replication=database`, authentication (trust,
+//! password, MD5, SCRAM-SHA-256), simple queries, `START_REPLICATION`, then CopyBoth frames.
+//! It adds what a bare protocol client lacks: a connect timeout and TCP keepalive.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::wire::{self, Backend, Frame, StandbyStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("cannot connect for replication: {0}")]
+    Connect(String),
+    #[error("PostgreSQL refused: {text}")]
+    Server { code: Option<String>, text: String },
+    #[error("replication connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("replication protocol: {0}")]
+    Protocol(String),
+}
+
+/// Session settings that make the text of every value deterministic (see `values`).
+pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1";
+
+/// A connection in replication mode.
+pub struct ReplicationConn {
+    stream: TcpStream,
+    read: BytesMut,
+    write: BytesMut,
+}
+
+impl ReplicationConn {
+    /// Connects and authenticates within `timeout`.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<ReplicationConn, ReplicationError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| ReplicationError::Connect(format!("bad postgres.url: {e}")))?;
+        tokio::time::timeout(timeout, Self::connect_inner(&config))
+            .await
+            .map_err(|_| ReplicationError::Connect(format!("no answer within {timeout:?}")))?
+    }
+
+    async fn connect_inner(config: &tokio_postgres::Config) -> Result<ReplicationConn, ReplicationError> {
+        let (host, port) = target(config)?;
+        let stream = TcpStream::connect((host.as_str(), port)).await.map_err(|e| ReplicationError::Connect(format!("{host}:{port}: {e}")))?;
+        stream.set_nodelay(true)?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(10)).with_interval(Duration::from_secs(5));
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+        let mut conn = ReplicationConn { stream, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
+        let user = config.get_user().unwrap_or("postgres").to_string();
+        let database = config.get_dbname().unwrap_or(&user).to_string();
+        let params = [("user", user.as_str()), ("database", database.as_str()), ("replication", "database"), ("options", SESSION_OPTIONS), ("application_name", "sluice")];
+        frontend::startup_message(params.iter().copied(), &mut conn.write)?;
+        conn.flush().await?;
+        conn.authenticate(&user, config.get_password().unwrap_or_default()).await?;
+        conn.until_ready().await?;
+        Ok(conn)
+    }
+
+    async fn authenticate(&mut self, user: &str, password: &[u8]) -> Result<(), ReplicationError> {
+        loop {
+            let m = self.expect(b'R').await?;
+            let kind = i32::from_be_bytes(m.body[..4].try_into().map_err(|_| proto("short auth"))?);
+            match kind {
+                0 => return Ok(()),
+                3 => frontend::password_message(password, &mut self.write)?,
+                5 => {
+                    let salt: [u8; 4] = m.body[4..8].try_into().map_err(|_| proto("short md5 salt"))?;
+                    frontend::password_message(md5_hash(user.as_bytes(), password, salt).as_bytes(), &mut self.write)?;
+                }
+                10 => return self.scram(password).await,
+                other => return Err(ReplicationError::Connect(format!("unsupported authentication method {other}"))),
+            }
+            self.flush().await?;
+        }
+    }
+
+    async fn scram(&mut self, password: &[u8]) -> Result<(), ReplicationError> {
+        let mut scram = sasl::ScramSha256::new(password, sasl::ChannelBinding::unsupported());
+        frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.write)?;
+        self.flush().await?;
+        let m = self.expect(b'R').await?;
+        scram.update(&m.body[4..])?;
+        frontend::sasl_response(scram.message(), &mut self.write)?;
+        self.flush().await?;
+        let m = self.expect(b'R').await?;
+        scram.finish(&m.body[4..])?;
+        let m = self.expect(b'R').await?;
+        (m.body[..4] == [0, 0, 0, 0]).then_some(()).ok_or_else(|| proto("SCRAM did not end in AuthenticationOk"))
+    }
+
+    /// Runs a replication command and returns its rows as text.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
+        frontend::query(sql, &mut self.write)?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        loop {
+            let m = self.next_message().await?;
+            match m.tag {
+                b'D' => rows.push(data_row(&m.body)?),
+                b'Z' => return Ok(rows),
+                _ => {}
+            }
+        }
+    }
+
+    /// `START_REPLICATION SLOT .. LOGICAL lsn (proto_version '1', publication_names ..)`.
+    pub async fn start(&mut self, slot: &str, publication: &str, from: u64) -> Result<(), ReplicationError> {
+        let sql = format!(
+            "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"', messages 'true')",
+            slot.replace('"', "\"\""),
+            crate::source::lsn::format(from),
+            publication.replace('"', "\"\"").replace('\'', "''")
+        );
+        frontend::query(&sql, &mut self.write)?;
+        self.flush().await?;
+        self.expect(b'W').await.map(|_| ())
+    }
+
+    /// The next replication frame.
+    pub async fn next_frame(&mut self) -> Result<Frame, ReplicationError> {
+        loop {
+            let m = self.next_message().await?;
+            match m.tag {
+                b'd' => return Frame::decode(m.body).map_err(ReplicationError::Protocol),
+                b'c' => return Err(ReplicationError::Protocol("the server ended the stream".into())),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a standby status update.
+    pub async fn send_status(&mut self, status: StandbyStatus) -> Result<(), ReplicationError> {
+        let mut body = Vec::with_capacity(34);
+        status.encode(&mut body);
+        wire::put(b'd', &body, &mut self.write);
+        self.flush().await
+    }
+
+    async fn until_ready(&mut self) -> Result<(), ReplicationError> {
+        self.expect(b'Z').await.map(|_| ())
+    }
+
+    /// Reads messages until one with `tag`; ErrorResponse becomes an error.
+    async fn expect(&mut self, tag: u8) -> Result<Backend, ReplicationError> {
+        loop {
+            let m = self.next_message().await?;
+            if m.tag == tag {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// The next message that is not a notice or parameter status; errors are raised.
+    async fn next_message(&mut self) -> Result<Backend, ReplicationError> {
+        loop {
+            if let Some(m) = wire::take(&mut self.read).map_err(ReplicationError::Protocol)? {
+                match m.tag {
+                    b'E' => return Err(ReplicationError::Server { code: wire::error_code(&m.body), text: wire::error_text(&m.body) }),
+                    b'N' | b'S' | b'K' => continue,
+                    _ => return Ok(m),
+                }
+            }
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                return Err(ReplicationError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ReplicationError> {
+        self.stream.write_all(&self.write).await?;
+        self.write.clear();
+        Ok(())
+    }
+}
+
+fn proto(what: &str) -> ReplicationError {
+    ReplicationError::Protocol(what.to_string())
+}
+
+fn target(config: &tokio_postgres::Config) -> Result<(String, u16), ReplicationError> {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        None => "localhost".to_string(),
+        Some(_) => return Err(ReplicationError::Connect("unix sockets are not supported; give a TCP host".into())),
+    };
+    Ok((host, config.get_ports().first().copied().unwrap_or(5432)))
+}
+
+fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
+    let mut b = body;
+    let n = take_i16(&mut b)?;
+    (0..n)
+        .map(|_| {
+            let len = take_i32(&mut b)?;
+            if len < 0 {
+                return Ok(None);
+            }
+            let (value, rest) = b.split_at_checked(len as usize).ok_or_else(|| proto("short data row"))?;
+            b = rest;
+            Ok(Some(String::from_utf8_lossy(value).into_owned()))
+        })
+        .collect()
+}
+
+fn take_i16(b: &mut &[u8]) -> Result<i16, ReplicationError> {
+    let (v, rest) = b.split_first_chunk::<2>().ok_or_else(|| proto("short message"))?;
+    *b = rest;
+    Ok(i16::from_be_bytes(*v))
+}
+
+fn take_i32(b: &mut &[u8]) -> Result<i32, ReplicationError> {
+    let (v, rest) = b.split_first_chunk::<4>().ok_or_else(|| proto("short message"))?;
+    *b = rest;
+    Ok(i32::from_be_bytes(*v))
+}
