@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, SourceMode};
 use crate::telemetry::{init_logging, LogFormat};
 use crate::{check, pg, run, setup, tail};
 
@@ -79,6 +79,11 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> {
     match command {
         Command::Run => {
+            if config.source.mode == SourceMode::Logical {
+                return Err("`sluice run` in logical mode is not available in this version yet; \
+                            set source.mode = \"trigger\" (setup and check already support logical)"
+                    .into());
+            }
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -106,13 +111,21 @@ async fn setup_command(config: &Config, dry_run: bool) -> Result<ExitCode, Strin
     let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout)
         .await
         .map_err(|e| format!("cannot connect to PostgreSQL at {url}: {e}; check postgres.url (or DATABASE_URL)"))?;
-    let sql = setup::plan(&conn.client, config).await.map_err(|e| e.to_string())?;
+    let plan = setup::plan(&conn.client, config).await.map_err(|e| e.to_string())?;
     if dry_run {
-        println!("{sql}");
+        print!("{plan}");
         return Ok(ExitCode::SUCCESS);
     }
-    setup::apply(&conn.client, &sql).await.map_err(|e| e.to_string())?;
-    println!("setup complete: schema sluice and capture triggers on {} tables", config.tables.len());
+    setup::apply(&conn.client, &plan).await.map_err(|e| e.to_string())?;
+    match config.source.mode {
+        SourceMode::Trigger => println!("setup complete: schema sluice and capture triggers on {} tables", config.tables.len()),
+        SourceMode::Logical => println!(
+            "setup complete: schema sluice, publication {} on {} tables, slot {}",
+            config.source.publication,
+            config.tables.len(),
+            config.source.slot
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

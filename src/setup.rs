@@ -3,7 +3,7 @@
 
 use tokio_postgres::Client;
 
-use crate::config::{qualify, Config, TableConfig};
+use crate::config::{qualify, Config, SourceMode, TableConfig};
 
 const SCHEMA: &str = include_str!("../sql/001_schema.sql");
 const CHANGE_LOG: &str = include_str!("../sql/002_change_log.sql");
@@ -42,9 +42,31 @@ pub async fn table_shape(client: &Client, table: &str) -> Result<Option<TableSha
     Ok(Some(TableShape { columns, primary_key }))
 }
 
-/// Builds the whole setup script, checking that every configured table and column exists.
-pub async fn plan(client: &Client, config: &Config) -> Result<String, SetupError> {
-    let mut sql = format!("{SCHEMA}\n{CHANGE_LOG}\n");
+/// What `setup` runs: one transaction, then (logical mode) the slot, which PostgreSQL only
+/// creates in a transaction that has written nothing.
+pub struct Plan {
+    pub transaction: String,
+    pub slot: Option<String>,
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "BEGIN;\n{}\nCOMMIT;", self.transaction)?;
+        match &self.slot {
+            Some(slot) => writeln!(f, "\n-- the replication slot, in a transaction of its own\n{slot};"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Builds the whole setup, checking that every configured table and column exists.
+pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> {
+    let logical = config.source.mode == SourceMode::Logical;
+    let mut sql = format!("{SCHEMA}\n");
+    if !logical {
+        sql.push_str(CHANGE_LOG);
+    }
+    let mut tables = Vec::new();
     for t in &config.tables {
         let table = qualify(&t.table);
         let shape = table_shape(client, &table).await?.ok_or_else(|| SetupError::NoTable(table.clone()))?;
@@ -52,9 +74,49 @@ pub async fn plan(client: &Client, config: &Config) -> Result<String, SetupError
         if shape.primary_key.is_empty() {
             tracing::warn!(table = %table, "no primary key: recordId will be empty and UPDATE events carry no old values");
         }
-        sql.push_str(&triggers(&table, &t.tenant, &shape.primary_key));
+        if logical {
+            sql.push_str(&replica_identity(t, &table, &shape));
+        } else {
+            sql.push_str(&triggers(&table, &t.tenant, &shape.primary_key));
+        }
+        tables.push(quote_table(&table));
     }
-    Ok(sql)
+    if !logical {
+        return Ok(Plan { transaction: sql, slot: None });
+    }
+    sql.push_str(&publication(&config.source.publication, &tables));
+    sql.push_str(&format!(
+        "\nINSERT INTO sluice.checkpoint (name, position) VALUES ({}, 'start') ON CONFLICT (name) DO NOTHING;\n",
+        literal(&config.source.slot)
+    ));
+    let slot = format!(
+        "SELECT pg_create_logical_replication_slot({name}, 'pgoutput') \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {name})",
+        name = literal(&config.source.slot)
+    );
+    Ok(Plan { transaction: sql, slot: Some(slot) })
+}
+
+/// A DELETE carries only the replica identity: routing columns outside the primary key need
+/// `REPLICA IDENTITY FULL`.
+fn replica_identity(t: &TableConfig, table: &str, shape: &TableShape) -> String {
+    let routing = std::iter::once(t.tenant.as_str()).chain(t.app.column());
+    let covered = !shape.primary_key.is_empty() && routing.into_iter().all(|c| shape.primary_key.iter().any(|k| k == c));
+    if covered {
+        return String::new();
+    }
+    format!("\n-- {table}: routing columns outside the primary key must reach DELETE events\nALTER TABLE {} REPLICA IDENTITY FULL;\n", quote_table(table))
+}
+
+/// Creates the publication, or resets it to exactly the configured tables.
+fn publication(name: &str, tables: &[String]) -> String {
+    let list = tables.join(", ");
+    format!(
+        "\nDO $sluice$ BEGIN\n  IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {lit}) THEN\n    \
+         ALTER PUBLICATION {id} SET TABLE {list};\n  ELSE\n    CREATE PUBLICATION {id} FOR TABLE {list};\n  END IF;\nEND $sluice$;\n",
+        lit = literal(name),
+        id = ident(name)
+    )
 }
 
 fn check_columns(t: &TableConfig, table: &str, shape: &TableShape) -> Result<(), SetupError> {
@@ -86,9 +148,12 @@ pub fn triggers(table: &str, tenant: &str, key: &[String]) -> String {
     sql
 }
 
-/// Applies the plan in one transaction.
-pub async fn apply(client: &Client, sql: &str) -> Result<(), SetupError> {
-    client.batch_execute(&format!("BEGIN;\n{sql}\nCOMMIT;")).await?;
+/// Applies the plan: its transaction, then the slot.
+pub async fn apply(client: &Client, plan: &Plan) -> Result<(), SetupError> {
+    client.batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", plan.transaction)).await?;
+    if let Some(slot) = &plan.slot {
+        client.batch_execute(slot).await?;
+    }
     Ok(())
 }
 

@@ -72,10 +72,11 @@ impl Config {
 
     fn source_problems(&self, out: &mut Vec<(String, String)>) {
         if self.source.mode == SourceMode::Logical {
-            out.push((
-                "mode".into(),
-                "source.mode = \"logical\" is not available in this version yet; set source.mode = \"trigger\"".into(),
-            ));
+            for (key, name) in [("slot", &self.source.slot), ("publication", &self.source.publication)] {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                    out.push((key.into(), format!("source.{key} {name:?}: use lower-case letters, digits and '_' (a replication slot name)")));
+                }
+            }
         }
         if self.source.batch_size == 0 {
             out.push(("batch_size".into(), "source.batch_size must be at least 1".into()));

@@ -4,4 +4,5 @@
 
 pub mod change_log;
 pub mod lsn;
+pub mod pgoutput;
 pub mod replication;

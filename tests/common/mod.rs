@@ -17,14 +17,14 @@ pub const SEED: &str = include_str!("../fixtures/seed.sql");
 /// The config the tests run with; `{pg}` and `{redis}` are filled in, `extra` lands in
 /// `[source]` and may set other sections after it.
 pub fn config_text(pg: &str, redis: &str, extra: &str) -> String {
+    let mode = if extra.contains("mode = ") { "" } else { "mode = \"trigger\"\n" };
     format!(
         r#"[postgres]
 url = "{pg}"
 [redis]
 url = "{redis}"
 [source]
-mode = "trigger"
-poll_interval = "100ms"
+{mode}poll_interval = "100ms"
 {extra}
 [apps]
 crm = {{ prefixes = ["crm.", "user-management", "role-management"] }}

@@ -9,7 +9,7 @@ const PG_EPOCH_DAYS_FROM_UNIX: i64 = 10_957;
 /// Formats an LSN the way PostgreSQL prints `pg_lsn`: `X/X`, uppercase hex, high and low
 /// 32 bits, no padding (`0x16B3748` gives `"0/16B3748"`).
 pub fn fmt_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+    crate::source::lsn::format(lsn)
 }
 
 /// Formats a PostgreSQL timestamp (microseconds since 2000-01-01 00:00:00 UTC) as RFC 3339
