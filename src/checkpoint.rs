@@ -69,3 +69,23 @@ pub async fn commit(client: &Client, name: &str, progress: &Progress, dead: &[De
         .await?;
     Ok(())
 }
+
+const SET_POSITION: &str = "UPDATE sluice.checkpoint SET position = $2, updated_at = now() WHERE name = $1";
+const SET_POSITION_AFTER_DEAD_LETTERS: &str = "UPDATE sluice.checkpoint SET position = $11, updated_at = now() WHERE name = $10";
+
+/// Logical mode: stores a position (an LSN) and inserts `dead` in one statement.
+pub async fn commit_position(client: &Client, name: &str, position: &str, dead: &[DeadLetter]) -> Result<(), tokio_postgres::Error> {
+    if dead.is_empty() {
+        client.execute(SET_POSITION, &[&name, &position]).await?;
+        return Ok(());
+    }
+    let c = Columns::from_letters(dead);
+    let sql = format!("WITH dl AS ({INSERT_BATCH}) {SET_POSITION_AFTER_DEAD_LETTERS}");
+    client
+        .execute(
+            sql.as_str(),
+            &[&c.event_id, &c.channel, &c.app, &c.tenant, &c.table, &c.payload, &c.reason, &c.error, &c.attempts, &name, &position],
+        )
+        .await?;
+    Ok(())
+}

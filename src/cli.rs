@@ -79,19 +79,19 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> {
     match command {
         Command::Run => {
-            if config.source.mode == SourceMode::Logical {
-                return Err("`sluice run` in logical mode is not available in this version yet; \
-                            set source.mode = \"trigger\" (setup and check already support logical)"
-                    .into());
-            }
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
                 tracing::info!("shutdown requested; finishing the batch in flight");
                 let _ = tx.send(true);
             });
-            run::run(config, rx).await.map_err(|e| e.to_string())?;
-            Ok(ExitCode::SUCCESS)
+            match run::run(config, rx).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(crate::error::exit_code(&e)))
+                }
+            }
         }
         Command::Setup { dry_run } => setup_command(&config, dry_run).await,
         Command::Check => {

@@ -27,8 +27,16 @@ pub enum RunError {
     ChangeLog(#[from] ChangeLogError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Replication(#[from] crate::source::replication::ReplicationError),
     #[error("the PostgreSQL connection was lost")]
     ConnectionLost,
+    /// The replication slot is missing or invalidated: never recreated silently.
+    #[error("{0}")]
+    SlotLost(String),
+    /// Shutdown was asked while Redis was down: stop without confirming the batch.
+    #[error("stopped while Redis was unavailable")]
+    ShutdownWhileRedisDown,
     #[error("{0}")]
     Other(String),
 }
@@ -48,9 +56,32 @@ pub fn classify(e: &RunError) -> Class {
         RunError::ChangeLog(ChangeLogError::Malformed { .. }) => {
             fatal("a row of sluice.change_log was not written by sluice.capture(); fix or delete it")
         }
-        RunError::Publish(PublishError::Unavailable(_)) | RunError::ConnectionLost => Class::Transient,
+        RunError::Publish(PublishError::Unavailable(_)) | RunError::ConnectionLost | RunError::ShutdownWhileRedisDown => Class::Transient,
+        RunError::Replication(e) => classify_replication(e),
+        RunError::SlotLost(_) => fatal("`sluice setup --recreate-slot` makes a new slot on purpose; then backfill what was missed"),
         RunError::Publish(PublishError::BadUrl(_)) => fatal("fix redis.url (or REDIS_URL)"),
         RunError::Other(_) => fatal("see the message above"),
+    }
+}
+
+/// The exit status for a fatal error: 3 when the slot is lost, so an orchestrator can tell.
+pub fn exit_code(e: &RunError) -> u8 {
+    match e {
+        RunError::SlotLost(_) => 3,
+        _ => 1,
+    }
+}
+
+fn classify_replication(e: &crate::source::replication::ReplicationError) -> Class {
+    use crate::source::replication::ReplicationError as R;
+    match e {
+        R::Io(_) | R::Connect(_) | R::Protocol(_) => Class::Transient,
+        R::Server { code: Some(code), .. } if matches!(&code[..2], "08" | "57" | "53") => Class::Transient,
+        R::Server { code: Some(code), .. } if code.starts_with("28") => {
+            fatal("PostgreSQL rejected the credentials in postgres.url, or the role lacks REPLICATION")
+        }
+        R::Server { code: Some(code), .. } if code == "42501" => fatal("the role in postgres.url needs the REPLICATION attribute"),
+        R::Server { .. } => fatal("PostgreSQL refused the replication stream; see the message"),
     }
 }
 

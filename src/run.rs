@@ -12,7 +12,8 @@ use backoff::backoff::Backoff;
 use tokio::sync::watch;
 
 use crate::checkpoint::{self, CHANGE_LOG};
-use crate::config::Config;
+use crate::config::{Config, SourceMode};
+use crate::source::logical;
 use crate::deliver::{backoff_for, deliver, sleep_or_shutdown};
 use crate::error::{classify, Class, RunError};
 use crate::pg::{self, Conn};
@@ -48,7 +49,7 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
             config.redis.command_timeout
         )));
     }
-    tracing::info!(postgres = %pg::redact(&config.postgres.url), redis = %pg::redact(&config.redis.url), mode = "trigger", "sluice starting");
+    tracing::info!(postgres = %pg::redact(&config.postgres.url), redis = %pg::redact(&config.redis.url), mode = config.source.mode.as_str(), "sluice starting");
     let mut backoff = backoff_for(&config.delivery);
     let (mut pg_down, mut connected_once) = (false, false);
     loop {
@@ -57,10 +58,16 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
             pg_down = false;
             connected_once = true;
         };
-        let Err(e) = session(config, router, publisher, shutdown, on_connected).await else {
-            return Ok(());
+        let result = match config.source.mode {
+            SourceMode::Trigger => session(config, router, publisher, shutdown, on_connected).await,
+            SourceMode::Logical => logical::session(config, router, publisher, shutdown, on_connected).await,
+        };
+        let e = match result {
+            Ok(()) | Err(RunError::ShutdownWhileRedisDown) => return Ok(()),
+            Err(e) => e,
         };
         match classify(&e) {
+            Class::Fatal { hint } if matches!(e, RunError::SlotLost(_)) => return Err(RunError::SlotLost(format!("{e}; {hint}"))),
             Class::Fatal { hint } => return Err(RunError::Other(format!("{e}; {hint}"))),
             Class::Transient if !connected_once => {
                 return Err(RunError::Other(format!(

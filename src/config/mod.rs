@@ -75,6 +75,13 @@ pub struct SourceConfig {
     pub batch_size: usize,
     #[serde(default = "default_retention", with = "duration")]
     pub retention: Duration,
+    /// logical: how often to confirm progress to PostgreSQL (keep it under wal_sender_timeout / 2).
+    #[serde(default = "default_status_interval", with = "duration")]
+    pub status_interval: Duration,
+    /// logical: how often to write a `pg_logical_emit_message` heartbeat, so an idle slot keeps
+    /// moving and a silent connection is noticed (after twice this interval).
+    #[serde(default = "default_status_interval", with = "duration")]
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +222,9 @@ fn default_batch() -> usize {
 }
 fn default_retention() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_redis_url() -> String {
     "redis://127.0.0.1:6379".into()

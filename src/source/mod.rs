@@ -3,6 +3,8 @@
 //! only after Redis acknowledged every event of the batch (or it was dead-lettered).
 
 pub mod change_log;
+pub mod logical;
 pub mod lsn;
 pub mod pgoutput;
 pub mod replication;
+pub mod values;

@@ -1,0 +1,238 @@
+//! From pgoutput messages to [`Change`]s: each relation's columns with the value kind of their
+//! type, rows as `to_jsonb`-equal JSON, `old` and `changedFields` where the stream carries an old
+//! row, unchanged TOAST columns listed apart (never shown as null).
+
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+use tokio_postgres::Client;
+
+use crate::event::{Change, Operation, SourceRef};
+use crate::source::lsn;
+use crate::source::pgoutput::{fmt_timestamp, Column, OldTuple, Relation, TupleData};
+use crate::source::values::{write_json, Kind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("change for relation {0} arrived before its Relation message")]
+    UnknownRelation(u32),
+    #[error("column {column} of {table}: {why}")]
+    Value { table: String, column: String, why: String },
+    #[error("looking up type or relation {oid}: {source}")]
+    Type { oid: u32, source: tokio_postgres::Error },
+}
+
+/// One column of a relation.
+#[derive(Debug, Clone)]
+struct Col {
+    /// `"name":`, escaped once.
+    key: String,
+    name: String,
+    kind: Kind,
+    /// Part of the replica identity (every column under REPLICA IDENTITY FULL).
+    is_key: bool,
+    /// Part of the primary key: what `recordId` is made of.
+    in_pk: bool,
+}
+
+/// A relation as the stream described it.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub name: String,
+    cols: Vec<Col>,
+}
+
+/// The transaction being read.
+#[derive(Debug, Clone)]
+pub struct Txn {
+    pub final_lsn: u64,
+    pub xid: u32,
+    pub timestamp: String,
+    pub index: u32,
+}
+
+impl Txn {
+    pub fn new(final_lsn: u64, xid: u32, commit_ts: i64) -> Txn {
+        Txn { final_lsn, xid, timestamp: fmt_timestamp(commit_ts), index: 0 }
+    }
+}
+
+/// Relations and the value kinds of their types, rebuilt on every Relation message and
+/// cleared on reconnect.
+#[derive(Default)]
+pub struct Schema {
+    tables: HashMap<u32, Table>,
+    kinds: HashMap<u32, Kind>,
+}
+
+const PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+    WHERE i.indrelid = $1 AND i.indisprimary";
+
+const TYPE: &str = "SELECT typtype::text, typbasetype, typelem, typcategory::text FROM pg_type WHERE oid = $1";
+
+impl Schema {
+    pub fn clear(&mut self) {
+        self.tables.clear();
+    }
+
+    /// Records a Relation message, resolving types that are not built in through `client`.
+    pub async fn observe(&mut self, rel: &Relation, client: &Client) -> Result<(), ConvertError> {
+        let pk: Vec<String> = client
+            .query(PRIMARY_KEY, &[&rel.id])
+            .await
+            .map_err(|source| ConvertError::Type { oid: rel.id, source })?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut cols = Vec::with_capacity(rel.columns.len());
+        for c in &rel.columns {
+            let kind = self.kind(c.type_oid, client).await?;
+            let key = format!("{}:", serde_json::to_string(&c.name).expect("a string serialises"));
+            let in_pk = if pk.is_empty() { c.is_key() } else { pk.contains(&c.name) };
+            cols.push(Col { key, name: c.name.clone(), kind, is_key: c.is_key(), in_pk });
+        }
+        self.tables.insert(rel.id, Table { name: rel.qualified_name(), cols });
+        Ok(())
+    }
+
+    pub fn table(&self, id: u32) -> Result<&Table, ConvertError> {
+        self.tables.get(&id).ok_or(ConvertError::UnknownRelation(id))
+    }
+
+    /// The kind of a type: built in, or a domain, array or enum resolved in the catalog.
+    async fn kind(&mut self, oid: u32, client: &Client) -> Result<Kind, ConvertError> {
+        if let Some(k) = Kind::of_builtin(oid).or_else(|| self.kinds.get(&oid).cloned()) {
+            return Ok(k);
+        }
+        let (mut arrays, mut current) = (0, oid);
+        let base = loop {
+            if let Some(k) = Kind::of_builtin(current) {
+                break k;
+            }
+            let row = client.query_opt(TYPE, &[&current]).await.map_err(|source| ConvertError::Type { oid, source })?;
+            let Some(row) = row else { break Kind::OtherText };
+            let (typtype, base, elem, category): (String, u32, u32, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+            match (typtype.as_str(), category.as_str()) {
+                ("d", _) => current = base,
+                (_, "A") if elem != 0 => (arrays, current) = (arrays + 1, elem),
+                _ => break Kind::OtherText,
+            }
+        };
+        let kind = (0..arrays).fold(base, |k, _| Kind::Array(Box::new(k)));
+        self.kinds.insert(oid, kind.clone());
+        Ok(kind)
+    }
+}
+
+impl Table {
+    /// The row as a JSON object; `keys_only` keeps just the replica-identity columns (a 'K' tuple).
+    fn row(&self, tuple: &TupleData, keys_only: bool) -> Result<(String, Vec<String>), ConvertError> {
+        let mut out = String::with_capacity(256);
+        let mut unchanged = Vec::new();
+        out.push('{');
+        for (col, value) in self.cols.iter().zip(&tuple.columns) {
+            if keys_only && !col.is_key {
+                continue;
+            }
+            if matches!(value, Column::UnchangedToast) {
+                unchanged.push(col.name.clone());
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&col.key);
+            self.value(col, value, &mut out)?;
+        }
+        out.push('}');
+        Ok((out, unchanged))
+    }
+
+    fn value(&self, col: &Col, value: &Column, out: &mut String) -> Result<(), ConvertError> {
+        let bad = |why: String| ConvertError::Value { table: self.name.clone(), column: col.name.clone(), why };
+        match value {
+            Column::Null | Column::UnchangedToast => out.push_str("null"),
+            Column::Text(bytes) => {
+                let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
+                write_json(&col.kind, text, out).map_err(|e| bad(e.to_string()))?;
+            }
+            Column::Binary(_) => return Err(bad("binary values are not requested".into())),
+        }
+        Ok(())
+    }
+
+    /// The primary key (replica identity columns) as text, composite keys joined by ','.
+    fn record_id(&self, tuple: &TupleData) -> Option<String> {
+        let parts: Vec<&str> = self
+            .cols
+            .iter()
+            .zip(&tuple.columns)
+            .filter(|(c, _)| c.in_pk)
+            .filter_map(|(_, v)| match v {
+                Column::Text(b) => std::str::from_utf8(b).ok(),
+                _ => None,
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
+    }
+
+    /// Old values of the changed columns and their names, from an old and a new tuple.
+    fn diff(&self, old: &TupleData, new: &TupleData) -> Result<(String, Vec<String>), ConvertError> {
+        let mut out = String::from("{");
+        let mut changed = Vec::new();
+        for ((col, before), after) in self.cols.iter().zip(&old.columns).zip(&new.columns) {
+            if matches!(after, Column::UnchangedToast) || before == after {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&col.key);
+            self.value(col, before, &mut out)?;
+            changed.push(col.name.clone());
+        }
+        out.push('}');
+        Ok((out, changed))
+    }
+}
+
+/// One row change of the transaction `txn`.
+pub fn change(table: &Table, op: Operation, new: Option<&TupleData>, old: Option<&OldTuple>, txn: &mut Txn) -> Result<Change, ConvertError> {
+    let (data_tuple, keys_only) = match (op, new, old) {
+        (Operation::Delete, _, Some(OldTuple::Key(t))) => (Some(t), true),
+        (Operation::Delete, _, Some(OldTuple::Old(t))) => (Some(t), false),
+        (_, Some(t), _) => (Some(t), false),
+        _ => (None, false),
+    };
+    let (data, unchanged) = match data_tuple {
+        Some(t) => table.row(t, keys_only)?,
+        None => ("null".to_string(), Vec::new()),
+    };
+    let (old_json, changed) = match (op, old, new) {
+        (Operation::Update, Some(OldTuple::Old(o)), Some(n)) => {
+            let (j, c) = table.diff(o, n)?;
+            (Some(j), Some(c))
+        }
+        (Operation::Update, Some(OldTuple::Key(k)), _) => (Some(table.row(k, true)?.0), None),
+        _ => (None, None),
+    };
+    let index = txn.index;
+    txn.index += 1;
+    Ok(Change {
+        event_id: format!("{}:{index}", lsn::format(txn.final_lsn)),
+        operation: op,
+        table: table.name.clone(),
+        record_id: data_tuple.and_then(|t| table.record_id(t)),
+        data: raw(table, data)?,
+        old: old_json.map(|j| raw(table, j)).transpose()?,
+        changed_fields: changed,
+        unchanged_columns: unchanged,
+        timestamp: txn.timestamp.clone(),
+        source: SourceRef { mode: "logical", lsn: Some(lsn::format(txn.final_lsn)), xid: Some(u64::from(txn.xid)), id: None },
+    })
+}
+
+fn raw(table: &Table, json: String) -> Result<Box<RawValue>, ConvertError> {
+    RawValue::from_string(json).map_err(|e| ConvertError::Value { table: table.name.clone(), column: "(row)".into(), why: e.to_string() })
+}

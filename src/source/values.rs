@@ -1,0 +1,540 @@
+//! Column values from PostgreSQL's text output to the JSON that `to_jsonb` gives.
+//!
+//! Logical replication (pgoutput, text format) sends each column as the text output of its
+//! type. Trigger mode publishes `to_jsonb(row)`; so that both modes publish equal JSON, every
+//! value is rewritten here the way `to_jsonb` would print it. The walsender session is pinned
+//! to `DateStyle = 'ISO, MDY'`, `TimeZone = 'UTC'`, `IntervalStyle = 'postgres'` and
+//! `extra_float_digits = 1`, and the rules below (checked against PostgreSQL 15) rely on that:
+//!
+//! * `int2/4/8`, `float4/8`, `numeric`: a JSON number, spelled as `numeric_out(numeric_in(text))`
+//!   (jsonb keeps numbers as `numeric`), so float `1e+100` becomes `1` and 100 zeros, `1.5e-07`
+//!   becomes `0.00000015`, `-0` becomes `0`, and numeric `3.00` stays `3.00`. `NaN`,
+//!   `Infinity` and `-Infinity` become JSON strings.
+//! * `timestamp`: `T` between date and time (`2026-01-02T03:04:05`, `0044-03-15T03:00:00 BC`);
+//!   `timestamptz` also writes a whole-hour offset as `+00:00`. `infinity` stays as it is.
+//! * `json`: normalised as jsonb does it: duplicate keys keep the last value, keys are ordered
+//!   by length then bytes, numbers are rewritten as above; strings are kept as written.
+//! * `jsonb`: its text output is already normalised, so it is embedded after validation.
+//! * arrays: the array literal is parsed (quotes, backslashes, unquoted `NULL`, nested
+//!   dimensions, `[lo:hi]=` bounds, which `to_jsonb` drops) and each element is converted by
+//!   its element kind.
+//! * everything else (`text`, `bpchar` with its padding, `date`, `time`, `timetz`, `interval`,
+//!   `bytea` as `\x..`, `oid`, `uuid`, enums, ...): its text output as a JSON string.
+//!
+//! Known differences: composite types and types with a cast to json (e.g. `hstore`) become
+//! objects in `to_jsonb` but strings here; arrays of types whose delimiter is not `,` (`box`)
+//! are misread.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::value::RawValue;
+
+/// How a column's text is turned into JSON, resolved once per type OID.
+///
+/// `Int`, `Numeric` and `Float` become numbers (`NaN` and infinities strings), `Bool` a
+/// boolean, `Json` and `Jsonb` embedded JSON, `Timestamp` and `TimestampTz` ISO 8601 strings
+/// with a `T`; every other kind becomes its text output as a JSON string.
+#[rustfmt::skip]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Bool, Int, Numeric, Float, Text, Json, Jsonb, Date, Time, TimeTz, Timestamp, TimestampTz,
+    Bytea, Interval,
+    /// Anything else whose to_jsonb is its text output as a JSON string (uuid, enums, inet,
+    /// money, bit, oid, ...).
+    OtherText,
+    /// One- or multi-dimensional array of elements of this kind; delimiter ','.
+    Array(Box<Kind>),
+}
+
+/// Built-in array types and their element types.
+#[rustfmt::skip]
+const ARRAYS: [(u32, u32); 24] = [
+    (1000, 16), (1001, 17), (1002, 18), (1003, 19), (1016, 20), (1005, 21), (1007, 23),
+    (1009, 25), (1028, 26), (199, 114), (143, 142), (1021, 700), (1022, 701), (1014, 1042),
+    (1015, 1043), (1182, 1082), (1183, 1083), (1115, 1114), (1185, 1184), (1187, 1186),
+    (1270, 1266), (1231, 1700), (2951, 2950), (3807, 3802),
+];
+
+impl Kind {
+    /// The kind of a built-in type OID, if known: bool, bytea, int2/4/8, oid, text, varchar,
+    /// bpchar, name, "char", xml, json, jsonb, float4/8, numeric, date, time, timetz,
+    /// timestamp, timestamptz, interval, uuid, and their array types. Unknown OIDs return
+    /// None (the caller resolves enums, domains and other arrays via the catalog and builds a
+    /// Kind itself).
+    pub fn of_builtin(oid: u32) -> Option<Kind> {
+        match ARRAYS.iter().find(|(array, _)| *array == oid) {
+            Some(&(_, element)) => scalar_kind(element).map(|k| Kind::Array(Box::new(k))),
+            None => scalar_kind(oid),
+        }
+    }
+}
+
+/// The kind of a built-in scalar type.
+fn scalar_kind(oid: u32) -> Option<Kind> {
+    Some(match oid {
+        16 => Kind::Bool,
+        17 => Kind::Bytea,
+        20 | 21 | 23 => Kind::Int,
+        18 | 19 | 25 | 142 | 1042 | 1043 => Kind::Text,
+        // to_jsonb treats oid as text, not as a number.
+        26 | 2950 => Kind::OtherText,
+        114 => Kind::Json,
+        700 | 701 => Kind::Float,
+        1082 => Kind::Date,
+        1083 => Kind::Time,
+        1114 => Kind::Timestamp,
+        1184 => Kind::TimestampTz,
+        1186 => Kind::Interval,
+        1266 => Kind::TimeTz,
+        1700 => Kind::Numeric,
+        3802 => Kind::Jsonb,
+        _ => return None,
+    })
+}
+
+/// A column text that cannot be turned into JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// A `bool` text other than `t` or `f`.
+    #[error("not a boolean: {0:?}")]
+    Bool(String),
+    /// A number text that is not a decimal number (or has an exponent beyond ±1000).
+    #[error("not a number: {0:?}")]
+    Number(String),
+    /// A malformed array literal; `at` is the byte offset where reading stopped.
+    #[error("malformed array literal at byte {at}: {text:?}")]
+    Array { at: usize, text: String },
+    /// A `json` or `jsonb` text that is not JSON.
+    #[error("invalid json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// At most this many array dimensions (PostgreSQL's MAXDIM).
+const MAX_DIMS: usize = 6;
+
+/// Deeper json is embedded without normalising (its numbers keep their spelling).
+const MAX_JSON_DEPTH: usize = 64;
+
+/// Largest exponent `numeric_in` accepts (NUMERIC_MAX_PRECISION).
+const MAX_EXPONENT: i64 = 1000;
+
+/// Appends the JSON that to_jsonb gives for a value whose text output is `text`.
+pub fn write_json(kind: &Kind, text: &str, out: &mut String) -> Result<(), ValueError> {
+    match kind {
+        Kind::Bool => match text {
+            "t" => out.push_str("true"),
+            "f" => out.push_str("false"),
+            _ => return Err(ValueError::Bool(clip(text))),
+        },
+        Kind::Int | Kind::Numeric | Kind::Float => write_number(text, out)?,
+        Kind::Json => write_json_text(text, out, 0)?,
+        Kind::Jsonb => {
+            let raw: &RawValue = serde_json::from_str(text)?;
+            out.push_str(raw.get());
+        }
+        Kind::Timestamp => write_timestamp(text, false, out),
+        Kind::TimestampTz => write_timestamp(text, true, out),
+        Kind::Array(element) => write_array(element, text, out)?,
+        Kind::Text
+        | Kind::Date
+        | Kind::Time
+        | Kind::TimeTz
+        | Kind::Bytea
+        | Kind::Interval
+        | Kind::OtherText => write_str(text, out),
+    }
+    Ok(())
+}
+
+/// The first 64 characters of a text, for error messages.
+fn clip(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// Appends `s` as a JSON string.
+fn write_str(s: &str, out: &mut String) {
+    out.push('"');
+    escape_into(s, out);
+    out.push('"');
+}
+
+/// Appends `s` escaped for the inside of a JSON string.
+fn escape_into(s: &str, out: &mut String) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+/// Appends a number the way jsonb prints it: `NaN` and infinities as strings, anything else
+/// as `numeric_out(numeric_in(text))`: no exponent, scale `max(0, fraction digits -
+/// exponent)`, leading zeros dropped, and no sign on zero.
+fn write_number(text: &str, out: &mut String) -> Result<(), ValueError> {
+    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+        write_str(text, out);
+        return Ok(());
+    }
+    let bad = || ValueError::Number(clip(text));
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().map_err(|_| bad())?),
+        None => (unsigned, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
+        return Err(bad());
+    }
+    if exponent.abs() > MAX_EXPONENT {
+        return Err(bad());
+    }
+    let digits = |i: i64| -> char {
+        let (int, frac) = (int.as_bytes(), frac.as_bytes());
+        let at = |s: &[u8], i: i64| usize::try_from(i).ok().and_then(|i| s.get(i).copied());
+        char::from(at(int, i).or_else(|| at(frac, i - int.len() as i64)).unwrap_or(b'0'))
+    };
+    let point = int.len() as i64 + exponent;
+    let scale = (frac.len() as i64 - exponent).max(0);
+    let first = (0..point).find(|&i| digits(i) != '0').unwrap_or(point);
+    if negative && mantissa.bytes().any(|b| matches!(b, b'1'..=b'9')) {
+        out.push('-');
+    }
+    if first >= point {
+        out.push('0');
+    }
+    out.extend((first..point).map(digits));
+    if scale > 0 {
+        out.push('.');
+        out.extend((point..point + scale).map(digits));
+    }
+    Ok(())
+}
+
+/// Appends a `timestamp[tz]` as `to_jsonb` prints it: `T` for the first space, a whole-hour
+/// offset (`+05`) as `+05:00`, a ` BC` suffix kept; `infinity` and `-infinity` unchanged.
+fn write_timestamp(text: &str, with_zone: bool, out: &mut String) {
+    let Some((date, rest)) = text.split_once(' ') else {
+        return write_str(text, out);
+    };
+    let (time, era) = match rest.strip_suffix(" BC") {
+        Some(time) => (time, " BC"),
+        None => (rest, ""),
+    };
+    out.push('"');
+    escape_into(date, out);
+    out.push('T');
+    escape_into(time, out);
+    if with_zone && time.rfind(['+', '-']).is_some_and(|i| time.len() - i == 3) {
+        out.push_str(":00");
+    }
+    out.push_str(era);
+    out.push('"');
+}
+
+/// Appends a `json` text normalised as jsonb would store it (see the module doc).
+fn write_json_text(text: &str, out: &mut String, depth: usize) -> Result<(), ValueError> {
+    let text = text.trim_matches([' ', '\t', '\n', '\r']);
+    let first = text.bytes().next();
+    if depth == 0 && !matches!(first, Some(b'{' | b'[')) {
+        let _: &RawValue = serde_json::from_str(text)?;
+    }
+    match first {
+        Some(b'{') if depth < MAX_JSON_DEPTH => {
+            // A map keeps the last value of a duplicate key, as jsonb does.
+            let map: BTreeMap<String, &RawValue> = serde_json::from_str(text)?;
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by_key(|(key, _)| key.len());
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                out.push_str(if i == 0 { "" } else { "," });
+                write_str(&key, out);
+                out.push(':');
+                write_json_text(value.get(), out, depth + 1)?;
+            }
+            out.push('}');
+        }
+        Some(b'[') if depth < MAX_JSON_DEPTH => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)?;
+            out.push('[');
+            for (i, item) in items.into_iter().enumerate() {
+                out.push_str(if i == 0 { "" } else { "," });
+                write_json_text(item.get(), out, depth + 1)?;
+            }
+            out.push(']');
+        }
+        Some(b'-' | b'0'..=b'9') => write_number(text, out)?,
+        _ => out.push_str(text),
+    }
+    Ok(())
+}
+
+/// Appends an array literal (`{1,2}`, `{{"a b",NULL}}`, `[0:1]={1,2}`) as a JSON array.
+fn write_array(element: &Kind, text: &str, out: &mut String) -> Result<(), ValueError> {
+    let mut reader = ArrayReader { text, pos: 0 };
+    if text.starts_with('[') {
+        reader.pos = text.find('=').ok_or_else(|| reader.error())? + 1;
+    }
+    reader.skip_space();
+    reader.array(element, out, 1)?;
+    reader.skip_space();
+    if reader.pos != text.len() {
+        return Err(reader.error());
+    }
+    Ok(())
+}
+
+/// A cursor over an array literal.
+struct ArrayReader<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl ArrayReader<'_> {
+    fn error(&self) -> ValueError {
+        ValueError::Array { at: self.pos, text: clip(self.text) }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)) {
+            self.pos += 1;
+        }
+    }
+
+    /// Reads `{...}` at dimension `dim`, nested dimensions included.
+    fn array(&mut self, element: &Kind, out: &mut String, dim: usize) -> Result<(), ValueError> {
+        if dim > MAX_DIMS || self.peek() != Some(b'{') {
+            return Err(self.error());
+        }
+        self.pos += 1;
+        out.push('[');
+        self.skip_space();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            out.push(']');
+            return Ok(());
+        }
+        loop {
+            self.skip_space();
+            if self.peek() == Some(b'{') {
+                self.array(element, out, dim + 1)?;
+            } else {
+                self.element(element, out)?;
+            }
+            self.skip_space();
+            match self.peek() {
+                Some(b',') => out.push(','),
+                Some(b'}') => break,
+                _ => return Err(self.error()),
+            }
+            self.pos += 1;
+        }
+        self.pos += 1;
+        out.push(']');
+        Ok(())
+    }
+
+    /// Reads one element, quoted or not; an unquoted `NULL` (any case) is null.
+    fn element(&mut self, element: &Kind, out: &mut String) -> Result<(), ValueError> {
+        let quoted = self.peek() == Some(b'"');
+        self.pos += usize::from(quoted);
+        let (start, mut escaped) = (self.pos, false);
+        loop {
+            match self.peek() {
+                None => return Err(self.error()),
+                Some(b'\\') => (self.pos, escaped) = (self.pos + 2, true),
+                Some(b'"') if quoted => break,
+                Some(b',' | b'}') if !quoted => break,
+                Some(b'"' | b'{') if !quoted => return Err(self.error()),
+                Some(_) => self.pos += 1,
+            }
+        }
+        let mut raw = &self.text[start..self.pos];
+        if quoted {
+            self.pos += 1;
+        } else {
+            raw = raw.trim_end_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+            if raw.is_empty() {
+                return Err(self.error());
+            }
+            if raw.eq_ignore_ascii_case("NULL") && !escaped {
+                out.push_str("null");
+                return Ok(());
+            }
+        }
+        let value = if escaped { Cow::Owned(unescape(raw)) } else { Cow::Borrowed(raw) };
+        write_json(element, &value, out)
+    }
+}
+
+/// Drops the backslash before each escaped character.
+fn unescape(raw: &str) -> String {
+    let mut value = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        value.extend(if c == '\\' { chars.next() } else { Some(c) });
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json(kind: &Kind, text: &str) -> String {
+        let mut out = String::new();
+        write_json(kind, text, &mut out).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        out
+    }
+
+    fn array(element: Kind) -> Kind {
+        Kind::Array(Box::new(element))
+    }
+
+    /// (kind, text output, to_jsonb's value), each checked against PostgreSQL 15.
+    fn confirmed() -> Vec<(Kind, &'static str, String)> {
+        use Kind::*;
+        let zeros = |n| "0".repeat(n);
+        let s = |v: &str| v.to_owned();
+        vec![
+            (Bool, "t", s("true")),
+            (Bool, "f", s("false")),
+            (Int, "-9223372036854775808", s("-9223372036854775808")),
+            (Numeric, "1.10", s("1.10")),
+            (Numeric, "3.00", s("3.00")),
+            (Numeric, "12345678901234567890.123456789", s("12345678901234567890.123456789")),
+            (Numeric, "NaN", s(r#""NaN""#)),
+            (Numeric, "-Infinity", s(r#""-Infinity""#)),
+            (Float, "1e+100", format!("1{}", zeros(100))),
+            (Float, "1.5e-07", s("0.00000015")),
+            (Float, "-1.5e-07", s("-0.00000015")),
+            (Float, "1.2345678901234568e+20", s("123456789012345680000")),
+            (Float, "3.4028235e+38", format!("34028235{}", zeros(31))),
+            (Float, "1e-05", s("0.00001")),
+            (Float, "-0", s("0")),
+            (Float, "0.1", s("0.1")),
+            (Float, "Infinity", s(r#""Infinity""#)),
+            (Kind::of_builtin(26).unwrap(), "123", s(r#""123""#)),
+            (Text, "a\"b\\c\n\t\u{1}é€😀", s(r#""a\"b\\c\n\t\u0001é€😀""#)),
+            (Text, "ab   ", s(r#""ab   ""#)),
+            (Date, "0044-03-15 BC", s(r#""0044-03-15 BC""#)),
+            (TimeTz, "03:04:05+02", s(r#""03:04:05+02""#)),
+            (Timestamp, "2026-01-02 03:04:05.123456", s(r#""2026-01-02T03:04:05.123456""#)),
+            (Timestamp, "0044-03-15 03:00:00 BC", s(r#""0044-03-15T03:00:00 BC""#)),
+            (Timestamp, "infinity", s(r#""infinity""#)),
+            (TimestampTz, "2026-01-02 03:04:05.5+00", s(r#""2026-01-02T03:04:05.5+00:00""#)),
+            (TimestampTz, "2026-01-02 08:34:05+05:30", s(r#""2026-01-02T08:34:05+05:30""#)),
+            (TimestampTz, "1899-12-31 19:32:20-04:27:40", s(r#""1899-12-31T19:32:20-04:27:40""#)),
+            (TimestampTz, "0044-03-15 03:00:00+00 BC", s(r#""0044-03-15T03:00:00+00:00 BC""#)),
+            (TimestampTz, "-infinity", s(r#""-infinity""#)),
+            (Bytea, r"\x0102ff", s(r#""\\x0102ff""#)),
+            (Interval, "1 year 2 mons 3 days 04:05:06.5", s(r#""1 year 2 mons 3 days 04:05:06.5""#)),
+            (Json, r#"{"b": 1, "a": [1e5, 1.0E+2, -0, 0.5e-3], "b": {"z": "\u0041"}}"#,
+                s(r#"{"a":[100000,100,0,0.0005],"b":{"z":"A"}}"#)),
+            (Json, " \"s\" ", s(r#""s""#)),
+            (Jsonb, r#"{"a": [1, 2.50]}"#, s(r#"{"a":[1,2.50]}"#)),
+            (array(Int), "{1,2,NULL}", s("[1,2,null]")),
+            (array(Int), "[0:1][1:2]={{1,2},{3,4}}", s("[[1,2],[3,4]]")),
+            (array(Int), "{}", s("[]")),
+            (array(Text), r#"{"a b","c,d","e\"f","NULL",NULL,"","x\\y","{}"}"#,
+                s(r#"["a b","c,d","e\"f","NULL",null,"","x\\y","{}"]"#)),
+            (array(Float), "{1e+100,NaN,-0,1.5e-07}", format!(r#"[1{},"NaN",0,0.00000015]"#, zeros(100))),
+            (array(Bytea), r#"{"\\x01ff",NULL}"#, s(r#"["\\x01ff",null]"#)),
+            (array(Jsonb), r#"{"{\"a\": 1}","null","\"x\""}"#, s(r#"[{"a":1},null,"x"]"#)),
+            (array(TimestampTz), r#"{"2026-01-02 03:04:05+00",infinity}"#,
+                s(r#"["2026-01-02T03:04:05+00:00","infinity"]"#)),
+            (array(array(Int)), r#"{"{1,2}","{3}"}"#, s("[[1,2],[3]]")),
+        ]
+    }
+
+    #[test]
+    fn texts_become_what_to_jsonb_gives() {
+        for (kind, text, expected) in confirmed() {
+            let got: serde_json::Value = serde_json::from_str(&json(&kind, text)).unwrap();
+            let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
+            assert_eq!(got, expected, "{kind:?} {text:?}");
+        }
+        assert_eq!(json(&Kind::Float, "1.5e-07"), "0.00000015");
+        assert_eq!(json(&Kind::Json, r#"{"bb":1,"a":2,"c":3}"#), r#"{"a":2,"c":3,"bb":1}"#);
+    }
+
+    #[test]
+    fn malformed_texts_are_errors() {
+        let int_array = array(Kind::Int);
+        for (kind, text) in [(&Kind::Bool, "x"), (&Kind::Int, "1-"), (&Kind::Float, "1e9999"), (&Kind::Json, "{")] {
+            assert!(write_json(kind, text, &mut String::new()).is_err(), "{text:?}");
+        }
+        for text in ["{1,2", "{1}x", "1,2", r#"{"a}"#, "{,}", "[0:1]{1}", "{{{{{{{1}}}}}}}", "{a\"b}", "{1\\"] {
+            let err = write_json(&int_array, text, &mut String::new());
+            assert!(matches!(err, Err(ValueError::Array { .. })), "{text:?}: {err:?}");
+        }
+    }
+
+    /// An array literal as array_out writes it.
+    fn array_literal(items: &[Option<String>]) -> String {
+        let quote = |s: &String| {
+            let plain = !s.is_empty() && !s.eq_ignore_ascii_case("NULL");
+            if plain && !s.contains(|c: char| "{}\",\\ \t\n\r\x0b\x0c".contains(c)) {
+                return s.clone();
+            }
+            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+        };
+        let items: Vec<String> = items.iter().map(|i| i.as_ref().map_or("NULL".into(), quote)).collect();
+        format!("{{{}}}", items.join(","))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn text_arrays_round_trip(items in proptest::collection::vec(proptest::option::of(".*"), 0..6)) {
+            let got: Vec<Option<String>> = serde_json::from_str(&json(&array(Kind::Text), &array_literal(&items))).unwrap();
+            prop_assert_eq!(got, items);
+        }
+
+        #[test]
+        fn floats_keep_their_value(bits in any::<u64>()) {
+            let x = f64::from_bits(bits);
+            prop_assume!(x.is_finite());
+            let got: f64 = json(&Kind::Float, &format!("{x:e}")).parse().unwrap();
+            prop_assert_eq!(got, if x == 0.0 { 0.0 } else { x });
+        }
+
+        #[test]
+        fn any_text_gives_valid_json_or_an_error(text in ".*|[{}\",\\\\a-c0-9 .eE+-]*") {
+            for kind in [Kind::Bool, Kind::Numeric, Kind::Json, Kind::TimestampTz, array(array(Kind::Float))] {
+                let mut out = String::new();
+                if write_json(&kind, &text, &mut out).is_ok() {
+                    prop_assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{:?} {:?}", text, out);
+                }
+            }
+        }
+    }
+}
