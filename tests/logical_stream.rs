@@ -140,3 +140,66 @@ async fn a_dropped_slot_stops_the_daemon_with_its_own_exit_code() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("replication slot sluice does not exist"));
     assert_eq!(env.sql("SELECT count(*) FROM pg_replication_slots").trim(), "0", "never recreated silently");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_in_the_middle_of_the_stream_is_followed() {
+    let env = Env::start(LOGICAL);
+    let sub = env.subscribe().await;
+    let daemon = env.daemon();
+    let ins = |id: &str| format!("INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES ('{id}', 't1', 'crm.a')");
+    env.sql(&ins("before"));
+    env.sql("ALTER TABLE credit_configurations ADD COLUMN region text DEFAULT 'eu'");
+    env.sql(&ins("added"));
+    env.sql("ALTER TABLE credit_configurations RENAME COLUMN region TO area");
+    env.sql(&ins("renamed"));
+    env.sql("ALTER TABLE credit_configurations DROP COLUMN area");
+    env.sql(&ins("dropped"));
+    let msgs = sub.wait_for(4, WAIT, || daemon.log()).await;
+    for m in &msgs {
+        let id = m.event["recordId"].as_str().unwrap();
+        let want = jsonb(&env, &format!("SELECT to_jsonb(c) - 'updated_at' FROM credit_configurations c WHERE config_id = '{id}'"));
+        let mut got = m.event["data"].clone();
+        got.as_object_mut().unwrap().remove("updated_at");
+        let extra = match id {
+            "added" => Some(("region", "eu")),
+            "renamed" => Some(("area", "eu")),
+            _ => None,
+        };
+        if let Some((column, value)) = extra {
+            assert_eq!(got.as_object_mut().unwrap().remove(column), Some(Value::from(value)), "{id}: {got}");
+        }
+        assert_eq!(got, want, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_is_parked_not_lost_and_unpublished_tables_still_move_the_slot() {
+    let env = Env::start(LOGICAL);
+    let sub = env.subscribe().await;
+    let daemon = env.daemon();
+    insert(&env, 1, 3);
+    sub.wait_for(3, WAIT, || daemon.log()).await;
+    env.sql("TRUNCATE credit_configurations");
+    wait_until(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
+    let (reason, _, event_id) = env.dead_letters().remove(0);
+    assert_eq!(reason, "missing_tenant", "a TRUNCATE has no tenant to route by");
+    assert!(event_id.contains('/'));
+    // a table outside the publication: the heartbeat keeps the idle slot moving
+    env.sql("CREATE TABLE other (id int); INSERT INTO other SELECT generate_series(1, 1000)");
+    let now = env.sql("SELECT pg_current_wal_lsn()").trim().to_string();
+    wait_until(WAIT, || env.sql(&format!("SELECT '{}'::pg_lsn >= '{now}'::pg_lsn", confirmed(&env))).trim() == "t", || daemon.log()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_and_restart_is_survived() {
+    let env = Env::start(LOGICAL);
+    let sub = env.subscribe().await;
+    let daemon = env.daemon();
+    insert(&env, 1, 50);
+    sub.wait_for(50, WAIT, || daemon.log()).await;
+    env.pg.kill().unwrap();
+    wait_until(WAIT, || daemon.log().contains("PostgreSQL is unavailable"), || daemon.log()).await;
+    env.pg.restart().unwrap();
+    insert(&env, 51, 100);
+    wait_until(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
+}
