@@ -43,6 +43,11 @@ pub enum Command {
         /// Print the SQL instead of running it
         #[arg(long)]
         dry_run: bool,
+        /// Logical mode: drop the replication slot and create it anew at the current WAL
+        /// position. Changes between the old slot's position and now are NOT streamed:
+        /// backfill afterwards. Use it after the slot was lost or invalidated.
+        #[arg(long)]
+        recreate_slot: bool,
     },
     /// Validate the config and the servers; one line per finding, exit 1 if any failed
     Check,
@@ -93,7 +98,7 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
                 }
             }
         }
-        Command::Setup { dry_run } => setup_command(&config, dry_run).await,
+        Command::Setup { dry_run, recreate_slot } => setup_command(&config, dry_run, recreate_slot).await,
         Command::Check => {
             let findings = check::check(&config).await;
             findings.iter().for_each(|f| println!("{f}"));
@@ -106,12 +111,15 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
     }
 }
 
-async fn setup_command(config: &Config, dry_run: bool) -> Result<ExitCode, String> {
+async fn setup_command(config: &Config, dry_run: bool, recreate_slot: bool) -> Result<ExitCode, String> {
     let url = pg::redact(&config.postgres.url);
     let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout)
         .await
         .map_err(|e| format!("cannot connect to PostgreSQL at {url}: {e}; check postgres.url (or DATABASE_URL)"))?;
-    let plan = setup::plan(&conn.client, config).await.map_err(|e| e.to_string())?;
+    let mut plan = setup::plan(&conn.client, config).await.map_err(|e| e.to_string())?;
+    if recreate_slot {
+        plan.recreate_slot(&config.source.slot).map_err(|e| e.to_string())?;
+    }
     if dry_run {
         print!("{plan}");
         return Ok(ExitCode::SUCCESS);

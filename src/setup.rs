@@ -49,6 +49,16 @@ pub struct Plan {
     pub slot: Option<String>,
 }
 
+impl Plan {
+    /// Drops the slot before creating it again (only on the operator's explicit request).
+    pub fn recreate_slot(&mut self, name: &str) -> Result<(), String> {
+        let create = self.slot.take().ok_or("--recreate-slot applies to logical mode only")?;
+        let drop = format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}", literal(name));
+        self.slot = Some(format!("{drop};\n{create}"));
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "BEGIN;\n{}\nCOMMIT;", self.transaction)?;
@@ -152,7 +162,9 @@ pub fn triggers(table: &str, tenant: &str, key: &[String]) -> String {
 pub async fn apply(client: &Client, plan: &Plan) -> Result<(), SetupError> {
     client.batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", plan.transaction)).await?;
     if let Some(slot) = &plan.slot {
-        client.batch_execute(slot).await?;
+        for statement in slot.split(";\n") {
+            client.batch_execute(statement).await?;
+        }
     }
     Ok(())
 }

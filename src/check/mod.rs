@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use crate::config::{qualify, Config};
+mod logical;
+
+use crate::config::{qualify, Config, SourceMode};
 use crate::pg;
 use crate::publish::build_client;
 use crate::setup::table_shape;
@@ -20,11 +22,11 @@ impl fmt::Display for Finding {
     }
 }
 
-fn ok(text: impl Into<String>) -> Finding {
+pub(crate) fn ok(text: impl Into<String>) -> Finding {
     Finding { ok: true, text: text.into() }
 }
 
-fn fail(text: impl Into<String>) -> Finding {
+pub(crate) fn fail(text: impl Into<String>) -> Finding {
     Finding { ok: false, text: text.into() }
 }
 
@@ -52,29 +54,37 @@ async fn check_postgres(config: &Config) -> Vec<Finding> {
     } else {
         fail(format!("postgres version {} is too old: Sluice needs PostgreSQL 13 or newer", version / 10000))
     });
-    out.push(check_schema(&conn.client).await);
+    let logical = config.source.mode == SourceMode::Logical;
+    out.push(check_schema(&conn.client, logical).await);
+    if logical {
+        out.extend(logical::check(&conn.client, config).await);
+    }
     for t in &config.tables {
-        out.extend(check_table(&conn.client, t).await);
+        out.extend(check_table(&conn.client, t, logical).await);
     }
     out
 }
 
-async fn check_schema(client: &tokio_postgres::Client) -> Finding {
-    let sql = "SELECT to_regclass('sluice.change_log') IS NOT NULL AND to_regclass('sluice.dead_letter') IS NOT NULL \
-        AND EXISTS (SELECT 1 FROM sluice.checkpoint WHERE name = 'change_log')";
+async fn check_schema(client: &tokio_postgres::Client, logical: bool) -> Finding {
+    let sql = if logical {
+        "SELECT to_regclass('sluice.dead_letter') IS NOT NULL"
+    } else {
+        "SELECT to_regclass('sluice.change_log') IS NOT NULL AND to_regclass('sluice.dead_letter') IS NOT NULL \
+         AND EXISTS (SELECT 1 FROM sluice.checkpoint WHERE name = 'change_log')"
+    };
     match client.query_one("SELECT to_regclass('sluice.checkpoint') IS NOT NULL", &[]).await {
         Ok(r) if r.get::<_, bool>(0) => {}
         Ok(_) => return fail("schema sluice: missing; run `sluice setup`"),
         Err(e) => return fail(format!("schema sluice: {}", pg::describe(&e))),
     }
     match client.query_one(sql, &[]).await {
-        Ok(r) if r.get::<_, bool>(0) => ok("schema sluice: change_log, checkpoint and dead_letter present"),
+        Ok(r) if r.get::<_, bool>(0) => ok("schema sluice: present"),
         Ok(_) => fail("schema sluice: incomplete; run `sluice setup`"),
         Err(e) => fail(format!("schema sluice: {}", pg::describe(&e))),
     }
 }
 
-async fn check_table(client: &tokio_postgres::Client, t: &crate::config::TableConfig) -> Vec<Finding> {
+async fn check_table(client: &tokio_postgres::Client, t: &crate::config::TableConfig, logical: bool) -> Vec<Finding> {
     let table = qualify(&t.table);
     let shape = match table_shape(client, &table).await {
         Ok(Some(s)) => s,
@@ -89,6 +99,13 @@ async fn check_table(client: &tokio_postgres::Client, t: &crate::config::TableCo
     }
     if shape.primary_key.is_empty() {
         out.push(fail(format!("table {table}: no primary key; add one so events carry a recordId and old values")));
+    }
+    if logical {
+        out.extend(logical::replica_identity(client, t, &table, &shape).await);
+        if out.is_empty() {
+            out.push(ok(format!("table {table}: columns, primary key and replica identity fit the routes")));
+        }
+        return out;
     }
     let triggers: i64 = match client
         .query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname LIKE 'sluice_capture_%'", &[&crate::setup::quote_table(&table)])
