@@ -100,7 +100,7 @@ pub enum ValueError {
     /// A `bool` text other than `t` or `f`.
     #[error("not a boolean: {0:?}")]
     Bool(String),
-    /// A number text that is not a decimal number (or has an exponent beyond ±1000).
+    /// A number text that is not a decimal number, or one beyond numeric's range.
     #[error("not a number: {0:?}")]
     Number(String),
     /// A malformed array literal; `at` is the byte offset where reading stopped.
@@ -117,11 +117,25 @@ const MAX_DIMS: usize = 6;
 /// Deeper json is embedded without normalising (its numbers keep their spelling).
 const MAX_JSON_DEPTH: usize = 64;
 
-/// Largest exponent `numeric_in` accepts (NUMERIC_MAX_PRECISION).
-const MAX_EXPONENT: i64 = 1000;
+/// Largest scale a numeric has (NUMERIC_DSCALE_MAX).
+const MAX_SCALE: i64 = 16383;
 
-/// Appends the JSON that to_jsonb gives for a value whose text output is `text`.
+/// Most digits before the point a numeric has (its weight limit).
+const MAX_INT_DIGITS: i64 = 131072;
+
+/// Appends the JSON that to_jsonb gives for a value whose text output is `text`. On error
+/// `out` is left as it was.
 pub fn write_json(kind: &Kind, text: &str, out: &mut String) -> Result<(), ValueError> {
+    let len = out.len();
+    let result = write_value(kind, text, out);
+    if result.is_err() {
+        out.truncate(len);
+    }
+    result
+}
+
+/// [`write_json`] without the clean-up on error.
+fn write_value(kind: &Kind, text: &str, out: &mut String) -> Result<(), ValueError> {
     match kind {
         Kind::Bool => match text {
             "t" => out.push_str("true"),
@@ -194,43 +208,48 @@ fn write_number(text: &str, out: &mut String) -> Result<(), ValueError> {
         write_str(text, out);
         return Ok(());
     }
-    let bad = || ValueError::Number(clip(text));
-    let (negative, unsigned) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i64>().map_err(|_| bad())?),
-        None => (unsigned, 0),
-    };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
-        return Err(bad());
-    }
-    if exponent.abs() > MAX_EXPONENT {
-        return Err(bad());
-    }
-    let digits = |i: i64| -> char {
+    let (negative, int, frac, exponent) =
+        split_number(text).ok_or_else(|| ValueError::Number(clip(text)))?;
+    let digit = |i: i64| -> char {
         let (int, frac) = (int.as_bytes(), frac.as_bytes());
         let at = |s: &[u8], i: i64| usize::try_from(i).ok().and_then(|i| s.get(i).copied());
         char::from(at(int, i).or_else(|| at(frac, i - int.len() as i64)).unwrap_or(b'0'))
     };
-    let point = int.len() as i64 + exponent;
-    let scale = (frac.len() as i64 - exponent).max(0);
-    let first = (0..point).find(|&i| digits(i) != '0').unwrap_or(point);
-    if negative && mantissa.bytes().any(|b| matches!(b, b'1'..=b'9')) {
+    let point = (int.len() as i64).saturating_add(exponent);
+    let scale = (frac.len() as i64).saturating_sub(exponent).max(0);
+    let nonzero = int.bytes().chain(frac.bytes()).position(|b| b != b'0');
+    let first = nonzero.map_or(point, |i| (i as i64).min(point));
+    if scale > MAX_SCALE || point - first > MAX_INT_DIGITS {
+        return Err(ValueError::Number(clip(text)));
+    }
+    if negative && nonzero.is_some() {
         out.push('-');
     }
     if first >= point {
         out.push('0');
     }
-    out.extend((first..point).map(digits));
+    out.extend((first..point).map(digit));
     if scale > 0 {
         out.push('.');
-        out.extend((point..point + scale).map(digits));
+        out.extend((point..point + scale).map(digit));
     }
     Ok(())
+}
+
+/// A decimal number's sign, integer digits, fraction digits and exponent.
+fn split_number(text: &str) -> Option<(bool, &str, &str, i64)> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse().ok()?),
+        None => (unsigned, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let valid = !(int.is_empty() && frac.is_empty()) && digits(int) && digits(frac);
+    valid.then_some((negative, int, frac, exponent))
 }
 
 /// Appends a `timestamp[tz]` as `to_jsonb` prints it: `T` for the first space, a whole-hour
@@ -389,7 +408,7 @@ impl ArrayReader<'_> {
             }
         }
         let value = if escaped { Cow::Owned(unescape(raw)) } else { Cow::Borrowed(raw) };
-        write_json(element, &value, out)
+        write_value(element, &value, out)
     }
 }
 
@@ -482,18 +501,22 @@ mod tests {
             assert_eq!(got, expected, "{kind:?} {text:?}");
         }
         assert_eq!(json(&Kind::Float, "1.5e-07"), "0.00000015");
+        assert_eq!(json(&Kind::Json, "0e999999999999").len(), 1);
+        assert_eq!(json(&Kind::Json, "1e131071").len(), 131072);
         assert_eq!(json(&Kind::Json, r#"{"bb":1,"a":2,"c":3}"#), r#"{"a":2,"c":3,"bb":1}"#);
     }
 
     #[test]
     fn malformed_texts_are_errors() {
         let int_array = array(Kind::Int);
-        for (kind, text) in [(&Kind::Bool, "x"), (&Kind::Int, "1-"), (&Kind::Float, "1e9999"), (&Kind::Json, "{")] {
+        for (kind, text) in [(&Kind::Bool, "x"), (&Kind::Int, "1-"), (&Kind::Float, "1e131072"), (&Kind::Json, "[1.5e-16383]"), (&Kind::Json, "{")] {
             assert!(write_json(kind, text, &mut String::new()).is_err(), "{text:?}");
         }
         for text in ["{1,2", "{1}x", "1,2", r#"{"a}"#, "{,}", "[0:1]{1}", "{{{{{{{1}}}}}}}", "{a\"b}", "{1\\"] {
-            let err = write_json(&int_array, text, &mut String::new());
+            let mut out = String::from("[");
+            let err = write_json(&int_array, text, &mut out);
             assert!(matches!(err, Err(ValueError::Array { .. })), "{text:?}: {err:?}");
+            assert_eq!(out, "[", "{text:?}");
         }
     }
 

@@ -59,10 +59,18 @@ pub struct Env {
 impl Env {
     /// Servers, the seed schema in database `app`, a config, and `sluice setup` applied.
     pub fn start(extra: &str) -> Env {
+        Env::start_with("", extra)
+    }
+
+    /// As [`Env::start`], with more schema (`sql`) created before setup.
+    pub fn start_with(sql: &str, extra: &str) -> Env {
         let pg = Postgres::start().expect("start postgres");
         let redis = Redis::start().expect("start redis");
         pg.psql("postgres", &format!("CREATE DATABASE {DB}")).unwrap();
         pg.psql(DB, SEED).unwrap();
+        if !sql.is_empty() {
+            pg.psql(DB, sql).unwrap();
+        }
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sluice.toml");
         std::fs::write(&config, config_text(&pg.url_for(DB), &redis.url(), extra)).unwrap();
@@ -94,12 +102,29 @@ impl Env {
         self.command().args(args).output().expect("run sluice")
     }
 
+    /// A second config in the temp dir (same servers), set up; for a second daemon.
+    pub fn second_config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("second.toml");
+        std::fs::write(&path, config_text(&self.pg.url_for(DB), &self.redis.url(), extra)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--config").arg(&path).arg("setup").output().unwrap();
+        assert!(out.status.success(), "setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        path
+    }
+
     /// `sluice run` in the background, its log in the temp dir.
     pub fn daemon(&self) -> Daemon {
+        self.daemon_with(&self.config)
+    }
+
+    /// `sluice run` with another config file.
+    pub fn daemon_with(&self, config: &std::path::Path) -> Daemon {
         let log_path = self.dir.path().join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = self
-            .command()
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--config")
+            .arg(config)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
             .args(["--log-level", "sluice=debug,info", "run"])
             .stdout(Stdio::null())
             .stderr(log)
