@@ -3,23 +3,28 @@
 //! # Data flow
 //!
 //! ```text
-//!  PostgreSQL                                                              Redis
-//!  ──────────                                                              ─────
-//!  capture trigger ─▶ sluice.change_log ─▶ source ─▶ route ─▶ publish ─▶ PUBLISH <app>:<tenant>:<type>
-//!                                            ▲          │         │
-//!                                            │          ▼         ▼
-//!                                     checkpoint ◀── dead_letter ◀┘  (acknowledged or parked)
+//!  PostgreSQL                                                                Redis
+//!  ──────────                                                                ─────
+//!  replication slot (pgoutput) ──┐
+//!                                ├─▶ source ─▶ route ─▶ publish ─▶ PUBLISH <app>:<tenant>:<type>
+//!  capture trigger ─▶ change_log ┘     ▲          │         │
+//!                                      │          ▼         ▼
+//!          checkpoint / slot position ◀┴── dead_letter ◀────┘  (acknowledged or parked)
 //! ```
 //!
-//! 1. **source** reads committed changes in batches ([`source::change_log`]: rows the
-//!    `sluice.capture()` trigger wrote) and turns each into an [`event::Change`].
+//! 1. **source** reads committed changes in batches and turns each into an [`event::Change`]:
+//!    [`source::logical`] follows a replication slot ([`source::replication`] is the
+//!    connection, [`source::pgoutput`] decodes its messages, [`source::values`] turns column
+//!    text into `to_jsonb`'s JSON); [`source::change_log`] reads the rows the
+//!    `sluice.capture()` trigger wrote.
 //! 2. **route** ([`route`]) finds each change's tenant and application(s), renders the channel,
 //!    and encodes one JSON event per app; what cannot be routed becomes a dead letter.
 //! 3. **publish** ([`publish`]) sends the batch to Redis as one pipeline; [`deliver`] retries it
 //!    while Redis is away and turns rejected events into dead letters.
-//! 4. **checkpoint** ([`checkpoint`]) stores the source's progress together with the batch's
-//!    dead letters ([`dead_letter`]) in one statement, only after Redis acknowledged the rest.
-//!    A crash before that replays the batch: delivery is at least once, never lossy.
+//! 4. **checkpoint** stores the batch's dead letters ([`dead_letter`]) and then moves the
+//!    source's progress past it, only after Redis acknowledged the rest: in trigger mode the
+//!    snapshot in `sluice.checkpoint` ([`checkpoint`]), in logical mode the slot's confirmed
+//!    position. A crash before that replays the batch: delivery is at least once, never lossy.
 //!
 //! # Modules
 //!
