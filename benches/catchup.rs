@@ -72,21 +72,21 @@ fn main() {
     let rounds = env_or("ROUNDS", 1).max(1);
     let b = Bench::start();
     println!("catch-up of {rows} rows in {txn}-row transactions, {rounds} round(s), {} cores", cores());
-    println!("{:<15} {:>8} {:>10} {:>10} {:>11} {:>15} {:>9}", "side", "seconds", "events/s", "× ceiling", "CPU µs/ev", "walsender µs/ev", "RSS MiB");
     for round in 0..rounds {
         b.psql("SELECT pg_drop_replication_slot('ceiling') FROM pg_replication_slots WHERE slot_name = 'ceiling'");
         b.psql("SELECT pg_create_logical_replication_slot('ceiling', 'pgoutput')");
         let end = b.backlog(round * rows, rows, txn);
         let ceiling = b.ceiling(end);
-        let (sluice, first, published) = b.sluice(end);
-        for side in [&ceiling, &sluice] {
-            side.print(rows, ceiling.secs);
-        }
-        println!(
-            "  sluice: {published} PUBLISH calls, first after {first:.3} s, {:.0} events/s from the first publish",
-            rows as f64 / (sluice.secs - first).max(1e-9)
-        );
-        assert_eq!(published, rows, "every row is one event; Redis counted a different number of PUBLISH calls");
+        let mut stats = RedisStats::connect(&b.redis.url());
+        let redis_cpu = stats.cpu_secs();
+        let (sluice, first) = b.sluice(end, &mut stats);
+        let (published, redis_cpu) = (stats.publishes(), stats.cpu_secs() - redis_cpu);
+        println!("{:<15} {:>8} {:>10} {:>10} {:>11} {:>15} {:>9}", "side", "seconds", "events/s", "× ceiling", "CPU µs/ev", "walsender µs/ev", "RSS MiB");
+        ceiling.print(rows, ceiling.secs);
+        sluice.print(rows, ceiling.secs);
+        let steady = rows as f64 / (sluice.secs - first).max(1e-9);
+        println!("  sluice: first publish after {first:.3} s, then {steady:.0} events/s; Redis counted {published} PUBLISH calls and used {:.2} µs CPU/event", redis_cpu * 1e6 / rows as f64);
+        assert_eq!(published, rows, "every row is one event, but Redis counted a different number of PUBLISH calls");
         verdict(&sluice, &ceiling, rows);
     }
     println!("rerun: ROWS={rows} TXN={txn} ROUNDS={rounds} cargo bench --bench catchup");
@@ -246,9 +246,8 @@ impl Bench {
     }
 
     /// `sluice run` until slot `sluice` is confirmed at `end`; also the first publish's time
-    /// (seconds from the spawn) and the PUBLISH calls Redis counted.
-    fn sluice(&self, end: u64) -> (Side, f64, u64) {
-        let mut stats = RedisStats::connect(&self.redis.url());
+    /// (seconds from the spawn, seen in Redis's PUBLISH count, which this resets).
+    fn sluice(&self, end: u64, stats: &mut RedisStats) -> (Side, f64) {
         stats.reset();
         let log_path = self.dir.path().join("daemon.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -261,10 +260,9 @@ impl Bench {
             ws_ticks = walsender.and_then(usage).map_or(ws_ticks, |u| u.0);
             if confirmed >= end {
                 let (cpu_ticks, hwm_kib) = usage(child.id()).expect("sluice is running");
-                let published = stats.publishes();
                 terminate(&mut child);
                 let side = Side { name: "sluice", secs: now, cpu_ticks, walsender_ticks: ws_ticks, hwm_kib };
-                return (side, first.unwrap_or(now), published);
+                return (side, first.unwrap_or(now));
             }
             if first.is_none() && stats.publishes() > 0 {
                 first = Some(now);
@@ -353,6 +351,13 @@ impl RedisStats {
         let info = self.command("INFO commandstats");
         let calls = info.lines().find_map(|l| l.strip_prefix("cmdstat_publish:calls="));
         calls.and_then(|c| c.split(',').next()?.parse().ok()).unwrap_or(0)
+    }
+
+    /// used_cpu_sys + used_cpu_user of the server, in seconds.
+    fn cpu_secs(&mut self) -> f64 {
+        let info = self.command("INFO cpu");
+        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+        field("used_cpu_sys:") + field("used_cpu_user:")
     }
 
     /// Sends an inline command; reads a simple reply line or a whole bulk string.

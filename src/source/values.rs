@@ -23,7 +23,8 @@
 //!
 //! Known differences: composite types and types with a cast to json (e.g. `hstore`) become
 //! objects in `to_jsonb` but strings here; arrays of types whose delimiter is not `,` (`box`)
-//! are misread.
+//! are misread; json nested deeper than 64 levels keeps the spelling of its deeper numbers
+//! (`1e2`, not `100`); json that jsonb rejects (`\u0000`) is passed on where `to_jsonb` fails.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
