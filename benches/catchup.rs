@@ -1,32 +1,31 @@
-//! Logical-mode catch-up: how fast Sluice drains a backlog compared with the ceiling,
+//! Logical-mode catch-up: how fast Sluice drains a backlog, against the ceiling of
 //! `pg_recvlogical` reading the same WAL through `pgoutput` (proto_version 1) into /dev/null.
 //!
-//! What it does, on a throwaway PostgreSQL and Redis (`sluice::testkit`, free ports; the
-//! machine's own 5432/6379 servers are never touched):
+//! On a throwaway PostgreSQL and Redis (`sluice::testkit`, free ports; the machine's own
+//! 5432/6379 servers are never touched):
 //!
-//! 1. database `app` with tests/fixtures/seed.sql, a logical-mode config (`batch_size = 1000`,
-//!    `status_interval = "100ms"` so an idle tail is confirmed promptly), `sluice setup`
-//!    (publication and slot `sluice`), and a second pgoutput slot `ceiling`;
+//! 1. database `app` with tests/fixtures/seed.sql, a logical-mode config for the table written
+//!    (`batch_size = 1000`; `status_interval = "100ms"` so an idle tail is confirmed promptly),
+//!    `sluice setup` (publication and slot `sluice`), and a second pgoutput slot `ceiling`;
 //! 2. while nothing consumes, a backlog of `ROWS` INSERTs into public.credit_configurations in
 //!    transactions of `TXN` rows (tenants `tenant-0..49`, operation codes cycling crm./hrms./
-//!    finance., so every row is exactly one event); the end LSN is `pg_current_wal_lsn()`;
+//!    finance., so each row is exactly one event); the end LSN is `pg_current_wal_lsn()`;
 //! 3. ceiling: `pg_recvlogical --start --endpos <end>` on slot `ceiling`, timed until it exits;
 //! 4. Sluice: `sluice run`, timed from the spawn until slot `sluice`'s `confirmed_flush_lsn`
 //!    reaches the end LSN (polled every 10 ms). Sluice confirms only what Redis acknowledged,
-//!    so that is the moment every event is in Redis. Redis's `INFO commandstats` counts the
-//!    PUBLISH calls (no subscriber is attached, so none competes for the CPU) and gives the
-//!    time of the first publish.
+//!    so then every event is in Redis. Redis's `INFO commandstats` counts the PUBLISH calls
+//!    and dates the first one; no subscriber is attached, so none competes for the CPU.
 //!
-//! Reported per side: seconds, events/s, ratio to the ceiling, CPU µs per event of the client
-//! process (utime+stime from /proc; for pg_recvlogical its exact rusage as a reaped child) and
-//! of its walsender (sampled; the walsender decodes for both sides), and the client's peak RSS
-//! (VmHWM). Targets: Sluice ≥ 0.8 × ceiling, < 50 MiB peak RSS, ≤ 5 µs CPU per event.
+//! Per side: seconds, events/s, ratio to the ceiling, CPU µs per event of the client (utime +
+//! stime from /proc; pg_recvlogical's exactly, as a reaped child) and of its walsender (sampled
+//! every 10 ms; it decodes for both sides), and the client's peak RSS (VmHWM). Redis's CPU per
+//! event is printed for Sluice. Targets: Sluice ≥ 0.8 × ceiling, < 50 MiB, ≤ 5 µs CPU/event.
 //!
 //! Run: `cargo bench --bench catchup` (env `ROWS`, default 200000; `TXN`, default 1000;
-//! `ROUNDS`, default 1; each round writes a fresh backlog and recreates slot `ceiling`).
-//! Under `cargo test` (no `--bench` argument) it is a smoke run of 2000 rows that asserts every
-//! event was published. The `sluice` binary is `env!("CARGO_BIN_EXE_sluice")`, which Cargo sets
-//! for benches as for integration tests and builds in the same profile.
+//! `ROUNDS`, default 1: each round recreates both slots, then writes a fresh backlog).
+//! Under `cargo test` (no `--bench` argument) it is a 2000-row smoke run that asserts every
+//! event was published. The daemon is `env!("CARGO_BIN_EXE_sluice")`, which Cargo builds and
+//! sets for benches as for integration tests (release under `cargo bench`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -42,13 +41,49 @@ const SEED: &str = include_str!("../tests/fixtures/seed.sql");
 const POLL: Duration = Duration::from_millis(10);
 const LIMIT: Duration = Duration::from_secs(180);
 
-struct Bench {
-    pg: Postgres,
-    redis: Redis,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    rt: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
+fn main() {
+    // `cargo bench` passes --bench; under `cargo test` this is a quick smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let rows = env_or("ROWS", if full { 200_000 } else { 2_000 });
+    let txn = env_or("TXN", 1_000).max(1);
+    let rounds = env_or("ROUNDS", 1).max(1);
+    let b = Bench::start();
+    println!("catch-up of {rows} rows in {txn}-row transactions, {rounds} round(s), {} cores", cores());
+    for round in 0..rounds {
+        for slot in ["sluice", "ceiling"] {
+            b.psql(&format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'"));
+            b.psql(&format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"));
+        }
+        let end = b.backlog(round * rows, rows, txn);
+        let ceiling = b.ceiling(end);
+        let mut stats = RedisStats(TcpStream::connect(b.redis.url().trim_start_matches("redis://")).unwrap());
+        let redis_cpu = stats.cpu_secs();
+        let (sluice, first) = b.sluice(end, &mut stats);
+        let (published, redis_cpu) = (stats.publishes(), stats.cpu_secs() - redis_cpu);
+        println!("{:<15} {:>8} {:>10} {:>10} {:>10} {:>16} {:>8}", "side", "seconds", "events/s", "× ceiling", "CPU µs/ev", "walsender µs/ev", "RSS MiB");
+        ceiling.print(rows, ceiling.secs);
+        sluice.print(rows, ceiling.secs);
+        let steady = rows as f64 / (sluice.secs - first).max(1e-9);
+        println!("  sluice: first publish after {first:.3} s, then {steady:.0} events/s; Redis counted {published} PUBLISH calls, used {:.2} µs CPU/event", redis_cpu * 1e6 / rows as f64);
+        assert_eq!(published, rows, "each row is one event, but Redis counted another number of PUBLISH calls");
+        verdict(&sluice, &ceiling, rows);
+    }
+    println!("rerun: ROWS={rows} TXN={txn} ROUNDS={rounds} cargo bench --bench catchup");
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn verdict(sluice: &Side, ceiling: &Side, rows: u64) {
+    let (ratio, cpu, rss) = (ceiling.secs / sluice.secs, us_per_event(sluice.cpu_ticks, rows), sluice.hwm_kib as f64 / 1024.0);
+    let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!(
+        "  targets: ratio {ratio:.2} ≥ 0.8 {}, peak RSS {rss:.1} < 50 MiB {}, CPU {cpu:.2} ≤ 5 µs/event {}",
+        mark(ratio >= 0.8),
+        mark(rss < 50.0),
+        mark(cpu <= 5.0)
+    );
 }
 
 /// One side's result.
@@ -60,68 +95,16 @@ struct Side {
     hwm_kib: u64,
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn main() {
-    // `cargo bench` passes --bench; under `cargo test` this is a quick smoke run.
-    let full = std::env::args().any(|a| a == "--bench");
-    let rows = env_or("ROWS", if full { 200_000 } else { 2_000 });
-    let txn = env_or("TXN", 1_000).max(1);
-    let rounds = env_or("ROUNDS", 1).max(1);
-    let b = Bench::start();
-    println!("catch-up of {rows} rows in {txn}-row transactions, {rounds} round(s), {} cores", cores());
-    for round in 0..rounds {
-        b.psql("SELECT pg_drop_replication_slot('ceiling') FROM pg_replication_slots WHERE slot_name = 'ceiling'");
-        b.psql("SELECT pg_create_logical_replication_slot('ceiling', 'pgoutput')");
-        let end = b.backlog(round * rows, rows, txn);
-        let ceiling = b.ceiling(end);
-        let mut stats = RedisStats::connect(&b.redis.url());
-        let redis_cpu = stats.cpu_secs();
-        let (sluice, first) = b.sluice(end, &mut stats);
-        let (published, redis_cpu) = (stats.publishes(), stats.cpu_secs() - redis_cpu);
-        println!("{:<15} {:>8} {:>10} {:>10} {:>11} {:>15} {:>9}", "side", "seconds", "events/s", "× ceiling", "CPU µs/ev", "walsender µs/ev", "RSS MiB");
-        ceiling.print(rows, ceiling.secs);
-        sluice.print(rows, ceiling.secs);
-        let steady = rows as f64 / (sluice.secs - first).max(1e-9);
-        println!("  sluice: first publish after {first:.3} s, then {steady:.0} events/s; Redis counted {published} PUBLISH calls and used {:.2} µs CPU/event", redis_cpu * 1e6 / rows as f64);
-        assert_eq!(published, rows, "every row is one event, but Redis counted a different number of PUBLISH calls");
-        verdict(&sluice, &ceiling, rows);
-    }
-    println!("rerun: ROWS={rows} TXN={txn} ROUNDS={rounds} cargo bench --bench catchup");
-}
-
-fn verdict(sluice: &Side, ceiling: &Side, rows: u64) {
-    let ratio = ceiling.secs / sluice.secs;
-    let cpu = sluice.cpu_us(rows);
-    let rss = sluice.hwm_kib as f64 / 1024.0;
-    let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
-    println!(
-        "  targets: ratio {ratio:.2} ≥ 0.8 {}, RSS {rss:.1} < 50 MiB {}, CPU {cpu:.2} ≤ 5 µs/event {}",
-        mark(ratio >= 0.8),
-        mark(rss < 50.0),
-        mark(cpu <= 5.0)
-    );
+/// CPU µs per event from clock ticks.
+fn us_per_event(ticks: u64, rows: u64) -> f64 {
+    ticks as f64 * 1e6 / clk_tck() as f64 / rows as f64
 }
 
 impl Side {
-    fn cpu_us(&self, rows: u64) -> f64 {
-        self.cpu_ticks as f64 * 1e6 / clk_tck() as f64 / rows as f64
-    }
-
     fn print(&self, rows: u64, ceiling_secs: f64) {
-        let ws = self.walsender_ticks as f64 * 1e6 / clk_tck() as f64 / rows as f64;
-        println!(
-            "{:<15} {:>8.3} {:>10.0} {:>10.2} {:>11.2} {:>15.2} {:>9.1}",
-            self.name,
-            self.secs,
-            rows as f64 / self.secs,
-            ceiling_secs / self.secs,
-            self.cpu_us(rows),
-            ws,
-            self.hwm_kib as f64 / 1024.0
-        );
+        let (cpu, ws) = (us_per_event(self.cpu_ticks, rows), us_per_event(self.walsender_ticks, rows));
+        let (rate, ratio, rss) = (rows as f64 / self.secs, ceiling_secs / self.secs, self.hwm_kib as f64 / 1024.0);
+        println!("{:<15} {:>8.3} {rate:>10.0} {ratio:>10.2} {cpu:>10.2} {ws:>16.2} {rss:>8.1}", self.name, self.secs);
     }
 }
 
@@ -144,18 +127,17 @@ table = "public.credit_configurations"
 type = "credit-configs"
 tenant = "tenant_id"
 app = {{ operation_code = "operation_code" }}
-[[tables]]
-table = "public.roles"
-type = "roles"
-tenant = "tenant_id"
-app = {{ any_of = "permissions" }}
-[[tables]]
-table = "public.users"
-type = "users"
-tenant = "tenant_id"
-app = {{ fixed = ["crm", "hrms"] }}
 "#
     )
+}
+
+struct Bench {
+    pg: Postgres,
+    redis: Redis,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
 }
 
 impl Bench {
@@ -178,7 +160,7 @@ impl Bench {
     }
 
     fn psql(&self, sql: &str) -> String {
-        self.pg.psql(DB, sql).unwrap_or_else(|e| panic!("{e}"))
+        self.pg.psql(DB, sql).unwrap_or_else(|e| panic!("{e}")).trim().to_string()
     }
 
     fn sluice_cmd(&self) -> Command {
@@ -202,30 +184,29 @@ impl Bench {
         let started = Instant::now();
         self.psql(&sql);
         let end = self.psql("SELECT pg_current_wal_lsn()::text");
-        println!("backlog written in {:.1} s, ends at {}", started.elapsed().as_secs_f64(), end.trim());
-        lsn::parse(end.trim()).expect("an LSN")
+        println!("backlog written in {:.1} s, ends at {end}", started.elapsed().as_secs_f64());
+        lsn::parse(&end).expect("an LSN")
     }
 
     /// The slot's confirmed position and the pid of the walsender streaming it.
     fn slot(&self, name: &str) -> (u64, Option<u32>) {
         let q = "SELECT confirmed_flush_lsn::text, active_pid FROM pg_replication_slots WHERE slot_name = $1";
         let row = self.rt.block_on(self.client.query_one(q, &[&name])).expect("poll the slot");
-        let confirmed: Option<String> = row.get(0);
-        let pid: Option<i32> = row.get(1);
+        let (confirmed, pid): (Option<String>, Option<i32>) = (row.get(0), row.get(1));
         (confirmed.as_deref().and_then(lsn::parse).unwrap_or(0), pid.map(|p| p as u32))
     }
 
-    /// pg_recvlogical on slot `ceiling` up to `end`, timed until it exits.
+    /// pg_recvlogical (from the server's own BINDIR) on slot `ceiling` up to `end`, timed until
+    /// it exits.
     fn ceiling(&self, end: u64) -> Side {
-        let log = std::fs::File::create(self.dir.path().join("recvlogical.log")).unwrap();
-        let before = children_ticks();
-        let started = Instant::now();
-        let mut child = Command::new(pg_recvlogical())
-            .args(["-d", &self.pg.url_for(DB), "--slot", "ceiling", "--start", "--no-loop"])
-            .args(["-o", "proto_version=1", "-o", "publication_names=sluice", "-f", "/dev/null"])
-            .args(["--endpos", &lsn::format(end)])
+        let bin = PathBuf::from(self.psql("SELECT setting FROM pg_config WHERE name = 'BINDIR'")).join("pg_recvlogical");
+        let log_path = self.dir.path().join("recvlogical.log");
+        let (before, started) = (children_ticks(), Instant::now());
+        let mut child = Command::new(bin)
+            .args(["-d", &self.pg.url_for(DB), "--slot", "ceiling", "--start", "--no-loop", "-f", "/dev/null"])
+            .args(["-o", "proto_version=1", "-o", "publication_names=sluice", "--endpos", &lsn::format(end)])
             .stdin(Stdio::null())
-            .stderr(log)
+            .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .expect("spawn pg_recvlogical");
         let (mut hwm, mut walsender, mut ws_ticks) = (0, None, 0);
@@ -240,15 +221,14 @@ impl Bench {
             std::thread::sleep(POLL);
         };
         let secs = started.elapsed().as_secs_f64();
-        let log = std::fs::read_to_string(self.dir.path().join("recvlogical.log")).unwrap_or_default();
-        assert!(status.success(), "pg_recvlogical failed ({status}): {log}");
+        assert!(status.success(), "pg_recvlogical failed ({status}): {}", std::fs::read_to_string(&log_path).unwrap_or_default());
         Side { name: "pg_recvlogical", secs, cpu_ticks: children_ticks() - before, walsender_ticks: ws_ticks, hwm_kib: hwm }
     }
 
-    /// `sluice run` until slot `sluice` is confirmed at `end`; also the first publish's time
-    /// (seconds from the spawn, seen in Redis's PUBLISH count, which this resets).
+    /// `sluice run` until slot `sluice` is confirmed at `end`; also when the first publish
+    /// showed in Redis (seconds from the spawn; this resets Redis's command stats).
     fn sluice(&self, end: u64, stats: &mut RedisStats) -> (Side, f64) {
-        stats.reset();
+        assert!(stats.command("CONFIG RESETSTAT").starts_with("+OK"));
         let log_path = self.dir.path().join("daemon.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let started = Instant::now();
@@ -261,8 +241,7 @@ impl Bench {
             if confirmed >= end {
                 let (cpu_ticks, hwm_kib) = usage(child.id()).expect("sluice is running");
                 terminate(&mut child);
-                let side = Side { name: "sluice", secs: now, cpu_ticks, walsender_ticks: ws_ticks, hwm_kib };
-                return (side, first.unwrap_or(now));
+                return (Side { name: "sluice", secs: now, cpu_ticks, walsender_ticks: ws_ticks, hwm_kib }, first.unwrap_or(now));
             }
             if first.is_none() && stats.publishes() > 0 {
                 first = Some(now);
@@ -279,10 +258,7 @@ impl Bench {
 fn terminate(child: &mut Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
@@ -318,35 +294,10 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// pg_recvlogical, found like testkit finds the server: `SLUICE_PG_BIN`, the newest
-/// /usr/lib/postgresql/*/bin, then PATH.
-fn pg_recvlogical() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SLUICE_PG_BIN") {
-        return PathBuf::from(dir).join("pg_recvlogical");
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin/pg_recvlogical"))))
-        .filter(|(_, p)| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().map_or_else(|| PathBuf::from("pg_recvlogical"), |(_, p)| p)
-}
-
-/// A plain RESP connection for `CONFIG RESETSTAT` and `INFO commandstats`.
+/// A plain RESP connection for `CONFIG RESETSTAT` and `INFO`.
 struct RedisStats(TcpStream);
 
 impl RedisStats {
-    fn connect(url: &str) -> RedisStats {
-        RedisStats(TcpStream::connect(url.trim_start_matches("redis://")).expect("connect to redis"))
-    }
-
-    fn reset(&mut self) {
-        assert!(self.command("CONFIG RESETSTAT").starts_with("+OK"));
-    }
-
     fn publishes(&mut self) -> u64 {
         let info = self.command("INFO commandstats");
         let calls = info.lines().find_map(|l| l.strip_prefix("cmdstat_publish:calls="));
@@ -360,11 +311,10 @@ impl RedisStats {
         field("used_cpu_sys:") + field("used_cpu_user:")
     }
 
-    /// Sends an inline command; reads a simple reply line or a whole bulk string.
+    /// Sends an inline command; reads a one-line reply or a whole bulk string.
     fn command(&mut self, cmd: &str) -> String {
         self.0.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
+        let (mut buf, mut chunk) = (Vec::new(), [0u8; 8192]);
         loop {
             let n = self.0.read(&mut chunk).unwrap();
             assert!(n > 0, "redis closed the connection");
