@@ -2,6 +2,7 @@
 //! collect the dead letters. While Redis is unreachable the batch is retried with backoff and
 //! nothing is reported done; a state change (lost, back) is logged once, not per event.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
@@ -34,20 +35,27 @@ pub async fn deliver(
     let (events, mut dead) = route_all(router, changes);
     let deliveries = publish_until_acknowledged(publisher, &events, policy, shutdown).await?;
     let mut published = 0;
+    // (app, type) -> (published, without receivers): counted per batch, recorded once per label set
+    let mut counts: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
     for (event, delivery) in events.iter().zip(deliveries) {
         match delivery {
             Delivery::Sent { receivers } => {
                 published += 1;
-                let labels = [("app", event.app.to_string()), ("type", event.data_type.to_string())];
-                metrics::counter!(m::EVENTS_PUBLISHED, &labels).increment(1);
-                if receivers == 0 {
-                    metrics::counter!(m::PUBLISH_NO_RECEIVERS, &labels).increment(1);
-                }
+                let c = counts.entry((&event.app, &event.data_type)).or_default();
+                c.0 += 1;
+                c.1 += u64::from(receivers == 0);
             }
             Delivery::Rejected(error) => {
                 metrics::counter!(m::PUBLISH_ERRORS, "kind" => "rejected").increment(1);
                 dead.push(rejected(event, error));
             }
+        }
+    }
+    for ((app, data_type), (sent, unheard)) in counts {
+        let labels = [("app", app.to_string()), ("type", data_type.to_string())];
+        metrics::counter!(m::EVENTS_PUBLISHED, &labels).increment(sent);
+        if unheard > 0 {
+            metrics::counter!(m::PUBLISH_NO_RECEIVERS, &labels).increment(unheard);
         }
     }
     for d in &dead {
@@ -59,10 +67,13 @@ pub async fn deliver(
 fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLetter>) {
     let mut routed = Vec::with_capacity(changes.len());
     let mut buf = Vec::with_capacity(1024);
+    let mut received: HashMap<(&str, &'static str), u64> = HashMap::new();
     for change in changes {
-        metrics::counter!(m::CHANGES_RECEIVED, "table" => change.table.clone(), "operation" => change.operation.as_str())
-            .increment(1);
+        *received.entry((&change.table, change.operation.as_str())).or_default() += 1;
         router.route(change, &mut routed, &mut buf);
+    }
+    for ((table, operation), n) in received {
+        metrics::counter!(m::CHANGES_RECEIVED, "table" => table.to_string(), "operation" => operation).increment(n);
     }
     let mut events = Vec::with_capacity(routed.len());
     let mut dead = Vec::new();
