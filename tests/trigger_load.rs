@@ -68,9 +68,21 @@ fn key(m: &Msg) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_changes_over_fifty_tenants_arrive_exactly_once() {
-    let env = Env::start("");
+    exactly_once("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_changes_arrive_exactly_once_in_logical_mode_too() {
+    exactly_once("mode = \"logical\"").await;
+}
+
+async fn exactly_once(mode: &str) {
+    let env = Env::start(mode);
     let sub = env.subscribe().await;
     let daemon = env.daemon();
+    if !mode.is_empty() {
+        wait_until(Duration::from_secs(30), || daemon.log().contains("streaming from the slot"), || daemon.log()).await;
+    }
     let (inserts, updates, deletes) = workload();
     env.sql(&inserts.concat());
     let after_insert = rows_as_json(&env);
@@ -78,7 +90,9 @@ async fn ten_thousand_changes_over_fifty_tenants_arrive_exactly_once() {
     let after_update = rows_as_json(&env);
     env.sql(&deletes.concat());
     sub.wait_for(TOTAL, Duration::from_secs(120), || daemon.log()).await;
-    wait_until(Duration::from_secs(10), || env.pending() == 0, || "rows still pending".into()).await;
+    if mode.is_empty() {
+        wait_until(Duration::from_secs(10), || env.pending() == 0, || "rows still pending".into()).await;
+    }
     // a sentinel change, published after everything before it: a duplicate would precede it
     env.sql("INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES ('sentinel', 't', 'crm.x')");
     let mut msgs = sub.wait_for(TOTAL + 1, Duration::from_secs(30), || daemon.log()).await;
