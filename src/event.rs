@@ -4,7 +4,6 @@
 //! produced it (PostgreSQL's `to_jsonb(row)`), `eventId` stable across retries and restarts.
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 /// What happened to the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,10 +59,11 @@ pub struct Change {
     /// `schema.table`
     pub table: String,
     pub record_id: Option<String>,
-    /// The row after the change; for DELETE the row before; `null` for TRUNCATE.
-    pub data: Box<RawValue>,
-    /// Previous values of the changed columns, when the source knows them.
-    pub old: Option<Box<RawValue>>,
+    /// The row after the change (for DELETE the row before; `null` for TRUNCATE), as JSON
+    /// text the source produced: `to_jsonb`'s output or its equal.
+    pub data: String,
+    /// Previous values of the changed columns, as a JSON object, when the source knows them.
+    pub old: Option<String>,
     pub changed_fields: Option<Vec<String>>,
     /// TOASTed columns an UPDATE did not touch (left out of `data`).
     pub unchanged_columns: Vec<String>,
@@ -72,56 +72,76 @@ pub struct Change {
     pub source: SourceRef,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
-    event_id: &'a str,
-    operation: &'static str,
-    app: Option<&'a str>,
-    tenant_id: Option<&'a str>,
-    data_type: &'a str,
-    table: &'a str,
-    record_id: Option<&'a str>,
-    data: &'a RawValue,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    old: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    changed_fields: Option<&'a [String]>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    unchanged_columns: &'a [String],
-    timestamp: &'a str,
-    source: &'a SourceRef,
-}
-
 impl Change {
-    /// Writes the event JSON for one app into `buf` (cleared first).
+    /// Writes the event JSON for one app into `buf` (cleared first). Written by hand: `data`
+    /// and `old` are embedded verbatim, and nothing is parsed or re-checked on the hot path.
     pub fn encode_into(&self, app: Option<&str>, tenant: Option<&str>, data_type: &str, buf: &mut Vec<u8>) {
         buf.clear();
-        let env = Envelope {
-            event_id: &self.event_id,
-            operation: self.operation.as_str(),
-            app,
-            tenant_id: tenant,
-            data_type,
-            table: &self.table,
-            record_id: self.record_id.as_deref(),
-            data: &self.data,
-            old: self.old.as_deref(),
-            changed_fields: self.changed_fields.as_deref(),
-            unchanged_columns: &self.unchanged_columns,
-            timestamp: &self.timestamp,
-            source: &self.source,
-        };
-        serde_json::to_writer(buf, &env).expect("serialising to memory cannot fail");
+        buf.reserve(self.data.len() + 256);
+        buf.extend_from_slice(b"{\"eventId\":");
+        string(buf, &self.event_id);
+        buf.extend_from_slice(b",\"operation\":\"");
+        buf.extend_from_slice(self.operation.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"app\":");
+        opt_string(buf, app);
+        buf.extend_from_slice(b",\"tenantId\":");
+        opt_string(buf, tenant);
+        buf.extend_from_slice(b",\"dataType\":");
+        string(buf, data_type);
+        buf.extend_from_slice(b",\"table\":");
+        string(buf, &self.table);
+        buf.extend_from_slice(b",\"recordId\":");
+        opt_string(buf, self.record_id.as_deref());
+        buf.extend_from_slice(b",\"data\":");
+        buf.extend_from_slice(self.data.as_bytes());
+        if let Some(old) = &self.old {
+            buf.extend_from_slice(b",\"old\":");
+            buf.extend_from_slice(old.as_bytes());
+        }
+        if let Some(fields) = &self.changed_fields {
+            buf.extend_from_slice(b",\"changedFields\":");
+            strings(buf, fields);
+        }
+        if !self.unchanged_columns.is_empty() {
+            buf.extend_from_slice(b",\"unchangedColumns\":");
+            strings(buf, &self.unchanged_columns);
+        }
+        buf.extend_from_slice(b",\"timestamp\":");
+        string(buf, &self.timestamp);
+        buf.extend_from_slice(b",\"source\":");
+        serde_json::to_writer(&mut *buf, &self.source).expect("serialising to memory cannot fail");
+        buf.push(b'}');
     }
+}
+
+fn string(buf: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(buf, s).expect("serialising to memory cannot fail");
+}
+
+fn opt_string(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => string(buf, s),
+        None => buf.extend_from_slice(b"null"),
+    }
+}
+
+fn strings(buf: &mut Vec<u8>, list: &[String]) {
+    buf.push(b'[');
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        string(buf, s);
+    }
+    buf.push(b']');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).unwrap()
+    fn raw(s: &str) -> String {
+        s.to_string()
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Router {
             return Err((Reason::MissingTenant, "TRUNCATE carries no tenant to route by".into()));
         }
         let wanted: Vec<&str> = std::iter::once(route.tenant.as_str()).chain(rule_column(&route.rule)).collect();
-        let found = json::fields(change.data.get(), &wanted)
+        let found = json::fields(&change.data, &wanted)
             .map_err(|e| (Reason::Unroutable, format!("row is not a JSON object: {e}")))?;
         let tenant = tenant_of(found[0], &route.tenant)?;
         let apps = match &route.rule {
@@ -246,7 +246,7 @@ fn tenant_of(raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Str
 
 /// The tenant as written in the row, for the dead-letter table (even when unsafe).
 fn raw_tenant(change: &Change, col: &str) -> Option<String> {
-    let found = json::fields(change.data.get(), &[col]).ok()?;
+    let found = json::fields(&change.data, &[col]).ok()?;
     json::scalar_text(found[0]?).ok()?.map(|t| t.into_owned())
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use serde_json::value::RawValue;
 use tokio_postgres::Client;
 
 use crate::event::{Change, Operation, SourceRef};
@@ -224,8 +223,8 @@ pub fn change(table: &Table, op: Operation, new: Option<&TupleData>, old: Option
         operation: op,
         table: table.name.clone(),
         record_id: data_tuple.and_then(|t| table.record_id(t)),
-        data: raw(table, data)?,
-        old: old_json.map(|j| raw(table, j)).transpose()?,
+        data,
+        old: old_json,
         changed_fields: changed,
         unchanged_columns: unchanged,
         timestamp: txn.timestamp.clone(),
@@ -233,6 +232,3 @@ pub fn change(table: &Table, op: Operation, new: Option<&TupleData>, old: Option
     })
 }
 
-fn raw(table: &Table, json: String) -> Result<Box<RawValue>, ConvertError> {
-    RawValue::from_string(json).map_err(|e| ConvertError::Value { table: table.name.clone(), column: "(row)".into(), why: e.to_string() })
-}
