@@ -203,3 +203,21 @@ async fn postgres_crash_and_restart_is_survived() {
     insert(&env, 51, 100);
     wait_until(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_toasted_column_is_listed_not_shown_as_null() {
+    let env = Env::start(LOGICAL);
+    let sub = env.subscribe().await;
+    let daemon = env.daemon();
+    // 64 KB of incompressible text, stored out of line (TOAST)
+    env.sql("INSERT INTO credit_configurations (config_id, tenant_id, operation_code, meta) \
+             SELECT 'big', 't1', 'crm.a', jsonb_build_object('blob', string_agg(md5(g::text), '')) FROM generate_series(1, 2000) g");
+    env.sql("UPDATE credit_configurations SET credit_cost = 9 WHERE config_id = 'big'");
+    let msgs = sub.wait_for(2, WAIT, || daemon.log()).await;
+    let update = msgs.iter().find(|m| m.event["operation"] == "UPDATE").unwrap();
+    assert_eq!(update.event["unchangedColumns"], serde_json::json!(["meta"]), "{}", &update.raw[..200.min(update.raw.len())]);
+    assert!(update.event["data"].get("meta").is_none(), "left out of data, never null");
+    assert_eq!(update.event["data"]["credit_cost"], serde_json::json!(9.0));
+    let insert = msgs.iter().find(|m| m.event["operation"] == "INSERT").unwrap();
+    assert!(insert.event["data"]["meta"]["blob"].as_str().unwrap().len() == 64_000);
+}

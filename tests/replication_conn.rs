@@ -49,3 +49,18 @@ async fn a_missing_slot_is_a_server_error_with_its_sqlstate() {
     let e = conn.start("nope", "p", 0).await.unwrap_err();
     assert!(matches!(&e, sluice::source::replication::ReplicationError::Server { code: Some(c), .. } if c == "42704"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticates_with_scram_and_rejects_a_wrong_password() {
+    let pg = Postgres::start().unwrap();
+    let hba = pg.psql("postgres", "SHOW hba_file").unwrap();
+    let rules = std::fs::read_to_string(hba.trim()).unwrap();
+    std::fs::write(hba.trim(), format!("host all scrammer 127.0.0.1/32 scram-sha-256\n{rules}")).unwrap();
+    pg.psql("postgres", "SET password_encryption = 'scram-sha-256'; CREATE ROLE scrammer LOGIN REPLICATION PASSWORD 's3cr:t'; SELECT pg_reload_conf()").unwrap();
+    let url = |password: &str| format!("postgres://scrammer:{password}@127.0.0.1:{}/postgres", pg.port());
+    let mut conn = ReplicationConn::connect(&url("s3cr%3At"), Duration::from_secs(10)).await.expect("SCRAM login");
+    assert_eq!(conn.simple_query("IDENTIFY_SYSTEM").await.unwrap().len(), 1);
+    let wrong = ReplicationConn::connect(&url("nope"), Duration::from_secs(10)).await.err().expect("a wrong password fails");
+    assert!(matches!(&wrong, sluice::source::replication::ReplicationError::Server { code: Some(c), .. } if c == "28P01")
+        || wrong.to_string().contains("SCRAM"), "{wrong}");
+}
