@@ -2,7 +2,7 @@
 //! per-application Redis channels.
 //!
 //! The demo starts a throwaway PostgreSQL and Redis (temp dirs, free ports; nothing already
-//! running on the machine is touched), creates the seed tables (`demo/seed.sql`), fills in
+//! running on the machine is touched), creates the seed tables (`tests/fixtures/seed.sql`), fills in
 //! `demo/sluice.toml`, applies `sluice setup` and runs the daemon in-process. It then writes
 //! a few changes, narrated step by step, and prints every event as a subscriber to `*:*:*`
 //! receives it:
@@ -31,7 +31,7 @@ use tokio::sync::{broadcast, watch};
 
 type Error = Box<dyn std::error::Error>;
 
-const SEED: &str = include_str!("demo/seed.sql");
+const SEED: &str = include_str!("../tests/fixtures/seed.sql");
 const CONFIG_TEMPLATE: &str = include_str!("demo/sluice.toml");
 const DB: &str = "app";
 /// Between steps, so a human can follow.
