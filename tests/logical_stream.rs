@@ -221,3 +221,24 @@ async fn an_unchanged_toasted_column_is_listed_not_shown_as_null() {
     let insert = msgs.iter().find(|m| m.event["operation"] == "INSERT").unwrap();
     assert!(insert.event["data"]["meta"]["blob"].as_str().unwrap().len() == 64_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_stops_the_daemon_with_its_own_exit_code() {
+    let env = Env::start(LOGICAL);
+    env.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'");
+    env.sql("SELECT pg_reload_conf()");
+    env.sql("CREATE TABLE filler (x text)");
+    for _ in 0..6 {
+        env.sql("INSERT INTO filler SELECT repeat(md5(g::text), 20) FROM generate_series(1, 20000) g");
+        env.sql("SELECT pg_switch_wal()");
+        env.sql("CHECKPOINT");
+    }
+    let status = env.sql("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'sluice'");
+    assert_eq!(status.trim(), "lost", "the slot was invalidated");
+    let check = String::from_utf8_lossy(&env.sluice(&["check"]).stdout).into_owned();
+    assert!(check.contains("FAIL slot sluice: invalidated"), "{check}");
+    let out = env.sluice(&["run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("was invalidated") && stderr.contains("--recreate-slot"), "{stderr}");
+}
