@@ -1,6 +1,8 @@
 //! From a batch of changes to what Redis acknowledged: route, publish as one pipeline, and
-//! collect the dead letters. While Redis is unreachable the batch is retried with backoff and
-//! nothing is reported done; a state change (lost, back) is logged once, not per event.
+//! collect the dead letters. An event Redis rejects is published again, with backoff, up to
+//! `delivery.max_attempts` attempts in all; then it is dead-lettered with its attempts.
+//! While Redis is unreachable the batch is retried with backoff and nothing is reported done;
+//! a state change (lost, back) is logged once, not per event.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -33,11 +35,12 @@ pub async fn deliver(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Delivered> {
     let (events, mut dead) = route_all(router, changes);
-    let deliveries = publish_until_acknowledged(publisher, &events, policy, shutdown).await?;
+    let mut deliveries = publish_until_acknowledged(publisher, &events, policy, shutdown).await?;
+    let attempts = retry_rejected(publisher, &events, &mut deliveries, policy, shutdown).await?;
     let mut published = 0;
     // (app, type) -> (published, without receivers): counted per batch, recorded once per label set
     let mut counts: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
-    for (event, delivery) in events.iter().zip(deliveries) {
+    for ((event, delivery), attempts) in events.iter().zip(deliveries).zip(attempts) {
         match delivery {
             Delivery::Sent { receivers } => {
                 published += 1;
@@ -47,7 +50,7 @@ pub async fn deliver(
             }
             Delivery::Rejected(error) => {
                 metrics::counter!(m::PUBLISH_ERRORS, "kind" => "rejected").increment(1);
-                dead.push(rejected(event, error));
+                dead.push(rejected(event, error, attempts));
             }
         }
     }
@@ -87,7 +90,37 @@ fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLetter
     (events, dead)
 }
 
-fn rejected(event: &Event, error: String) -> DeadLetter {
+/// Publishes the events Redis rejected again, up to `max_attempts` in all, with backoff;
+/// returns how many attempts each event took. `None` on shutdown.
+async fn retry_rejected(
+    publisher: &Publisher,
+    events: &[Event],
+    deliveries: &mut [Delivery],
+    policy: &DeliveryConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Vec<i32>> {
+    let mut attempts = vec![1; events.len()];
+    let mut backoff = backoff_for(policy);
+    for _ in 1..policy.max_attempts {
+        let failed: Vec<usize> = (0..deliveries.len()).filter(|&i| matches!(deliveries[i], Delivery::Rejected(_))).collect();
+        if failed.is_empty() {
+            break;
+        }
+        tracing::debug!(count = failed.len(), "Redis rejected events; retrying them");
+        if sleep_or_shutdown(backoff.next_backoff().unwrap_or(policy.max_backoff), shutdown).await {
+            return None;
+        }
+        let again: Vec<Event> = failed.iter().map(|&i| events[i].clone()).collect();
+        let answers = publish_until_acknowledged(publisher, &again, policy, shutdown).await?;
+        for (&i, answer) in failed.iter().zip(answers) {
+            deliveries[i] = answer;
+            attempts[i] += 1;
+        }
+    }
+    Some(attempts)
+}
+
+fn rejected(event: &Event, error: String, attempts: i32) -> DeadLetter {
     DeadLetter {
         event_id: event.event_id.clone(),
         channel: Some(event.channel.clone()),
@@ -97,7 +130,7 @@ fn rejected(event: &Event, error: String) -> DeadLetter {
         payload: String::from_utf8_lossy(&event.payload).into_owned(),
         reason: Reason::PublishRejected,
         error,
-        attempts: 1,
+        attempts,
     }
 }
 

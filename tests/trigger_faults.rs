@@ -96,3 +96,41 @@ async fn published_rows_are_pruned_after_the_retention() {
     sub.wait_for(20, WAIT, || daemon.log()).await;
     wait_until(WAIT, || env.sql("SELECT count(*) FROM sluice.change_log").trim() == "0", || daemon.log()).await;
 }
+
+/// Sends one command to Redis over a plain socket and returns the reply's first line.
+fn redis_command(port: u16, args: &[&str]) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut frame = format!("*{}\r\n", args.len());
+    for a in args {
+        frame.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(frame.as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).unwrap();
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_redis_keeps_rejecting_is_dead_lettered_after_max_attempts_and_holds_nothing_back() {
+    let env = Env::start("[delivery]\nmax_attempts = 3\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"");
+    // a Redis user that may publish only on crm:* channels
+    let reply = redis_command(env.redis.port(), &["ACL", "SETUSER", "publisher", "on", ">pw", "~*", "resetchannels", "&crm:*", "+@all"]);
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let text = std::fs::read_to_string(&env.config).unwrap().replace("redis://127.0.0.1:", "redis://publisher:pw@127.0.0.1:");
+    std::fs::write(&env.config, text).unwrap();
+    let sub = env.subscribe().await;
+    let daemon = env.daemon();
+    env.sql(
+        "INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES \
+         ('first', 't1', 'crm.a'), ('poison', 't1', 'hrms.payroll.process'), ('after', 't1', 'crm.b')",
+    );
+    wait_until(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
+    env.sql("INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES ('later', 't1', 'crm.c')");
+    let msgs = sub.wait_for(3, WAIT, || daemon.log()).await;
+    let ids: Vec<&str> = msgs.iter().map(|m| m.event["recordId"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["first", "after", "later"]);
+    let row = env.sql("SELECT reason || '|' || attempts || '|' || channel || '|' || error FROM sluice.dead_letter");
+    assert!(row.starts_with("publish_rejected|3|hrms:t1:credit-configs|PUBLISH: NOPERM"), "{row}");
+    assert_eq!(env.pending(), 0);
+}
