@@ -17,14 +17,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
-        Reason::Unroutable,
-        Reason::MissingTenant,
-        Reason::InvalidTenant,
-        Reason::PayloadTooLarge,
-        Reason::PublishRejected,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Unroutable => "unroutable",

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{wait_until, Env};
+use common::{distinct, insert, wait_until, Env};
 use serde_json::Value;
 
 const LOGICAL: &str = "mode = \"logical\"\nheartbeat_interval = \"1s\"\nstatus_interval = \"1s\"";
@@ -18,17 +18,6 @@ fn jsonb(env: &Env, sql: &str) -> Value {
 
 fn confirmed(env: &Env) -> String {
     env.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'sluice'").trim().to_string()
-}
-
-fn insert(env: &Env, from: i64, to: i64) {
-    env.sql(&format!(
-        "INSERT INTO credit_configurations (config_id, tenant_id, operation_code) \
-         SELECT 'k' || g, 'tenant-' || (g % 5), 'crm.leads.create' FROM generate_series({from}, {to}) g"
-    ));
-}
-
-fn distinct(sub: &common::Subscriber) -> usize {
-    sub.all().iter().map(|m| m.event["eventId"].as_str().unwrap().to_string()).collect::<HashSet<_>>().len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,20 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_until, Env};
+use common::{distinct, insert, wait_until, Env};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn insert(env: &Env, from: i64, to: i64) {
-    env.sql(&format!(
-        "INSERT INTO credit_configurations (config_id, tenant_id, operation_code) \
-         SELECT 'k' || g, 'tenant-' || (g % 5), 'crm.leads.create' FROM generate_series({from}, {to}) g"
-    ));
-}
-
-fn distinct_ids(msgs: &[common::Msg]) -> std::collections::HashSet<String> {
-    msgs.iter().map(|m| m.event["eventId"].as_str().unwrap().to_string()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_holds_changes_and_nothing_is_lost_or_dead_lettered() {
@@ -32,7 +21,7 @@ async fn redis_down_holds_changes_and_nothing_is_lost_or_dead_lettered() {
     assert_eq!(env.pending(), 300, "nothing is marked processed while Redis is down");
     env.redis.restart().unwrap();
     let sub = env.subscribe().await; // subscribed before the daemon's next retry (every 2 s here)
-    wait_until(WAIT, || distinct_ids(&sub.all()).len() == 300, || format!("{} of 300\n{}", sub.count(), daemon.log())).await;
+    wait_until(WAIT, || distinct(&sub) == 300, || format!("{} of 300\n{}", sub.count(), daemon.log())).await;
     wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
     assert!(env.dead_letters().is_empty());
     assert!(daemon.log().contains("Redis is reachable again"));
@@ -49,7 +38,7 @@ async fn postgres_crash_and_restart_is_survived() {
     wait_until(WAIT, || daemon.log().contains("PostgreSQL is unavailable"), || daemon.log()).await;
     env.pg.restart().unwrap();
     insert(&env, 51, 100);
-    wait_until(WAIT, || distinct_ids(&sub.all()).len() == 100, || daemon.log()).await;
+    wait_until(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
     wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
 }
 
@@ -83,7 +72,7 @@ async fn a_standby_takes_over_when_the_active_daemon_dies() {
     wait_until(WAIT, || standby.log().contains("standby"), || standby.log()).await;
     active.sigkill();
     insert(&env, 11, 20);
-    wait_until(WAIT, || distinct_ids(&sub.all()).len() == 20, || standby.log()).await;
+    wait_until(WAIT, || distinct(&sub) == 20, || standby.log()).await;
     assert!(standby.log().contains("took over"));
 }
 

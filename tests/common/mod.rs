@@ -250,6 +250,19 @@ impl Subscriber {
     }
 }
 
+/// Inserts credit configurations `k<from>`..`k<to>` over five tenants, all routed to crm.
+pub fn insert(env: &Env, from: i64, to: i64) {
+    env.sql(&format!(
+        "INSERT INTO credit_configurations (config_id, tenant_id, operation_code) \
+         SELECT 'k' || g, 'tenant-' || (g % 5), 'crm.leads.create' FROM generate_series({from}, {to}) g"
+    ));
+}
+
+/// How many different events (by `eventId`) arrived: duplicates from a replayed tail count once.
+pub fn distinct(sub: &Subscriber) -> usize {
+    sub.all().iter().map(|m| m.event["eventId"].as_str().unwrap_or_default().to_string()).collect::<std::collections::HashSet<_>>().len()
+}
+
 /// Polls `cond` until it holds; panics with `why()` after `limit`.
 pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool, why: impl Fn() -> String) {
     let deadline = Instant::now() + limit;
