@@ -41,6 +41,7 @@ fn change(i: usize, operation: Operation, table: &str, record_id: String, data: 
         unchanged_columns: Vec::new(),
         timestamp: "2026-11-22T10:00:00.123456Z".into(),
         source: SourceRef { mode: "trigger", lsn: None, xid: Some(5_000_000 + i as u64), id: Some(1_000_000 + i as i64) },
+        replay: None,
     }
 }
 

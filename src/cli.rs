@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, SourceMode};
 use crate::telemetry::{init_logging, LogFormat};
+use crate::recover::{backfill, dead_letters, replay_dead, replay_log};
 use crate::{check, pg, run, setup, tail};
 
 #[derive(Debug, Parser)]
@@ -57,6 +58,30 @@ pub enum Command {
         #[arg(default_value = "*:*:*")]
         pattern: String,
     },
+    /// Look at and clear the dead-letter table: what could not be delivered, and why
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(dead_letters::Command),
+    /// Re-publish what a consumer missed: parked dead letters, or a window of past changes
+    #[command(subcommand)]
+    Replay(Replay),
+    /// Publish the current rows of a table as SNAPSHOT events, in order with live changes
+    ///
+    /// Reads the table in key order, in short transactions that lock each chunk FOR SHARE and
+    /// write its snapshot into the stream itself, so a concurrent update of a row always comes
+    /// after that row's snapshot. `sluice run` publishes them. Resume with --after.
+    Backfill(backfill::Args),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Replay {
+    /// Re-route and re-publish open dead letters (after fixing their cause), marking each
+    /// delivered one resolved; one that fails again stays, its attempts counted
+    #[command(name = "dead-letters")]
+    DeadLetters(replay_dead::Args),
+    /// Re-publish past changes kept in sluice.change_log, with their original eventId and
+    /// "replay": "change_log"
+    #[command(name = "change-log")]
+    ChangeLog(replay_log::Args),
 }
 
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
@@ -104,6 +129,10 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
             findings.iter().for_each(|f| println!("{f}"));
             Ok(if findings.iter().all(|f| f.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::DeadLetters(command) => dead_letters::run(&config, command).await,
+        Command::Replay(Replay::DeadLetters(args)) => replay_dead::run(&config, args, interrupted()).await,
+        Command::Replay(Replay::ChangeLog(args)) => replay_log::run(&config, args, interrupted()).await,
+        Command::Backfill(args) => backfill::run(&config, args, interrupted()).await,
         Command::Tail { pattern } => {
             tail::tail(&config.redis, &pattern, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -135,6 +164,17 @@ async fn setup_command(config: &Config, dry_run: bool, recreate_slot: bool) -> R
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A flag that turns true on SIGTERM or SIGINT: long commands stop after the batch in flight.
+fn interrupted() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("interrupted; stopping after the batch in flight");
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// Resolves on SIGTERM or SIGINT.

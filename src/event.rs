@@ -70,6 +70,9 @@ pub struct Change {
     /// RFC 3339, UTC, microseconds.
     pub timestamp: String,
     pub source: SourceRef,
+    /// Set when an operator command re-publishes the change (`"change_log"`, `"dead_letter"`):
+    /// the event keeps its `eventId` and says `"replay"`, so consumers can tell.
+    pub replay: Option<&'static str>,
 }
 
 impl Change {
@@ -110,6 +113,10 @@ impl Change {
         string(buf, &self.timestamp);
         buf.extend_from_slice(b",\"source\":");
         serde_json::to_writer(&mut *buf, &self.source).expect("serialising to memory cannot fail");
+        if let Some(replay) = self.replay {
+            buf.extend_from_slice(b",\"replay\":");
+            string(buf, replay);
+        }
         buf.push(b'}');
     }
 }
@@ -157,6 +164,7 @@ mod tests {
             unchanged_columns: vec![],
             timestamp: "2026-11-22T10:00:00.123456Z".into(),
             source: SourceRef { mode: "trigger", lsn: None, xid: Some(1234), id: Some(3) },
+            replay: None,
         };
         let mut buf = Vec::new();
         change.encode_into(Some("crm"), Some("tenant-123"), "credit-configs", &mut buf);
@@ -168,8 +176,33 @@ mod tests {
         assert_eq!(v["changedFields"][0], "credit_cost");
         assert_eq!(v["source"]["xid"], 1234);
         assert!(v.get("unchangedColumns").is_none());
+        assert!(v.get("replay").is_none());
         // numbers are embedded verbatim, not re-rendered
         assert!(std::str::from_utf8(&buf).unwrap().contains(r#""data":{"credit_cost": 3.00}"#));
+    }
+
+    #[test]
+    fn a_replayed_event_says_so_and_keeps_its_id() {
+        let mut change = Change {
+            event_id: "0/16B3748:2".into(),
+            operation: Operation::Insert,
+            table: "public.t".into(),
+            record_id: None,
+            data: raw("{}"),
+            old: None,
+            changed_fields: None,
+            unchanged_columns: vec![],
+            timestamp: "2026-11-22T10:00:00.000000Z".into(),
+            source: SourceRef { mode: "logical", lsn: Some("0/16B3748".into()), xid: Some(7), id: None },
+            replay: Some("change_log"),
+        };
+        let mut buf = Vec::new();
+        change.encode_into(Some("crm"), Some("t1"), "t", &mut buf);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!((v["eventId"].as_str(), v["replay"].as_str()), (Some("0/16B3748:2"), Some("change_log")));
+        change.replay = None;
+        change.encode_into(Some("crm"), Some("t1"), "t", &mut buf);
+        assert!(!std::str::from_utf8(&buf).unwrap().contains("replay"));
     }
 
     #[test]

@@ -41,6 +41,7 @@
 //! | [`dead_letter`] | the dead-letter table |
 //! | [`checkpoint`] | progress in `sluice.checkpoint` |
 //! | [`run`] | the daemon loop |
+//! | [`recover`] | dead letters, replay and backfill: the operator's recovery commands |
 //! | [`setup`], [`check`], [`tail`] | the other commands |
 //! | [`pg`] | PostgreSQL connections |
 //! | [`error`] | sorting failures into transient and fatal |
@@ -58,6 +59,7 @@ pub mod event;
 pub mod json;
 pub mod pg;
 pub mod publish;
+pub mod recover;
 pub mod route;
 pub mod run;
 pub mod setup;

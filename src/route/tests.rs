@@ -52,6 +52,7 @@ fn change(table: &str, data: &str) -> Change {
         unchanged_columns: vec![],
         timestamp: "2026-11-22T10:00:00.000000Z".into(),
         source: SourceRef { mode: "trigger", lsn: None, xid: None, id: Some(1) },
+        replay: None,
     }
 }
 

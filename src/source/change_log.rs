@@ -155,6 +155,7 @@ fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
         unchanged_columns: Vec::new(),
         timestamp: row.get(7),
         source: SourceRef { mode: "trigger", lsn: None, xid: row.get::<_, String>(1).parse().ok(), id: Some(id) },
+        replay: None,
     })
 }
 

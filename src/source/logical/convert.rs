@@ -229,6 +229,7 @@ pub fn change(table: &Table, op: Operation, new: Option<&TupleData>, old: Option
         unchanged_columns: unchanged,
         timestamp: txn.timestamp.clone(),
         source: SourceRef { mode: "logical", lsn: Some(lsn::format(txn.final_lsn)), xid: Some(u64::from(txn.xid)), id: None },
+        replay: None,
     })
 }
 

@@ -1,0 +1,34 @@
+//! The operator's recovery commands: look at and clear the dead-letter table, re-publish what a
+//! consumer missed, and backfill a table for a new consumer, all while `run` keeps streaming.
+//!
+//! | command | module | how it reaches Redis |
+//! |---|---|---|
+//! | `dead-letters list\|show\|purge` | [`dead_letters`] | it does not |
+//! | `replay dead-letters` | [`replay_dead`] | publishes itself, then marks the rows resolved |
+//! | `replay change-log` | [`replay_log`] | publishes itself, events marked `"replay"` |
+//! | `backfill` | [`backfill`] | writes `SNAPSHOT` rows into the stream; `run` publishes them |
+//!
+//! Re-publishing is paced ([`pace`]): a subscriber whose pub/sub output buffer passes Redis'
+//! limit (32 MB by default) is disconnected, and a replay at full pipeline speed gets there.
+//! Long commands report progress ([`progress`]) and end with one summary line.
+
+pub mod backfill;
+pub mod dead_letters;
+pub mod filter;
+pub mod pace;
+pub mod progress;
+pub mod replay_dead;
+pub mod replay_log;
+
+use crate::config::Config;
+use crate::pg;
+
+/// Connects for an operator command, or says in one sentence why it cannot.
+pub async fn connect(config: &Config) -> Result<pg::Conn, String> {
+    pg::connect(&config.postgres.url, config.postgres.connect_timeout).await.map_err(|e| {
+        format!(
+            "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL)",
+            pg::redact(&config.postgres.url)
+        )
+    })
+}
