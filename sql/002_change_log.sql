@@ -42,6 +42,18 @@ CREATE TABLE IF NOT EXISTS sluice.change_log (
     created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS change_log_xid_idx ON sluice.change_log (xid);
+
+-- Logical mode with source.keep_history: the daemon writes each change it published here too,
+-- after Redis acknowledged it and before confirming it to the slot, with the eventId it was
+-- published under (event_id) and what a trigger row does not hold (meta: changedFields,
+-- unchangedColumns, source); created_at is then the commit time. Such rows are history for
+-- `sluice replay change-log`, never a queue: the trigger-mode reader skips them. The unique
+-- index makes the re-streamed tail after a crash a no-op; trigger rows (event_id NULL) are
+-- not in it and cost writers nothing.
+ALTER TABLE sluice.change_log ADD COLUMN IF NOT EXISTS event_id text;
+ALTER TABLE sluice.change_log ADD COLUMN IF NOT EXISTS meta jsonb;
+CREATE UNIQUE INDEX IF NOT EXISTS change_log_event_id_idx
+    ON sluice.change_log (event_id) WHERE event_id IS NOT NULL;
 -- BRIN: nearly free for writers, enough for pruning and time windows (rows arrive in time order).
 CREATE INDEX IF NOT EXISTS change_log_created_idx ON sluice.change_log USING brin (created_at);
 
@@ -96,12 +108,12 @@ CREATE OR REPLACE VIEW sluice.pending_changes AS
 SELECT c.*
 FROM sluice.change_log c
 LEFT JOIN sluice.checkpoint k ON k.name = 'change_log'
-WHERE k.done IS NULL
+WHERE c.event_id IS NULL AND (k.done IS NULL
    OR (c.xid >= pg_snapshot_xmin(k.done)
        AND NOT pg_visible_in_snapshot(c.xid, k.done)
        AND NOT (k.round IS NOT NULL
                 AND pg_visible_in_snapshot(c.xid, k.round)
-                AND c.id <= k.round_after));
+                AND c.id <= k.round_after)));
 
 INSERT INTO sluice.checkpoint (name, position, done)
 VALUES ('change_log', 'start', '1:1:')

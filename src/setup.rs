@@ -73,7 +73,7 @@ impl std::fmt::Display for Plan {
 pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> {
     let logical = config.source.mode == SourceMode::Logical;
     let mut sql = format!("{SCHEMA}\n");
-    if !logical {
+    if !logical || config.source.keep_history {
         sql.push_str(CHANGE_LOG);
     }
     let mut tables = Vec::new();

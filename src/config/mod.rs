@@ -75,6 +75,10 @@ pub struct SourceConfig {
     pub batch_size: usize,
     #[serde(default = "default_retention", with = "duration")]
     pub retention: Duration,
+    /// logical: also write every published change into `sluice.change_log` (kept for
+    /// `retention`), so `replay change-log` works in logical mode too. Trigger mode always does.
+    #[serde(default)]
+    pub keep_history: bool,
     /// logical: how often to confirm progress to PostgreSQL (keep it under wal_sender_timeout / 2).
     #[serde(default = "default_status_interval", with = "duration")]
     pub status_interval: Duration,

@@ -78,6 +78,12 @@ impl Config {
                 }
             }
         }
+        if self.source.keep_history && self.source.mode == SourceMode::Trigger {
+            out.push((
+                "keep_history".into(),
+                "source.keep_history is for logical mode; trigger mode always keeps change_log rows for source.retention".into(),
+            ));
+        }
         if self.source.batch_size == 0 {
             out.push(("batch_size".into(), "source.batch_size must be at least 1".into()));
         }

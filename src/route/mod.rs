@@ -128,6 +128,12 @@ impl Router {
         self.prefixes.iter().find(|(p, _)| code.starts_with(p.as_str())).map(|(_, a)| a)
     }
 
+    /// The tenant written in a change's row, as the table's route names it (even when unsafe);
+    /// `None` for an unrouted table or a row without one.
+    pub fn tenant_of(&self, change: &Change) -> Option<String> {
+        raw_tenant(change, &self.tables.get(change.table.as_str())?.tenant)
+    }
+
     /// Routes one change, appending what it became to `out`; `buf` is a reused scratch buffer.
     pub fn route(&self, change: &Change, out: &mut Vec<Routed>, buf: &mut Vec<u8>) {
         let Some(route) = self.tables.get(change.table.as_str()) else {

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, Row};
 use crate::checkpoint::{self, Progress, CHANGE_LOG};
 use crate::event::{Change, Operation, SourceRef};
 use crate::json;
+use crate::source::logical::history::{self, Meta};
 
 /// The NOTIFY channel the capture trigger signals.
 pub const NOTIFY_CHANNEL: &str = "sluice_change_log";
@@ -30,15 +31,24 @@ pub enum ChangeLogError {
 
 const CURRENT_SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
 
+/// The columns [`change_of`] reads, for every query of `sluice.change_log` rows.
+#[macro_export]
+macro_rules! change_log_columns {
+    () => {
+        "id, xid::text, table_name, operation, record_id, new_row::text, old_row::text, \
+    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), event_id, meta::text"
+    };
+}
+
 /// Rows visible in the round's snapshot ($2) but not in `done` ($1), after id $3, in id order.
-const READ: &str = "SELECT id, xid::text, table_name, operation, record_id, new_row::text, old_row::text, \
-    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-    FROM sluice.change_log \
-    WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) \
+/// Logical mode's history rows (with an `event_id`) are not a queue: skipped.
+const READ: &str = concat!("SELECT ", change_log_columns!(), " FROM sluice.change_log \
+    WHERE event_id IS NULL \
+      AND xid >= pg_snapshot_xmin($1::text::pg_snapshot) \
       AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot) \
       AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
       AND id > $3 \
-    ORDER BY id LIMIT $4";
+    ORDER BY id LIMIT $4");
 
 const PRUNE: &str = "DELETE FROM sluice.change_log WHERE id IN (SELECT id FROM sluice.change_log \
     WHERE created_at < now() - make_interval(secs => $1) \
@@ -124,15 +134,23 @@ impl ChangeLog {
     }
 }
 
-fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
+/// A `sluice.change_log` row (selected as [`change_log_columns!`]) as the change it records:
+/// a trigger row, or a history row logical mode wrote (it keeps its published `eventId`).
+pub fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
     let id: i64 = row.get(0);
     let malformed = |why: String| ChangeLogError::Malformed { id, why };
     let op: String = row.get(3);
     let operation = Operation::parse(&op).ok_or_else(|| malformed(format!("unknown operation {op:?}")))?;
     let new_row: Option<String> = row.get(5);
     let old_row: Option<String> = row.get(6);
-    let (old, changed) = match (operation, &old_row, &new_row) {
-        (Operation::Update, Some(old), Some(new)) => {
+    let event_id: Option<String> = row.get(8);
+    let history = match (&event_id, row.get::<_, Option<String>>(9)) {
+        (Some(_), Some(meta)) => Some(serde_json::from_str::<Meta>(&meta).map_err(|e| malformed(format!("meta: {e}")))?),
+        _ => None,
+    };
+    let (old, changed) = match (operation, &history, &old_row, &new_row) {
+        (Operation::Update, Some(meta), _, _) => (old_row.clone(), meta.changed_fields.clone()),
+        (Operation::Update, None, Some(old), Some(new)) => {
             let (old, changed) = diff(old, new).map_err(|e| malformed(e.to_string()))?;
             (Some(old), Some(changed))
         }
@@ -140,21 +158,25 @@ fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
     };
     let data = match operation {
         Operation::Delete => old_row,
-        Operation::Truncate => Some("null".into()),
+        Operation::Truncate => Some(new_row.unwrap_or_else(|| "null".into())),
         _ => new_row,
     }
     .ok_or_else(|| malformed(format!("{op} without a row")))?;
+    let source = match &history {
+        Some(meta) => history::source_of(meta),
+        None => SourceRef { mode: "trigger", lsn: None, xid: row.get::<_, String>(1).parse().ok(), id: Some(id) },
+    };
     Ok(Change {
-        event_id: format!("cl:{id}"),
+        event_id: event_id.unwrap_or_else(|| format!("cl:{id}")),
         operation,
         table: row.get(2),
         record_id: row.get(4),
         data,
         old,
         changed_fields: changed,
-        unchanged_columns: Vec::new(),
+        unchanged_columns: history.map(|m| m.unchanged_columns).unwrap_or_default(),
         timestamp: row.get(7),
-        source: SourceRef { mode: "trigger", lsn: None, xid: row.get::<_, String>(1).parse().ok(), id: Some(id) },
+        source,
         replay: None,
     })
 }

@@ -29,6 +29,7 @@
 //! last confirmed Commit, which keep their `eventId` (commit LSN and index in the transaction).
 
 pub mod convert;
+pub mod history;
 mod session;
 
 pub use session::session;

@@ -139,6 +139,12 @@ impl Stream<'_> {
             self.heartbeat_at = now;
             let sql = "SELECT pg_logical_emit_message(false, $1, '')";
             self.sql.client.execute(sql, &[&HEARTBEAT_PREFIX]).await?;
+            if self.config.source.keep_history {
+                let pruned = super::history::prune(&self.sql.client, self.config.source.retention).await?;
+                if pruned > 0 {
+                    tracing::debug!(pruned, "pruned history older than source.retention");
+                }
+            }
         }
         if now >= self.status_at + self.config.source.status_interval {
             self.send_status(false).await?;
@@ -205,6 +211,9 @@ impl Stream<'_> {
                 return Err(RunError::ShutdownWhileRedisDown);
             };
             dead = done.dead;
+            if self.config.source.keep_history {
+                super::history::write(&self.sql.client, self.router, &self.pending).await?;
+            }
             self.pending.clear();
         }
         let target = self.pending_commit.take().unwrap_or(self.confirmed).max(self.confirmed);

@@ -1,0 +1,107 @@
+//! Logical mode's replay history (`source.keep_history`): every change Sluice published is also
+//! written into `sluice.change_log`, with the `eventId` it was published under, so
+//! `sluice replay change-log` can re-publish it later exactly as it went out the first time.
+//!
+//! A batch is written in one statement after Redis acknowledged it and before the slot is
+//! confirmed past it. A crash in between streams the batch again; the unique index on
+//! `event_id` makes its second write a no-op. Rows are pruned after `source.retention`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::event::{Change, Operation, SourceRef};
+use crate::route::Router;
+
+const INSERT: &str = "INSERT INTO sluice.change_log \
+    (event_id, table_name, operation, record_id, tenant_id, new_row, old_row, meta, created_at) \
+    SELECT e, tb, op, r, t, n::jsonb, o::jsonb, m::jsonb, ts::timestamptz \
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
+    AS h(e, tb, op, r, t, n, o, m, ts) \
+    ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING";
+
+const PRUNE: &str = "DELETE FROM sluice.change_log WHERE id IN (SELECT id FROM sluice.change_log \
+    WHERE created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 10000)";
+
+/// What a history row holds beyond the trigger's columns: the event's fields a trigger row
+/// derives when it is read.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_fields: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged_columns: Vec<String>,
+    pub lsn: Option<String>,
+    pub xid: Option<u64>,
+}
+
+/// The columns of one batch, in the order of [`INSERT`]'s parameters.
+#[derive(Default)]
+struct Columns {
+    event_id: Vec<String>,
+    table: Vec<String>,
+    operation: Vec<&'static str>,
+    record_id: Vec<Option<String>>,
+    tenant: Vec<Option<String>>,
+    new_row: Vec<Option<String>>,
+    old_row: Vec<Option<String>>,
+    meta: Vec<String>,
+    timestamp: Vec<String>,
+}
+
+impl Columns {
+    fn push(&mut self, change: &Change, router: &Router) {
+        let (new_row, old_row) = match change.operation {
+            Operation::Delete => (None, Some(change.data.clone())),
+            Operation::Update => (Some(change.data.clone()), change.old.clone()),
+            _ => (Some(change.data.clone()), None),
+        };
+        let meta = Meta {
+            changed_fields: change.changed_fields.clone(),
+            unchanged_columns: change.unchanged_columns.clone(),
+            lsn: change.source.lsn.clone(),
+            xid: change.source.xid,
+        };
+        self.event_id.push(change.event_id.clone());
+        self.table.push(change.table.clone());
+        self.operation.push(change.operation.as_str());
+        self.record_id.push(change.record_id.clone());
+        self.tenant.push(router.tenant_of(change).map(|t| t.replace('\0', "\\u0000")));
+        self.new_row.push(new_row);
+        self.old_row.push(old_row);
+        self.meta.push(serde_json::to_string(&meta).expect("serialising to memory cannot fail"));
+        self.timestamp.push(change.timestamp.clone());
+    }
+}
+
+/// Writes a delivered batch into the history, in one statement.
+pub async fn write(client: &Client, router: &Router, changes: &[Change]) -> Result<(), tokio_postgres::Error> {
+    let mut c = Columns::default();
+    changes.iter().for_each(|change| c.push(change, router));
+    client
+        .execute(
+            INSERT,
+            &[&c.event_id, &c.table, &c.operation, &c.record_id, &c.tenant, &c.new_row, &c.old_row, &c.meta, &c.timestamp],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes history older than `retention`, in chunks; returns how many rows went.
+pub async fn prune(client: &Client, retention: Duration) -> Result<u64, tokio_postgres::Error> {
+    let mut total = 0;
+    loop {
+        let n = client.execute(PRUNE, &[&retention.as_secs_f64()]).await?;
+        total += n;
+        if n < 10_000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// The `source` object of a history row's event.
+pub fn source_of(meta: &Meta) -> SourceRef {
+    SourceRef { mode: "logical", lsn: meta.lsn.clone(), xid: meta.xid, id: None }
+}
