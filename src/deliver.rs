@@ -34,9 +34,22 @@ pub async fn deliver(
     policy: &DeliveryConfig,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Delivered> {
-    let (events, mut dead) = route_all(router, changes);
-    let mut deliveries = publish_until_acknowledged(publisher, &events, policy, shutdown).await?;
-    let attempts = retry_rejected(publisher, &events, &mut deliveries, policy, shutdown).await?;
+    let (events, dead) = route_all(router, changes);
+    publish_routed(publisher, &events, dead, policy, shutdown).await
+}
+
+/// Publishes events already routed (the operator's replays filter them first), retrying
+/// rejections up to `max_attempts`; `dead` are the batch's routing dead letters, to which the
+/// rejected ones are added. `None` on shutdown while Redis was unavailable.
+pub async fn publish_routed(
+    publisher: &Publisher,
+    events: &[Event],
+    mut dead: Vec<DeadLetter>,
+    policy: &DeliveryConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Delivered> {
+    let mut deliveries = publish_until_acknowledged(publisher, events, policy, shutdown).await?;
+    let attempts = retry_rejected(publisher, events, &mut deliveries, policy, shutdown).await?;
     let mut published = 0;
     // (app, type) -> (published, without receivers): counted per batch, recorded once per label set
     let mut counts: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
@@ -67,7 +80,7 @@ pub async fn deliver(
     Some(Delivered { published, dead })
 }
 
-fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLetter>) {
+pub fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLetter>) {
     let mut routed = Vec::with_capacity(changes.len());
     let mut buf = Vec::with_capacity(1024);
     let mut received: HashMap<(&str, &'static str), u64> = HashMap::new();
