@@ -31,5 +31,6 @@
 pub mod convert;
 pub mod history;
 mod session;
+pub mod snapshot;
 
 pub use session::session;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::convert::{self, Schema, Txn};
+use super::snapshot;
 use crate::checkpoint;
 use crate::config::Config;
 use crate::deliver::{deliver, sleep_or_shutdown};
@@ -185,6 +186,7 @@ impl Stream<'_> {
                     self.push(*id, Operation::Truncate, None, None)?;
                 }
             }
+            Message::Logical(m) if m.is_transactional() && m.prefix == snapshot::PREFIX => self.push_snapshot(&m.content)?,
             Message::Logical(m) if !m.is_transactional() => self.confirm_if_idle(wal_end),
             Message::Logical(_) | Message::Origin(_) | Message::Type(_) => {}
         }
@@ -194,11 +196,28 @@ impl Stream<'_> {
     fn push(&mut self, rel: u32, op: Operation, new: Option<&crate::source::pgoutput::TupleData>, old: Option<&crate::source::pgoutput::OldTuple>) -> Result<(), RunError> {
         let txn = self.txn.as_mut().ok_or_else(|| RunError::Other("a change outside a transaction".into()))?;
         let table = self.schema.table(rel).map_err(convert_error)?;
-        self.pending.push(convert::change(table, op, new, old, txn).map_err(convert_error)?);
+        let change = convert::change(table, op, new, old, txn).map_err(convert_error)?;
+        self.enqueue(change);
+        Ok(())
+    }
+
+    /// A row `sluice backfill` emitted (see `snapshot`). A malformed one is logged and
+    /// skipped rather than stopping the stream: it is no committed change, and a backfill
+    /// can be run again.
+    fn push_snapshot(&mut self, content: &[u8]) -> Result<(), RunError> {
+        let txn = self.txn.as_mut().ok_or_else(|| RunError::Other("a snapshot message outside a transaction".into()))?;
+        match snapshot::change(content, txn) {
+            Ok(change) => self.enqueue(change),
+            Err(why) => tracing::error!(%why, "skipping a backfill message"),
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, change: Change) {
+        self.pending.push(change);
         if self.pending.len() >= self.config.source.batch_size {
             self.flush_at = Some(Instant::now());
         }
-        Ok(())
     }
 
     /// Publishes what is pending, stores its dead letters, then confirms the last Commit.
