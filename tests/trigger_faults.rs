@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{distinct, insert, wait_until, Env};
+use common::{distinct, insert, redis_command, wait_until, Env};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -84,20 +84,6 @@ async fn published_rows_are_pruned_after_the_retention() {
     insert(&env, 1, 20);
     sub.wait_for(20, WAIT, || daemon.log()).await;
     wait_until(WAIT, || env.sql("SELECT count(*) FROM sluice.change_log").trim() == "0", || daemon.log()).await;
-}
-
-/// Sends one command to Redis over a plain socket and returns the reply's first line.
-fn redis_command(port: u16, args: &[&str]) -> String {
-    use std::io::{BufRead, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut frame = format!("*{}\r\n", args.len());
-    for a in args {
-        frame.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    stream.write_all(frame.as_bytes()).unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(stream).read_line(&mut line).unwrap();
-    line
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

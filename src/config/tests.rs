@@ -101,3 +101,11 @@ fn environment_overrides_urls() {
     assert_eq!(c.postgres.url, "postgres://env/db");
     assert_eq!(c.redis.url, "redis://env:1");
 }
+
+#[test]
+fn keep_history_is_a_logical_mode_key() {
+    let trigger = MINIMAL.replace("mode = \"trigger\"", "mode = \"trigger\"\nkeep_history = true");
+    assert!(parse(&trigger).unwrap_err().to_string().contains("keep_history is for logical mode"));
+    let logical = MINIMAL.replace("mode = \"trigger\"", "mode = \"logical\"\nkeep_history = true");
+    assert!(parse(&logical).unwrap().source.keep_history);
+}

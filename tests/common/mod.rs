@@ -273,3 +273,25 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool, why: im
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends one command to Redis over a plain socket and returns the reply's first line.
+pub fn redis_command(port: u16, args: &[&str]) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut frame = format!("*{}\r\n", args.len());
+    for a in args {
+        frame.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(frame.as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).unwrap();
+    line
+}
+
+/// Everything published before now has reached `sub`: a fence message is published and
+/// waited for (one connection's messages arrive in order); returns the events without it.
+pub async fn fenced(env: &Env, sub: &Subscriber) -> Vec<Msg> {
+    redis_command(env.redis.port(), &["PUBLISH", "test:fence:0", "fence"]);
+    wait_until(Duration::from_secs(30), || sub.all().iter().any(|m| m.channel == "test:fence:0"), || "the fence never arrived".into()).await;
+    sub.all().into_iter().filter(|m| m.channel != "test:fence:0").collect()
+}
