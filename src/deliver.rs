@@ -23,6 +23,10 @@ use crate::telemetry as m;
 pub struct Delivered {
     pub published: usize,
     pub dead: Vec<DeadLetter>,
+    /// The indices (into the events published) of those Redis rejected, in order: their dead
+    /// letters are the last `rejected.len()` of `dead`. `replay dead-letters` maps them back
+    /// to the rows they came from. Empty, and so never allocated, while Redis accepts all.
+    pub rejected: Vec<usize>,
 }
 
 /// Routes and publishes; returns `None` if shutdown was asked while Redis was unavailable
@@ -50,10 +54,10 @@ pub async fn publish_routed(
 ) -> Option<Delivered> {
     let mut deliveries = publish_until_acknowledged(publisher, events, policy, shutdown).await?;
     let attempts = retry_rejected(publisher, events, &mut deliveries, policy, shutdown).await?;
-    let mut published = 0;
+    let (mut published, mut rejected_at) = (0, Vec::new());
     // (app, type) -> (published, without receivers): counted per batch, recorded once per label set
     let mut counts: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
-    for ((event, delivery), attempts) in events.iter().zip(deliveries).zip(attempts) {
+    for (i, ((event, delivery), attempts)) in events.iter().zip(deliveries).zip(attempts).enumerate() {
         match delivery {
             Delivery::Sent { receivers } => {
                 published += 1;
@@ -64,6 +68,7 @@ pub async fn publish_routed(
             Delivery::Rejected(error) => {
                 metrics::counter!(m::PUBLISH_ERRORS, "kind" => "rejected").increment(1);
                 dead.push(rejected(event, error, attempts));
+                rejected_at.push(i);
             }
         }
     }
@@ -77,7 +82,7 @@ pub async fn publish_routed(
     for d in &dead {
         metrics::counter!(m::DEAD_LETTERS, "reason" => d.reason.as_str()).increment(1);
     }
-    Some(Delivered { published, dead })
+    Some(Delivered { published, dead, rejected: rejected_at })
 }
 
 pub fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLetter>) {

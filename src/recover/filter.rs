@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use tokio_postgres::types::ToSql;
 
 /// `--tenant --app --table --reason`: each narrows what a command looks at.
 #[derive(Debug, Clone, Default, Args)]
@@ -54,6 +55,64 @@ impl Bound {
     }
 }
 
+/// `--before`: a time (RFC 3339, or with an offset as PostgreSQL reads it) or a duration ago
+/// (`7d`), as text for a `$n::text::timestamptz` parameter.
+pub fn time_or_ago(s: &str) -> Result<String, String> {
+    match Bound::parse(s) {
+        Ok(Bound::Time(t)) => Ok(t),
+        _ => Err(format!("{:?} is neither a time (2026-11-01T00:00:00Z) nor a duration ago (7d)", s.trim())),
+    }
+}
+
+/// A WHERE clause made from user input. Each condition names its value `$`, which becomes the
+/// next parameter number: values travel as parameters and are never spliced into the SQL.
+#[derive(Debug, Default)]
+pub struct Where {
+    conditions: Vec<String>,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Where {
+    /// A condition without a value, e.g. `resolved_at IS NULL`.
+    pub fn fixed(&mut self, condition: &str) -> &mut Where {
+        self.conditions.push(condition.to_string());
+        self
+    }
+
+    /// A condition on one value, e.g. `created_at < $::text::timestamptz`.
+    pub fn add(&mut self, condition: &str, value: impl ToSql + Sync + Send + 'static) -> &mut Where {
+        self.params.push(Box::new(value));
+        self.conditions.push(condition.replace('$', &format!("${}", self.params.len())));
+        self
+    }
+
+    /// `column = $` when the filter is set; nothing when it is not.
+    pub fn eq(&mut self, column: &str, value: Option<String>) -> &mut Where {
+        match value {
+            Some(v) => self.add(&format!("{column} = $"), v),
+            None => self,
+        }
+    }
+
+    /// `WHERE a AND b` (`WHERE true` without conditions, so more may follow with `AND`).
+    pub fn clause(&self) -> String {
+        if self.conditions.is_empty() {
+            return "WHERE true".into();
+        }
+        format!("WHERE {}", self.conditions.join(" AND "))
+    }
+
+    /// The number the first parameter after these gets (`LIMIT $n`, a keyset bound).
+    pub fn next(&self) -> usize {
+        self.params.len() + 1
+    }
+
+    /// The parameters, in order, to pass with the statement (extend it with later ones).
+    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
+}
+
 fn ago_rfc3339(ago: Duration) -> String {
     let at = SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH);
     humantime::format_rfc3339_micros(at).to_string()
@@ -79,5 +138,23 @@ mod tests {
         let ago = SystemTime::now().duration_since(at).unwrap();
         assert!(ago >= Duration::from_secs(3599) && ago < Duration::from_secs(3700), "{ago:?}");
         assert!(Bound::parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn before_is_a_time_or_a_duration_ago_never_an_id() {
+        assert_eq!(time_or_ago("2026-11-01T00:00:00Z"), Ok("2026-11-01T00:00:00Z".into()));
+        assert!(time_or_ago("7d").unwrap().ends_with('Z'));
+        assert!(time_or_ago("42").unwrap_err().contains("neither a time"));
+    }
+
+    #[test]
+    fn where_numbers_its_parameters_and_never_splices_values() {
+        let mut w = Where::default();
+        assert_eq!((w.clause().as_str(), w.next()), ("WHERE true", 1));
+        w.fixed("resolved_at IS NULL").eq("tenant_id", Some("x' OR true --".into())).eq("app", None);
+        w.add("created_at < $::text::timestamptz", "2026-11-01T00:00:00Z".to_string()).eq("reason", Some("unroutable".into()));
+        assert_eq!(w.clause(), "WHERE resolved_at IS NULL AND tenant_id = $1 AND created_at < $2::text::timestamptz AND reason = $3");
+        assert_eq!((w.params().len(), w.next()), (3, 4));
+        assert!(format!("{:?}", w.params()[0]).contains("x' OR true --"));
     }
 }
