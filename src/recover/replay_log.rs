@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::filter::{Bound, Filters};
+use super::filter::{Bound, Filters, Where};
 use super::pace::Pacer;
 use super::progress::Progress;
 use crate::config::Config;
@@ -47,68 +47,46 @@ pub struct Args {
     pub rate: u32,
 }
 
-/// The window as SQL conditions on `sluice.change_log` and their parameters.
-struct Window {
-    conditions: Vec<String>,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
-}
+/// The window as a WHERE clause on `sluice.change_log`.
+struct Window(Where);
 
 impl Window {
     fn new(args: &Args) -> Result<Window, String> {
         if args.filters.reason.is_some() {
             return Err("--reason filters dead letters; replay change-log takes --tenant, --app and --table".into());
         }
-        let mut w = Window { conditions: Vec::new(), params: Vec::new() };
+        let mut w = Where::default();
         match &args.from {
-            Bound::Id(id) => w.add("id >= $", Box::new(*id)),
-            Bound::Time(t) => w.add("created_at >= $::text::timestamptz", Box::new(t.clone())),
-        }
+            Bound::Id(id) => w.add("id >= $", *id),
+            Bound::Time(t) => w.add("created_at >= $::text::timestamptz", t.clone()),
+        };
         match &args.to {
-            Some(Bound::Id(id)) => w.add("id <= $", Box::new(*id)),
-            Some(Bound::Time(t)) => w.add("created_at < $::text::timestamptz", Box::new(t.clone())),
-            None => {}
-        }
-        if let Some(table) = args.filters.table() {
-            w.add("table_name = $", Box::new(table));
-        }
-        if let Some(tenant) = &args.filters.tenant {
-            w.add("tenant_id = $", Box::new(tenant.clone()));
-        }
-        Ok(w)
-    }
-
-    fn add(&mut self, condition: &str, param: Box<dyn ToSql + Sync + Send>) {
-        self.params.push(param);
-        self.conditions.push(condition.replace('$', &format!("${}", self.params.len())));
-    }
-
-    fn sql_where(&self) -> String {
-        self.conditions.join(" AND ")
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+            Some(Bound::Id(id)) => w.add("id <= $", *id),
+            Some(Bound::Time(t)) => w.add("created_at < $::text::timestamptz", t.clone()),
+            None => &mut w,
+        };
+        w.eq("table_name", args.filters.table()).eq("tenant_id", args.filters.tenant.clone());
+        Ok(Window(w))
     }
 
     /// The first and last id in the window, and how many rows it holds (`None` if empty).
     async fn range(&self, client: &Client) -> Result<Option<(i64, i64, i64)>, tokio_postgres::Error> {
-        let sql = format!("SELECT min(id), max(id), count(*) FROM sluice.change_log WHERE {}", self.sql_where());
-        let row = client.query_one(sql.as_str(), &self.params()).await?;
+        let sql = format!("SELECT min(id), max(id), count(*) FROM sluice.change_log {}", self.0.clause());
+        let row = client.query_one(sql.as_str(), &self.0.params()).await?;
         Ok(row.get::<_, Option<i64>>(0).map(|first| (first, row.get(1), row.get(2))))
     }
 
     /// One batch: rows of the window with `first <= id <= last`, in id order.
     async fn batch(&self, client: &Client, first: i64, last: i64, limit: i64) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let n = self.params.len();
+        let n = self.0.next();
         let sql = format!(
-            "SELECT {} FROM sluice.change_log WHERE {} AND id >= ${} AND id <= ${} ORDER BY id LIMIT ${}",
+            "SELECT {} FROM sluice.change_log {} AND id >= ${n} AND id <= ${} ORDER BY id LIMIT ${}",
             crate::change_log_columns!(),
-            self.sql_where(),
+            self.0.clause(),
             n + 1,
-            n + 2,
-            n + 3
+            n + 2
         );
-        let mut params = self.params();
+        let mut params = self.0.params();
         params.extend([&first as &(dyn ToSql + Sync), &last, &limit]);
         client.query(sql.as_str(), &params).await
     }
@@ -230,8 +208,8 @@ mod tests {
     fn the_window_numbers_its_parameters_in_order() {
         let filters = Filters { tenant: Some("t1".into()), table: Some("users".into()), ..Filters::default() };
         let w = Window::new(&args(Bound::Time("2026-11-22T10:00:00Z".into()), Some(Bound::Id(9)), filters)).unwrap();
-        assert_eq!(w.sql_where(), "created_at >= $1::text::timestamptz AND id <= $2 AND table_name = $3 AND tenant_id = $4");
-        assert_eq!(w.params.len(), 4);
+        assert_eq!(w.0.clause(), "WHERE created_at >= $1::text::timestamptz AND id <= $2 AND table_name = $3 AND tenant_id = $4");
+        assert_eq!(w.0.next(), 5);
         let reason = Filters { reason: Some("unroutable".into()), ..Filters::default() };
         assert!(Window::new(&args(Bound::Id(1), None, reason)).is_err());
     }
