@@ -23,13 +23,13 @@ First time: write sluice.toml (see config.example.toml), then `sluice check`, `s
 )]
 pub struct Cli {
     /// Config file [default: $SLUICE_CONFIG, then ./sluice.toml]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = "Global options")]
     pub config: Option<PathBuf>,
     /// Log format
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(long, global = true, value_enum, default_value = "text", help_heading = "Global options")]
     pub log_format: LogFormat,
     /// Log level or tracing filter (e.g. info, debug, sluice=debug)
-    #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
+    #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG", help_heading = "Global options")]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
