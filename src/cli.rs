@@ -112,6 +112,7 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
+                crate::health::global().set_phase(crate::health::Phase::ShuttingDown);
                 tracing::info!("shutdown requested; finishing the batch in flight");
                 let _ = tx.send(true);
             });

@@ -39,7 +39,9 @@ pub async fn deliver(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Delivered> {
     let (events, dead) = route_all(router, changes);
-    publish_routed(publisher, &events, dead, policy, shutdown).await
+    let done = publish_routed(publisher, &events, dead, policy, shutdown).await?;
+    crate::health::global().add_published(done.published as u64, done.dead.len() as u64);
+    Some(done)
 }
 
 /// Publishes events already routed (the operator's replays filter them first), retrying
@@ -166,12 +168,12 @@ async fn publish_until_acknowledged(
                 if let Some(since) = down_since {
                     tracing::info!(after = ?since.elapsed(), "Redis is reachable again; publishing resumed");
                 }
-                metrics::gauge!(m::UP, "component" => "redis").set(1.0);
+                crate::health::global().set_up("redis", true);
                 return Some(deliveries);
             }
             Err(PublishError::Unavailable(why) | PublishError::BadUrl(why)) => {
                 metrics::counter!(m::PUBLISH_ERRORS, "kind" => "unavailable").increment(1);
-                metrics::gauge!(m::UP, "component" => "redis").set(0.0);
+                crate::health::global().set_up("redis", false);
                 if down_since.is_none() {
                     tracing::warn!(error = %why, held = events.len(), "Redis is unavailable; holding changes and retrying");
                     down_since = Some(std::time::Instant::now());

@@ -45,6 +45,7 @@
 //! | [`setup`], [`check`], [`tail`] | the other commands |
 //! | [`pg`] | PostgreSQL connections |
 //! | [`error`] | sorting failures into transient and fatal |
+//! | [`health`] | the daemon's state, for the probes and `/status` |
 //! | [`telemetry`] | logging and metric names |
 //! | [`testkit`] | throwaway servers for tests, the demo and benchmarks |
 
@@ -56,6 +57,7 @@ pub mod dead_letter;
 pub mod deliver;
 pub mod error;
 pub mod event;
+pub mod health;
 pub mod json;
 pub mod pg;
 pub mod publish;

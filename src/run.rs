@@ -20,7 +20,7 @@ use crate::pg::{self, Conn};
 use crate::publish::Publisher;
 use crate::route::Router;
 use crate::source::change_log::ChangeLog;
-use crate::telemetry as m;
+use crate::health::{self, Phase};
 
 /// How often idle progress (a newer snapshot with nothing in between) is written down.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
@@ -49,11 +49,14 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
             config.redis.command_timeout
         )));
     }
+    health::global().set_up("redis", true);
     tracing::info!(postgres = %pg::redact(&config.postgres.url), redis = %pg::redact(&config.redis.url), mode = config.source.mode.as_str(), "sluice starting");
     let mut backoff = backoff_for(&config.delivery);
     let (mut pg_down, mut connected_once) = (false, false);
     loop {
         let on_connected = &mut || {
+            health::global().set_up("postgres", true);
+            health::global().set_phase(Phase::Streaming);
             backoff.reset();
             pg_down = false;
             connected_once = true;
@@ -67,7 +70,10 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
             Err(e) => e,
         };
         match classify(&e) {
-            Class::Fatal { hint } if matches!(e, RunError::SlotLost(_)) => return Err(RunError::SlotLost(format!("{e}; {hint}"))),
+            Class::Fatal { hint } if matches!(e, RunError::SlotLost(_)) => {
+                health::global().set_phase(Phase::SlotLost);
+                return Err(RunError::SlotLost(format!("{e}; {hint}")));
+            }
             Class::Fatal { hint } => return Err(RunError::Other(format!("{e}; {hint}"))),
             Class::Transient if !connected_once => {
                 return Err(RunError::Other(format!(
@@ -76,7 +82,8 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
                 )))
             }
             Class::Transient => {
-                metrics::gauge!(m::UP, "component" => "postgres").set(0.0);
+                health::global().set_up("postgres", false);
+                health::global().set_phase(Phase::Starting);
                 if !std::mem::replace(&mut pg_down, true) {
                     tracing::warn!(error = %e, "PostgreSQL is unavailable; reconnecting with backoff");
                 }
@@ -103,12 +110,12 @@ async fn session(
     }
     ChangeLog::listen(&conn.client).await?;
     let mut source = ChangeLog::open(&conn.client, config.source.batch_size).await?;
-    metrics::gauge!(m::UP, "component" => "postgres").set(1.0);
     on_connected();
     tracing::info!(position = %source.progress().position(), "connected to PostgreSQL; reading sluice.change_log");
     let mut state = LoopState { caught_up: false, dirty: false, stored_at: Instant::now(), pruned_at: None };
     let prune_every = PRUNE_EVERY.min(config.source.retention.max(Duration::from_secs(1)));
     loop {
+        health::global().turned();
         if *shutdown.borrow() {
             return store_idle(&conn, &source, &mut state).await;
         }
@@ -156,7 +163,7 @@ async fn step(
         }
         return Ok(true);
     }
-    metrics::histogram!(m::BATCH_SIZE).record(batch.changes.len() as f64);
+    metrics::histogram!(crate::telemetry::BATCH_SIZE).record(batch.changes.len() as f64);
     let Some(done) = deliver(router, publisher, &batch.changes, &config.delivery, shutdown).await else {
         return Ok(false);
     };
@@ -166,6 +173,7 @@ async fn step(
     }
     tracing::debug!(changes = batch.changes.len(), published = done.published, "batch delivered");
     source.advance(batch.next);
+    health::global().update(|f| f.position = Some(source.progress().position()));
     state.dirty = false;
     state.stored_at = Instant::now();
     Ok(true)
@@ -199,7 +207,9 @@ async fn wait_for_lock(conn: &Conn, shutdown: &mut watch::Receiver<bool>) -> Res
             }
             return Ok(true);
         }
+        health::global().turned();
         if !announced {
+            health::global().set_phase(Phase::Standby);
             tracing::info!("standby: another sluice is reading this change_log; waiting to take over");
             announced = true;
         }

@@ -16,6 +16,7 @@ pub const SOURCE_LAG_BYTES: &str = "sluice_source_lag_bytes";
 pub const PENDING_CHANGES: &str = "sluice_pending_changes";
 pub const SLOT_RETAINED_WAL_BYTES: &str = "sluice_slot_retained_wal_bytes";
 pub const UP: &str = "sluice_up";
+pub const ACTIVE: &str = "sluice_active";
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

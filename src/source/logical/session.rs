@@ -89,6 +89,8 @@ async fn start(config: &Config, shutdown: &mut watch::Receiver<bool>) -> Result<
                 return Ok(Some(repl));
             }
             Err(ReplicationError::Server { code: Some(code), .. }) if code == "55006" => {
+                crate::health::global().set_phase(crate::health::Phase::Standby);
+                crate::health::global().turned();
                 if !std::mem::replace(&mut announced, true) {
                     tracing::info!(slot = %config.source.slot, "standby: another sluice is streaming this slot; waiting to take over");
                 }
@@ -105,6 +107,7 @@ impl Stream<'_> {
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
         let watchdog = self.config.source.heartbeat_interval * 2 + Duration::from_secs(5);
         loop {
+            crate::health::global().turned();
             let due = self.next_due();
             tokio::select! {
                 frame = self.repl.next_frame() => {
@@ -241,6 +244,7 @@ impl Stream<'_> {
             checkpoint::commit_position(&self.sql.client, &self.config.source.slot, &lsn::format(target), &dead).await?;
         }
         self.confirmed = target;
+        crate::health::global().update(|f| f.position = Some(lsn::format(target)));
         self.send_status(false).await
     }
 

@@ -1,0 +1,248 @@
+//! What the daemon knows about itself, shared by the loop that does the work and the HTTP
+//! endpoints that report it (`/healthz`, `/readyz`, `/status`).
+//!
+//! One process runs one daemon, so the state is process-wide ([`global`]): the source, the
+//! publisher and the monitor write to it where they learn something, without threading a
+//! handle through every call. Writes are plain atomics or a short mutex, never on a per-event
+//! path.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::telemetry as m;
+
+/// Where the daemon is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Connecting, or reconnecting after PostgreSQL went away.
+    Starting,
+    /// Another daemon holds the slot (logical) or the reader lock (trigger); waiting to take over.
+    Standby,
+    /// Connected and following changes.
+    Streaming,
+    /// The replication slot is missing or invalidated: the operator must act.
+    SlotLost,
+    /// SIGTERM/SIGINT: finishing what is in flight.
+    ShuttingDown,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Standby,
+            2 => Phase::Streaming,
+            3 => Phase::SlotLost,
+            4 => Phase::ShuttingDown,
+            _ => Phase::Starting,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Phase::Starting => 0,
+            Phase::Standby => 1,
+            Phase::Streaming => 2,
+            Phase::SlotLost => 3,
+            Phase::ShuttingDown => 4,
+        }
+    }
+}
+
+/// Facts for `/status` that change less often than every event.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Facts {
+    /// The source's position: an LSN (logical) or a snapshot summary (trigger).
+    pub position: Option<String>,
+    /// logical: bytes of WAL not yet confirmed.
+    pub lag_bytes: Option<u64>,
+    /// logical: bytes of WAL the slot keeps.
+    pub retained_wal_bytes: Option<u64>,
+    /// trigger: change_log rows not yet published.
+    pub pending: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// The daemon's state.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    phase: AtomicU8,
+    postgres: AtomicBool,
+    redis: AtomicBool,
+    /// Retained WAL is past `max_retained_wal`.
+    wal_over: AtomicBool,
+    /// Milliseconds since `started` when the work loop last turned.
+    turned_ms: AtomicU64,
+    published: AtomicU64,
+    dead_letters: AtomicU64,
+    facts: Mutex<Facts>,
+}
+
+static GLOBAL: OnceLock<Health> = OnceLock::new();
+
+/// The process's state.
+pub fn global() -> &'static Health {
+    GLOBAL.get_or_init(Health::new)
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new()
+    }
+}
+
+impl Health {
+    pub fn new() -> Health {
+        Health {
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::Starting.as_u8()),
+            postgres: AtomicBool::new(false),
+            redis: AtomicBool::new(false),
+            wal_over: AtomicBool::new(false),
+            turned_ms: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            facts: Mutex::new(Facts::default()),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    /// Moves to `phase`; shutting down is final. Logs the change once.
+    pub fn set_phase(&self, phase: Phase) {
+        let old = self.phase();
+        if old == phase || old == Phase::ShuttingDown {
+            return;
+        }
+        self.phase.store(phase.as_u8(), Ordering::Relaxed);
+        metrics::gauge!(m::ACTIVE).set(f64::from(u8::from(phase == Phase::Streaming)));
+    }
+
+    /// Records whether a server is reachable (`component`: `postgres` or `redis`).
+    pub fn set_up(&self, component: &'static str, up: bool) {
+        let flag = if component == "redis" { &self.redis } else { &self.postgres };
+        flag.store(up, Ordering::Relaxed);
+        metrics::gauge!(m::UP, "component" => component).set(f64::from(u8::from(up)));
+    }
+
+    pub fn set_wal_over(&self, over: bool) {
+        self.wal_over.store(over, Ordering::Relaxed);
+    }
+
+    /// The work loop turned (read, waited, published): `/healthz` stays 200 while it does.
+    pub fn turned(&self) {
+        self.turned_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the loop last turned.
+    pub fn since_turn(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.turned_ms.load(Ordering::Relaxed)))
+    }
+
+    pub fn add_published(&self, n: u64, dead: u64) {
+        self.published.fetch_add(n, Ordering::Relaxed);
+        self.dead_letters.fetch_add(dead, Ordering::Relaxed);
+    }
+
+    /// Changes the facts under the lock.
+    pub fn update(&self, f: impl FnOnce(&mut Facts)) {
+        f(&mut self.facts.lock().expect("health facts lock"));
+    }
+
+    /// `Ok` when ready to do its job; otherwise the one-line reason `/readyz` gives.
+    pub fn readiness(&self) -> Result<(), String> {
+        match self.phase() {
+            Phase::Starting => return Err("starting: not yet connected to PostgreSQL".into()),
+            Phase::Standby => return Err("standby: another sluice is active; waiting to take over".into()),
+            Phase::SlotLost => return Err("slot lost: the replication slot is missing or invalidated".into()),
+            Phase::ShuttingDown => return Err("shutting down".into()),
+            Phase::Streaming => {}
+        }
+        if !self.postgres.load(Ordering::Relaxed) {
+            return Err("PostgreSQL is unreachable".into());
+        }
+        if !self.redis.load(Ordering::Relaxed) {
+            return Err("Redis is unreachable".into());
+        }
+        if self.wal_over.load(Ordering::Relaxed) {
+            return Err("retained WAL is past source.max_retained_wal".into());
+        }
+        Ok(())
+    }
+
+    /// What `/status` shows.
+    pub fn status(&self, mode: &'static str) -> Status {
+        Status {
+            mode,
+            phase: self.phase(),
+            ready: self.readiness().err().map_or_else(|| "ready".to_string(), |r| r),
+            postgres_up: self.postgres.load(Ordering::Relaxed),
+            redis_up: self.redis.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION"),
+            facts: self.facts.lock().expect("health facts lock").clone(),
+        }
+    }
+}
+
+/// The `/status` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub mode: &'static str,
+    pub phase: Phase,
+    /// `ready`, or why not.
+    pub ready: String,
+    pub postgres_up: bool,
+    pub redis_up: bool,
+    /// Events Redis acknowledged since start.
+    pub published: u64,
+    /// Events dead-lettered since start.
+    pub dead_letters: u64,
+    pub uptime_seconds: u64,
+    pub version: &'static str,
+    #[serde(flatten)]
+    pub facts: Facts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_while_streaming_with_both_servers_and_wal_in_bounds() {
+        let h = Health::new();
+        assert!(h.readiness().unwrap_err().starts_with("starting"));
+        h.set_phase(Phase::Streaming);
+        assert_eq!(h.readiness().unwrap_err(), "PostgreSQL is unreachable");
+        h.set_up("postgres", true);
+        assert_eq!(h.readiness().unwrap_err(), "Redis is unreachable");
+        h.set_up("redis", true);
+        assert_eq!(h.readiness(), Ok(()));
+        h.set_wal_over(true);
+        assert!(h.readiness().unwrap_err().contains("max_retained_wal"));
+        h.set_wal_over(false);
+        h.set_phase(Phase::Standby);
+        assert!(h.readiness().unwrap_err().starts_with("standby"));
+        h.set_phase(Phase::ShuttingDown);
+        h.set_phase(Phase::Streaming);
+        assert_eq!(h.phase(), Phase::ShuttingDown, "shutting down is final");
+    }
+
+    #[test]
+    fn status_serialises_flat() {
+        let h = Health::new();
+        h.update(|f| f.position = Some("0/16B3748".into()));
+        let v = serde_json::to_value(h.status("logical")).unwrap();
+        assert_eq!((v["mode"].as_str(), v["phase"].as_str(), v["position"].as_str()), (Some("logical"), Some("starting"), Some("0/16B3748")));
+        assert!(v["ready"].as_str().unwrap().starts_with("starting"));
+    }
+}
