@@ -17,6 +17,11 @@ CREATE TABLE IF NOT EXISTS sluice.checkpoint (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- The last failure the daemon of this source recovered from or stopped on, for `sluice status`
+-- (which works while the daemon is down). Written when PostgreSQL is reachable again.
+ALTER TABLE sluice.checkpoint ADD COLUMN IF NOT EXISTS last_error text;
+ALTER TABLE sluice.checkpoint ADD COLUMN IF NOT EXISTS last_error_at timestamptz;
+
 -- Events that could not be delivered for a reason of their own.
 CREATE TABLE IF NOT EXISTS sluice.dead_letter (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
