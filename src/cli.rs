@@ -108,22 +108,7 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> {
     match command {
-        Command::Run => {
-            let (tx, rx) = watch::channel(false);
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                crate::health::global().set_phase(crate::health::Phase::ShuttingDown);
-                tracing::info!("shutdown requested; finishing the batch in flight");
-                let _ = tx.send(true);
-            });
-            match run::run(config, rx).await {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(ExitCode::from(crate::error::exit_code(&e)))
-                }
-            }
-        }
+        Command::Run => Ok(run_daemon(config).await),
         Command::Setup { dry_run, recreate_slot } => setup_command(&config, dry_run, recreate_slot).await,
         Command::Check => {
             let findings = check::check(&config).await;
@@ -137,6 +122,37 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
         Command::Tail { pattern } => {
             tail::tail(&config.redis, &pattern, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `sluice run`: the daemon, stopped by SIGTERM/SIGINT within `delivery.shutdown_timeout`.
+async fn run_daemon(config: Config) -> ExitCode {
+    let limit = config.delivery.shutdown_timeout;
+    let (tx, rx) = watch::channel(false);
+    let (overdue_tx, overdue) = tokio::sync::oneshot::channel::<&'static str>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        crate::health::global().set_phase(crate::health::Phase::ShuttingDown);
+        tracing::info!(timeout = ?limit, "shutdown requested; finishing the batch in flight");
+        let _ = tx.send(true);
+        let why = tokio::select! {
+            _ = tokio::time::sleep(limit) => "shutdown did not finish within delivery.shutdown_timeout",
+            _ = shutdown_signal() => "a second signal arrived",
+        };
+        let _ = overdue_tx.send(why);
+    });
+    tokio::select! {
+        result = run::run(config, rx) => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(crate::error::exit_code(&e))
+            }
+        },
+        Ok(why) = overdue => {
+            eprintln!("error: {why}; exiting without confirming the batch in flight (it is read again at the next start)");
+            ExitCode::FAILURE
         }
     }
 }

@@ -164,6 +164,7 @@ async fn step(
         return Ok(true);
     }
     metrics::histogram!(crate::telemetry::BATCH_SIZE).record(batch.changes.len() as f64);
+    tracing::debug!(changes = batch.changes.len(), "batch read; publishing");
     let Some(done) = deliver(router, publisher, &batch.changes, &config.delivery, shutdown).await else {
         return Ok(false);
     };

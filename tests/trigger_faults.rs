@@ -68,6 +68,30 @@ async fn sigterm_stops_cleanly_and_a_restart_publishes_no_duplicate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_stuck_on_redis_ends_at_shutdown_timeout_and_loses_nothing() {
+    let env = Env::start("[delivery]\nshutdown_timeout = \"2s\"");
+    env.set_redis_timeout("60s");
+    let sub = env.subscribe().await;
+    let mut daemon = env.daemon();
+    insert(&env, 1, 10);
+    sub.wait_for(10, WAIT, || daemon.log()).await;
+    let batches = || daemon.log().matches("batch read; publishing").count();
+    let before = batches();
+    // PUBLISH blocks while clients are paused for writes: the batch stays in flight.
+    redis_command(env.redis.port(), &["CLIENT", "PAUSE", "20000", "WRITE"]);
+    insert(&env, 11, 20);
+    wait_until(WAIT, || batches() > before, || daemon.log()).await;
+    let asked = std::time::Instant::now();
+    let status = daemon.terminate().expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(1), "{}", daemon.log());
+    assert!(asked.elapsed() < Duration::from_secs(15), "took {:?}", asked.elapsed());
+    redis_command(env.redis.port(), &["CLIENT", "UNPAUSE"]);
+    let _again = env.daemon();
+    wait_until(WAIT, || distinct(&sub) == 20, || format!("{} of 20", distinct(&sub))).await;
+    wait_until(WAIT, || env.pending() == 0, String::new).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_takes_over_when_the_active_daemon_dies() {
     let env = Env::start("");
     let sub = env.subscribe().await;

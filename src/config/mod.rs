@@ -118,6 +118,10 @@ pub struct DeliveryConfig {
     pub max_payload_bytes: usize,
     #[serde(default = "default_on_unroutable")]
     pub on_unroutable: OnUnroutable,
+    /// After SIGTERM/SIGINT, how long the batch in flight may take to be acknowledged and
+    /// confirmed before the daemon exits anyway (nothing unacknowledged is confirmed either way).
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -224,6 +228,10 @@ fn default_poll() -> Duration {
 fn default_batch() -> usize {
     1000
 }
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 fn default_retention() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
