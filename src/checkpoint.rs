@@ -89,3 +89,16 @@ pub async fn commit_position(client: &Client, name: &str, position: &str, dead: 
         .await?;
     Ok(())
 }
+
+const SAVE_ERROR: &str = "UPDATE sluice.checkpoint SET last_error = $2, last_error_at = $3::text::timestamptz WHERE name = $1";
+
+/// Stores the daemon's last error in the checkpoint row `name`, if there is a new one: a check
+/// of an atomic flag otherwise, so it may be called after every batch.
+pub async fn save_error(client: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    let health = crate::health::global();
+    if let Some((text, at)) = health.unsaved_error() {
+        client.execute(SAVE_ERROR, &[&name, &text, &at]).await?;
+        health.mark_error_saved();
+    }
+    Ok(())
+}

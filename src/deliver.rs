@@ -175,6 +175,7 @@ async fn publish_until_acknowledged(
                 metrics::counter!(m::PUBLISH_ERRORS, "kind" => "unavailable").increment(1);
                 crate::health::global().set_up("redis", false);
                 if down_since.is_none() {
+                    crate::health::global().record_error(format!("Redis unavailable: {why}"));
                     tracing::warn!(error = %why, held = events.len(), "Redis is unavailable; holding changes and retrying");
                     down_since = Some(std::time::Instant::now());
                 }

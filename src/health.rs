@@ -64,6 +64,8 @@ pub struct Facts {
     /// trigger: change_log rows not yet published.
     pub pending: Option<u64>,
     pub last_error: Option<String>,
+    /// RFC 3339, UTC.
+    pub last_error_at: Option<String>,
 }
 
 /// The daemon's state.
@@ -79,6 +81,8 @@ pub struct Health {
     turned_ms: AtomicU64,
     published: AtomicU64,
     dead_letters: AtomicU64,
+    /// The last error is stored in `sluice.checkpoint` (or there is none).
+    error_saved: AtomicBool,
     facts: Mutex<Facts>,
 }
 
@@ -106,6 +110,7 @@ impl Health {
             turned_ms: AtomicU64::new(0),
             published: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
+            error_saved: AtomicBool::new(true),
             facts: Mutex::new(Facts::default()),
         }
     }
@@ -154,6 +159,30 @@ impl Health {
     /// Changes the facts under the lock.
     pub fn update(&self, f: impl FnOnce(&mut Facts)) {
         f(&mut self.facts.lock().expect("health facts lock"));
+    }
+
+    /// Records a failure the daemon is riding out (or stopping on), for `/status` and, once
+    /// PostgreSQL is reachable, `sluice.checkpoint.last_error`.
+    pub fn record_error(&self, text: String) {
+        let at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+        self.update(|f| {
+            f.last_error = Some(text);
+            f.last_error_at = Some(at);
+        });
+        self.error_saved.store(false, Ordering::Relaxed);
+    }
+
+    /// The last error and its time, if not stored yet.
+    pub fn unsaved_error(&self) -> Option<(String, String)> {
+        if self.error_saved.load(Ordering::Relaxed) {
+            return None;
+        }
+        let f = self.facts.lock().expect("health facts lock");
+        Some((f.last_error.clone()?, f.last_error_at.clone()?))
+    }
+
+    pub fn mark_error_saved(&self) {
+        self.error_saved.store(true, Ordering::Relaxed);
     }
 
     /// `Ok` when ready to do its job; otherwise the one-line reason `/readyz` gives.
@@ -235,6 +264,18 @@ mod tests {
         h.set_phase(Phase::ShuttingDown);
         h.set_phase(Phase::Streaming);
         assert_eq!(h.phase(), Phase::ShuttingDown, "shutting down is final");
+    }
+
+    #[test]
+    fn an_error_is_unsaved_until_marked() {
+        let h = Health::new();
+        assert_eq!(h.unsaved_error(), None);
+        h.record_error("Redis unavailable: connection refused".into());
+        let (text, at) = h.unsaved_error().unwrap();
+        assert!(text.starts_with("Redis") && at.ends_with('Z'), "{text} {at}");
+        h.mark_error_saved();
+        assert_eq!(h.unsaved_error(), None);
+        assert_eq!(h.status("trigger").facts.last_error.as_deref(), Some("Redis unavailable: connection refused"));
     }
 
     #[test]

@@ -34,10 +34,23 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let publisher = Publisher::new(&config.redis)?;
     let result = supervise(&config, &router, &publisher, &mut shutdown).await;
     publisher.close().await;
-    if result.is_ok() {
-        tracing::info!("sluice stopped");
+    match &result {
+        Ok(()) => tracing::info!("sluice stopped"),
+        Err(e) => save_fatal_error(&config, e).await,
     }
     result
+}
+
+/// Stores the error the daemon stops on, for `sluice status`, if PostgreSQL answers quickly.
+async fn save_fatal_error(config: &Config, e: &RunError) {
+    health::global().record_error(e.to_string());
+    let name = match config.source.mode {
+        SourceMode::Trigger => CHANGE_LOG,
+        SourceMode::Logical => config.source.slot.as_str(),
+    };
+    if let Ok(conn) = pg::connect(&config.postgres.url, Duration::from_secs(3)).await {
+        let _ = tokio::time::timeout(Duration::from_secs(3), checkpoint::save_error(&conn.client, name)).await;
+    }
 }
 
 /// Runs sessions, reconnecting with backoff after transient failures.
@@ -83,6 +96,7 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
             }
             Class::Transient => {
                 health::global().set_up("postgres", false);
+                health::global().record_error(format!("PostgreSQL unavailable: {e}"));
                 health::global().set_phase(Phase::Starting);
                 if !std::mem::replace(&mut pg_down, true) {
                     tracing::warn!(error = %e, "PostgreSQL is unavailable; reconnecting with backoff");
@@ -111,6 +125,7 @@ async fn session(
     ChangeLog::listen(&conn.client).await?;
     let mut source = ChangeLog::open(&conn.client, config.source.batch_size).await?;
     on_connected();
+    checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
     tracing::info!(position = %source.progress().position(), "connected to PostgreSQL; reading sluice.change_log");
     let mut state = LoopState { caught_up: false, dirty: false, stored_at: Instant::now(), pruned_at: None };
     let prune_every = PRUNE_EVERY.min(config.source.retention.max(Duration::from_secs(1)));
@@ -169,6 +184,7 @@ async fn step(
         return Ok(false);
     };
     checkpoint::commit(&conn.client, CHANGE_LOG, &batch.next, &done.dead).await?;
+    checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
     if !done.dead.is_empty() {
         tracing::warn!(count = done.dead.len(), first_reason = done.dead[0].reason.as_str(), "events dead-lettered");
     }

@@ -31,6 +31,8 @@ async fn redis_down_for_20s_holds_changes_and_nothing_is_lost_or_dead_lettered()
     wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
     assert!(env.dead_letters().is_empty());
     assert!(daemon.log().contains("Redis is reachable again"));
+    let last_error = env.sql("SELECT last_error FROM sluice.checkpoint WHERE name = 'change_log' AND last_error_at > now() - interval '5 min'");
+    assert!(last_error.contains("Redis unavailable"), "status keeps the last error: {last_error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +48,8 @@ async fn postgres_crash_and_restart_is_survived() {
     insert(&env, 51, 100);
     wait_until(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
     wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
+    let last_error = env.sql("SELECT last_error FROM sluice.checkpoint WHERE name = 'change_log'");
+    assert!(last_error.contains("PostgreSQL unavailable"), "status keeps the last error: {last_error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,7 @@ pub async fn session(
     let confirmed = slot_position(&sql, &config.source.slot).await?;
     let Some(repl) = start(config, shutdown).await? else { return Ok(()) };
     on_connected();
+    checkpoint::save_error(&sql.client, &config.source.slot).await?;
     tracing::info!(slot = %config.source.slot, position = %lsn::format(confirmed), "connected to PostgreSQL; streaming from the slot");
     let now = Instant::now();
     let mut s = Stream {
@@ -243,6 +244,7 @@ impl Stream<'_> {
             tracing::warn!(count = dead.len(), first_reason = dead[0].reason.as_str(), "events dead-lettered");
             checkpoint::commit_position(&self.sql.client, &self.config.source.slot, &lsn::format(target), &dead).await?;
         }
+        checkpoint::save_error(&self.sql.client, &self.config.source.slot).await?;
         self.confirmed = target;
         crate::health::global().update(|f| f.position = Some(lsn::format(target)));
         self.send_status(false).await
