@@ -29,7 +29,13 @@ fn check_reports_the_logical_prerequisites_and_a_missing_replica_identity() {
     let check = env.sluice(&["check"]);
     let report = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(check.status.success(), "{report}");
-    for line in ["ok   wal_level: logical", "ok   role postgres: may replicate", "ok   publication sluice: all 3 tables", "ok   slot sluice: inactive"] {
+    for line in [
+        "ok   wal_level: logical",
+        "ok   role postgres: may replicate",
+        "ok   publication sluice: all 3 tables",
+        "ok   slot sluice: inactive",
+        "WARN max_slot_wal_keep_size = -1: a slot that stops moving keeps WAL until the disk is full",
+    ] {
         assert!(report.contains(line), "{line}\n{report}");
     }
     env.sql("ALTER TABLE roles REPLICA IDENTITY DEFAULT");

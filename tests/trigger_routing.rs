@@ -134,6 +134,12 @@ fn check_passes_and_setup_is_idempotent() {
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{report}");
     assert_eq!(report.lines().filter(|l| l.starts_with("ok")).count(), report.lines().count(), "{report}");
+    assert!(report.contains("ok   privileges: the role may read and write the sluice tables"), "{report}");
+    env.sql("INSERT INTO sluice.dead_letter (event_id, table_name, payload, reason) VALUES ('cl:1', 'public.roles', '{}', 'unroutable')");
+    let check = env.sluice(&["check"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "an open dead letter is a warning, not a failure: {report}");
+    assert!(report.contains("WARN dead letters: 1 open (unroutable 1); see `sluice dead-letters list`"), "{report}");
     env.sql("DROP TRIGGER sluice_capture_delete ON roles");
     let check = env.sluice(&["check"]);
     let report = String::from_utf8_lossy(&check.stdout);

@@ -4,30 +4,41 @@
 use std::fmt;
 
 mod logical;
+mod state;
 
 use crate::config::{qualify, Config, SourceMode};
 use crate::pg;
 use crate::publish::build_client;
 use crate::setup::table_shape;
 
-/// One finding.
+/// One finding. A warning does not fail the check: it works, but an operator should know.
 pub struct Finding {
     pub ok: bool,
+    pub warn: bool,
     pub text: String,
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", if self.ok { "ok  " } else { "FAIL" }, self.text)
+        let label = match (self.ok, self.warn) {
+            (false, _) => "FAIL",
+            (true, true) => "WARN",
+            (true, false) => "ok  ",
+        };
+        write!(f, "{label} {}", self.text)
     }
 }
 
 pub(crate) fn ok(text: impl Into<String>) -> Finding {
-    Finding { ok: true, text: text.into() }
+    Finding { ok: true, warn: false, text: text.into() }
+}
+
+pub(crate) fn warn(text: impl Into<String>) -> Finding {
+    Finding { ok: true, warn: true, text: text.into() }
 }
 
 pub(crate) fn fail(text: impl Into<String>) -> Finding {
-    Finding { ok: false, text: text.into() }
+    Finding { ok: false, warn: false, text: text.into() }
 }
 
 /// Runs every check; the config itself was validated when it was loaded.
@@ -62,6 +73,7 @@ async fn check_postgres(config: &Config) -> Vec<Finding> {
     for t in &config.tables {
         out.extend(check_table(&conn.client, t, logical).await);
     }
+    out.extend(state::check(&conn.client, config).await);
     out
 }
 
