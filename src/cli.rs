@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::config::{Config, SourceMode};
 use crate::telemetry::{init_logging, LogFormat};
 use crate::recover::{backfill, dead_letters, replay_dead, replay_log};
-use crate::{check, pg, run, setup, tail};
+use crate::{check, pg, run, setup, status, tail, teardown};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,6 +70,24 @@ pub enum Command {
     /// write its snapshot into the stream itself, so a concurrent update of a row always comes
     /// after that row's snapshot. `sluice run` publishes them. Resume with --after.
     Backfill(backfill::Args),
+    /// Where the source stands, read from PostgreSQL (works while the daemon is down)
+    ///
+    /// Position, lag, retained WAL (logical) or pending changes (trigger), open dead letters by
+    /// reason, and the last error the daemon stored; plus the daemon's phase and uptime if its
+    /// HTTP endpoint at [http] listen answers within a second. Exit 1 only when PostgreSQL
+    /// cannot be read.
+    Status {
+        /// Print one JSON object instead of aligned lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the replication slot, publication and capture triggers that setup made
+    ///
+    /// Without --yes it prints what it would drop and exits 1. It refuses while a daemon is
+    /// active (streaming the slot, or reading the change_log): stop `sluice run` first. The
+    /// sluice schema (dead letters, change_log history, checkpoints) is kept unless
+    /// --drop-schema is given too, so a later `sluice setup` resumes from it.
+    Teardown(teardown::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +137,8 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
         Command::Replay(Replay::DeadLetters(args)) => replay_dead::run(&config, args, interrupted()).await,
         Command::Replay(Replay::ChangeLog(args)) => replay_log::run(&config, args, interrupted()).await,
         Command::Backfill(args) => backfill::run(&config, args, interrupted()).await,
+        Command::Status { json } => status::run(&config, json).await,
+        Command::Teardown(args) => teardown::run(&config, args).await,
         Command::Tail { pattern } => {
             tail::tail(&config.redis, &pattern, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -43,6 +43,7 @@
 //! | [`run`] | the daemon loop |
 //! | [`recover`] | dead letters, replay and backfill: the operator's recovery commands |
 //! | [`setup`], [`check`], [`tail`] | the other commands |
+//! | [`status`], [`teardown`] | where the source stands (from PostgreSQL); removing what setup made |
 //! | [`pg`] | PostgreSQL connections |
 //! | [`error`] | sorting failures into transient and fatal |
 //! | [`health`] | the daemon's state, for the probes and `/status` |
@@ -66,6 +67,8 @@ pub mod route;
 pub mod run;
 pub mod setup;
 pub mod source;
+pub mod status;
 pub mod tail;
 pub mod telemetry;
+pub mod teardown;
 pub mod testkit;

@@ -175,11 +175,13 @@ pub fn quote_table(table: &str) -> String {
     format!("{}.{}", ident(schema), ident(name))
 }
 
-fn ident(s: &str) -> String {
+/// An SQL identifier, quoted.
+pub fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn literal(s: &str) -> String {
+/// An SQL string literal, quoted.
+pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
