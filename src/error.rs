@@ -50,7 +50,7 @@ impl From<tokio_postgres::Error> for RunError {
 /// Sorts a failure.
 pub fn classify(e: &RunError) -> Class {
     match e {
-        RunError::Pg(PgError::Timeout(_)) => Class::Transient,
+        RunError::Pg(PgError::Timeout(_) | PgError::Tls(_)) => Class::Transient,
         RunError::Pg(PgError::Postgres(e)) | RunError::ChangeLog(ChangeLogError::Postgres(e)) => classify_pg(e),
         RunError::ChangeLog(ChangeLogError::NotSetUp) => fatal("run `sluice setup` to create the SQL objects"),
         RunError::ChangeLog(ChangeLogError::Malformed { .. }) => {

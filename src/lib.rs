@@ -49,6 +49,7 @@
 //! | [`health`] | the daemon's state, for the probes and `/status` |
 //! | [`telemetry`] | logging and metric names |
 //! | [`testkit`] | throwaway servers for tests, the demo and benchmarks |
+//! | [`tls`] | TLS to PostgreSQL (libpq's `sslmode`) and Redis (`rediss://`), on rustls |
 
 pub mod check;
 pub mod checkpoint;
@@ -72,3 +73,4 @@ pub mod tail;
 pub mod telemetry;
 pub mod teardown;
 pub mod testkit;
+pub mod tls;

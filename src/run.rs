@@ -55,9 +55,9 @@ async fn save_fatal_error(config: &Config, e: &RunError) {
 
 /// Runs sessions, reconnecting with backoff after transient failures.
 async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
-    if !publisher.wait_connected(config.redis.command_timeout).await {
+    if let Err(e) = publisher.connect_within(config.redis.command_timeout).await {
         return Err(RunError::Other(format!(
-            "cannot reach Redis at {} within {:?}; check redis.url (or REDIS_URL) and that Redis runs",
+            "cannot reach Redis at {} within {:?}: {e}; check redis.url (or REDIS_URL) and that Redis runs",
             pg::redact(&config.redis.url),
             config.redis.command_timeout
         )));

@@ -6,11 +6,16 @@ use std::io::Write;
 use fred::prelude::*;
 
 use crate::config::RedisConfig;
-use crate::publish::build_client;
+use crate::publish::{build_client, Publisher};
 
 /// Prints messages until `stop` resolves.
 pub async fn tail(config: &RedisConfig, pattern: &str, stop: impl std::future::Future<Output = ()>) -> Result<(), String> {
-    let client = build_client(&config.url, config.command_timeout).map_err(|e| e.to_string())?;
+    // One connection the daemon's way first: a TLS or AUTH problem is then one clear line,
+    // where fred would only retry.
+    let probe = Publisher::new(config).map_err(|e| e.to_string())?;
+    probe.connect().await.map_err(|e| e.to_string())?;
+    probe.close().await;
+    let client = build_client(config).map_err(|e| e.to_string())?;
     client.update_perf_config(fred::types::config::PerformanceConfig { broadcast_channel_capacity: 1 << 14, ..client.perf_config() });
     client.connect();
     tokio::time::timeout(config.command_timeout, client.wait_for_connect())

@@ -3,12 +3,12 @@
 
 use std::fmt;
 
+mod encryption;
 mod logical;
 mod state;
 
 use crate::config::{qualify, Config, SourceMode};
 use crate::pg;
-use crate::publish::build_client;
 use crate::setup::table_shape;
 
 /// One finding. A warning does not fail the check: it works, but an operator should know.
@@ -45,7 +45,7 @@ pub(crate) fn fail(text: impl Into<String>) -> Finding {
 pub async fn check(config: &Config) -> Vec<Finding> {
     let mut out = vec![ok(format!("config: {} tables, {} apps, mode {}", config.tables.len(), config.apps.len(), config.source.mode.as_str()))];
     out.extend(check_postgres(config).await);
-    out.push(check_redis(config).await);
+    out.push(encryption::redis(&config.redis).await);
     out
 }
 
@@ -53,9 +53,10 @@ async fn check_postgres(config: &Config) -> Vec<Finding> {
     let url = pg::redact(&config.postgres.url);
     let conn = match pg::connect(&config.postgres.url, config.postgres.connect_timeout).await {
         Ok(c) => c,
+        Err(e @ pg::PgError::Tls(_)) => return vec![fail(format!("postgres {url}: {e}"))],
         Err(e) => return vec![fail(format!("postgres {url}: {e}; check postgres.url (or DATABASE_URL) and that the server runs"))],
     };
-    let mut out = vec![ok(format!("postgres {url}: connected"))];
+    let mut out = vec![ok(format!("postgres {url}: connected")), encryption::postgres(&conn.client, &config.postgres.url).await];
     let version: i32 = match conn.client.query_one("SELECT current_setting('server_version_num')::int", &[]).await {
         Ok(r) => r.get(0),
         Err(e) => return vec![fail(format!("postgres: {}", pg::describe(&e)))],
@@ -133,25 +134,4 @@ async fn check_table(client: &tokio_postgres::Client, t: &crate::config::TableCo
         out.push(ok(format!("table {table}: columns, primary key and capture triggers present")));
     }
     out
-}
-
-async fn check_redis(config: &Config) -> Finding {
-    use fred::prelude::*;
-    let url = pg::redact(&config.redis.url);
-    let client = match build_client(&config.redis.url, config.redis.command_timeout) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("redis {url}: {e}")),
-    };
-    client.connect();
-    let answer = tokio::time::timeout(config.redis.command_timeout, async {
-        client.wait_for_connect().await?;
-        client.ping::<String>(None).await
-    })
-    .await;
-    let _ = client.quit().await;
-    match answer {
-        Ok(Ok(_)) => ok(format!("redis {url}: PING answered")),
-        Ok(Err(e)) => fail(format!("redis {url}: {e}; check redis.url (or REDIS_URL)")),
-        Err(_) => fail(format!("redis {url}: no answer within {:?}; check redis.url (or REDIS_URL) and that Redis runs", config.redis.command_timeout)),
-    }
 }

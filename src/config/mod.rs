@@ -96,6 +96,10 @@ pub struct RedisConfig {
     /// A command (or a pipeline) that gets no answer within this time counts as Redis down.
     #[serde(default = "default_command_timeout", with = "duration")]
     pub command_timeout: Duration,
+    /// `rediss://`: the PEM file of CAs the server's certificate must chain to; without it,
+    /// the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

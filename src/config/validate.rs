@@ -63,6 +63,7 @@ impl Config {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         self.source_problems(&mut out);
+        self.tls_problems(&mut out);
         self.app_problems(&mut out);
         for (i, t) in self.tables.iter().enumerate() {
             self.table_problems(i, t, &mut out);
@@ -93,6 +94,20 @@ impl Config {
         if self.tables.is_empty() {
             out.push(("[postgres]".into(), "no [[tables]] configured: name at least one table to capture".into()));
         }
+    }
+
+    /// TLS settings of both servers: a bad `sslmode`, a CA file that cannot be read.
+    fn tls_problems(&self, out: &mut Vec<(String, String)>) {
+        let ca = |path: &Path, key: &'static str| crate::tls::read_ca(path, key).err().map(|e| e.to_string());
+        match crate::tls::postgres::split(&self.postgres.url) {
+            Err(e) => out.push(("sslmode".into(), e.to_string())),
+            Ok((_, tls)) => out.extend(tls.root_cert.and_then(|p| ca(&p, "postgres.url sslrootcert")).map(|e| ("sslrootcert".into(), e))),
+        }
+        let Some(path) = &self.redis.ca_file else { return };
+        if !self.redis.url.starts_with("rediss://") {
+            out.push(("ca_file".into(), "redis.ca_file is set but redis.url is not rediss://: use rediss:// for TLS, or remove ca_file".into()));
+        }
+        out.extend(ca(path, "redis.ca_file").map(|e| ("ca_file".into(), e)));
     }
 
     fn app_problems(&self, out: &mut Vec<(String, String)>) {

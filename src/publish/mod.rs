@@ -9,8 +9,12 @@
 //!
 //! Why not fred for this path: fred 10 flushes the socket after every command of a pipeline
 //! (its router sees no queued command behind each one), which measured one `writev` and one
-//! wake-up per event, 200,004 of them for 200,000 events. fred still serves `tail`, `check`
-//! and the URL parsing.
+//! wake-up per event, 200,004 of them for 200,000 events. fred still serves `tail` and the
+//! URL parsing.
+//!
+//! `rediss://` is TLS on rustls for both (see [`crate::tls`]): the certificate must chain to
+//! `redis.ca_file`, or to the system's trust store without one, and name the URL's host.
+//! There is no switch to skip that check: a self-signed server is trusted by naming its CA.
 
 mod resp;
 
@@ -18,13 +22,16 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fred::prelude::*;
-use fred::types::config::{Config as FredConfig, ReconnectPolicy, ServerConfig};
+use fred::types::config::{Config as FredConfig, ReconnectPolicy, ServerConfig, TlsConnector};
+use rustls::ClientConfig;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::config::RedisConfig;
 use crate::route::Event;
+use crate::tls::{self, Stream, Verify};
 use resp::Reply;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,8 @@ struct Target {
     username: Option<String>,
     password: Option<String>,
     database: Option<u8>,
+    /// `rediss://`: the TLS settings.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 /// The Redis side of the daemon.
@@ -62,7 +71,7 @@ pub struct Publisher {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     read: BytesMut,
     write: Vec<u8>,
 }
@@ -71,32 +80,42 @@ impl Publisher {
     /// Parses the URL; connects lazily, so the daemon can start (and hold changes) while Redis
     /// is down.
     pub fn new(config: &RedisConfig) -> Result<Publisher, PublishError> {
-        let parsed = FredConfig::from_url(&config.url).map_err(|e| PublishError::BadUrl(e.to_string()))?;
+        let (parsed, tls) = parse_url(config)?;
         let ServerConfig::Centralized { server } = &parsed.server else {
             return Err(PublishError::BadUrl("only a single Redis server (redis://host:port) is supported".into()));
         };
-        if config.url.starts_with("rediss:") {
-            return Err(PublishError::BadUrl("rediss:// (TLS) is not supported by this version yet".into()));
-        }
         let target = Target {
             host: server.host.to_string(),
             port: server.port,
             username: parsed.username.clone(),
             password: parsed.password.clone(),
             database: parsed.database,
+            tls,
         };
         Ok(Publisher { target, timeout: config.command_timeout, conn: Mutex::new(None) })
     }
 
+    /// Connects now (TLS, AUTH, SELECT, PING), reporting why not: for `check` and `tail`.
+    pub async fn connect(&self) -> Result<(), PublishError> {
+        self.connection().await.map(drop)
+    }
+
     /// Tries to connect for up to `timeout`; `false` if Redis is still unreachable.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        self.connect_within(timeout).await.is_ok()
+    }
+
+    /// Tries to connect for up to `timeout`; the last failure if Redis is still unreachable
+    /// (a TLS certificate problem, say).
+    pub async fn connect_within(&self, timeout: Duration) -> Result<(), PublishError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.connection().await.is_ok() {
-                return true;
-            }
+            let failure = match self.connection().await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
             if tokio::time::Instant::now() + Duration::from_millis(100) > deadline {
-                return false;
+                return Err(failure);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -140,9 +159,16 @@ impl Publisher {
 
 impl Conn {
     async fn open(t: &Target) -> Result<Conn, PublishError> {
-        let unavailable = |e: std::io::Error| PublishError::Unavailable(format!("{}:{}: {e}", t.host, t.port));
-        let stream = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(unavailable)?;
-        stream.set_nodelay(true).map_err(unavailable)?;
+        let unavailable = |e: std::io::Error| {
+            let why = tls::explain(&e, tls::Server::Redis).unwrap_or_else(|| e.to_string());
+            PublishError::Unavailable(format!("{}:{}: {why}", t.host, t.port))
+        };
+        let tcp = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(unavailable)?;
+        tcp.set_nodelay(true).map_err(unavailable)?;
+        let stream: Stream = match &t.tls {
+            Some(config) => tls::handshake(config.clone(), &t.host, tcp).await.map_err(unavailable)?,
+            None => Box::new(tcp),
+        };
         let mut conn = Conn { stream, read: BytesMut::with_capacity(16 * 1024), write: Vec::with_capacity(64 * 1024) };
         let mut setup: Vec<Vec<&[u8]>> = Vec::new();
         match (&t.username, &t.password) {
@@ -219,9 +245,23 @@ fn delivery(published: Reply, deleted: Option<Reply>) -> Delivery {
     }
 }
 
+/// fred's view of `redis.url`, and the TLS settings for `rediss://`. fred is handed a plain
+/// `redis://` URL and our TLS settings, so it never builds a client config of its own.
+fn parse_url(config: &RedisConfig) -> Result<(FredConfig, Option<Arc<ClientConfig>>), PublishError> {
+    let plain = config.url.strip_prefix("rediss://").map(|rest| format!("redis://{rest}"));
+    let parsed = FredConfig::from_url(plain.as_deref().unwrap_or(&config.url)).map_err(|e| PublishError::BadUrl(e.to_string()))?;
+    let tls = match plain {
+        Some(_) => Some(tls::client_config(Verify::Full, config.ca_file.as_deref(), "redis.ca_file").map_err(|e| PublishError::BadUrl(e.to_string()))?),
+        None => None,
+    };
+    Ok((parsed, tls))
+}
+
 /// A client that reconnects forever with capped exponential backoff and times commands out.
-pub fn build_client(url: &str, command_timeout: Duration) -> Result<Client, PublishError> {
-    let mut config = FredConfig::from_url(url).map_err(|e| PublishError::BadUrl(e.to_string()))?;
+pub fn build_client(redis: &RedisConfig) -> Result<Client, PublishError> {
+    let command_timeout = redis.command_timeout;
+    let (mut config, tls) = parse_url(redis)?;
+    config.tls = tls.map(|c| TlsConnector::Rustls(c.into()).into());
     config.fail_fast = false;
     Builder::from_config(config)
         .with_performance_config(|p| p.default_command_timeout = command_timeout)

@@ -36,9 +36,9 @@ pub async fn connect(config: &Config) -> Result<pg::Conn, String> {
 /// A publisher for a re-publishing command, connected; or one sentence saying why not.
 pub async fn publisher(config: &Config) -> Result<crate::publish::Publisher, String> {
     let publisher = crate::publish::Publisher::new(&config.redis).map_err(|e| format!("redis.url: {e}"))?;
-    if !publisher.wait_connected(std::time::Duration::from_secs(5)).await {
+    if let Err(e) = publisher.connect_within(std::time::Duration::from_secs(5)).await {
         return Err(format!(
-            "cannot reach Redis at {}; check redis.url (or REDIS_URL) and that Redis is running",
+            "cannot reach Redis at {}: {e}; check redis.url (or REDIS_URL) and that Redis is running",
             pg::redact(&config.redis.url)
         ));
     }

@@ -1,6 +1,9 @@
 //! The replication connection: startup with `replication=database`, authentication (trust,
 //! password, MD5, SCRAM-SHA-256), simple queries, `START_REPLICATION`, then CopyBoth frames.
-//! It adds what a bare protocol client lacks: a connect timeout and TCP keepalive.
+//! It adds what a bare protocol client lacks: a connect timeout, TCP keepalive, and TLS as
+//! `postgres.url`'s libpq `sslmode` asks (the same settings as the SQL connections, see
+//! [`crate::tls::postgres`]); after the handshake the stream is boxed, so the protocol code
+//! is the same for plain and TLS.
 
 use std::time::Duration;
 
@@ -11,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::wire::{self, Backend, Frame, StandbyStatus};
+use crate::tls::postgres::{negotiate, PgTls};
+use crate::tls::Stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -29,7 +34,7 @@ pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,MDY -c TimeZone=UTC -c Inter
 
 /// A connection in replication mode.
 pub struct ReplicationConn {
-    stream: TcpStream,
+    stream: Stream,
     read: BytesMut,
     write: BytesMut,
 }
@@ -37,18 +42,22 @@ pub struct ReplicationConn {
 impl ReplicationConn {
     /// Connects and authenticates within `timeout`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<ReplicationConn, ReplicationError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| ReplicationError::Connect(format!("bad postgres.url: {e}")))?;
-        tokio::time::timeout(timeout, Self::connect_inner(&config))
+        let (config, tls) = crate::tls::postgres::config(url).map_err(ReplicationError::Connect)?;
+        tokio::time::timeout(timeout, Self::connect_inner(&config, &tls))
             .await
             .map_err(|_| ReplicationError::Connect(format!("no answer within {timeout:?}")))?
     }
 
-    async fn connect_inner(config: &tokio_postgres::Config) -> Result<ReplicationConn, ReplicationError> {
-        let (host, port) = target(config)?;
-        let stream = TcpStream::connect((host.as_str(), port)).await.map_err(|e| ReplicationError::Connect(format!("{host}:{port}: {e}")))?;
-        stream.set_nodelay(true)?;
+    async fn connect_inner(config: &tokio_postgres::Config, tls: &PgTls) -> Result<ReplicationConn, ReplicationError> {
+        let (host, addr, port) = target(config)?;
+        let tcp = TcpStream::connect((addr.as_str(), port)).await.map_err(|e| ReplicationError::Connect(format!("{addr}:{port}: {e}")))?;
+        tcp.set_nodelay(true)?;
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(10)).with_interval(Duration::from_secs(5));
-        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+        let stream = negotiate(tcp, tls, &host).await.map_err(|e| {
+            let text = crate::tls::explain(&e, crate::tls::Server::Postgres).unwrap_or_else(|| e.to_string());
+            ReplicationError::Connect(text)
+        })?;
         let mut conn = ReplicationConn { stream, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
         let user = config.get_user().unwrap_or("postgres").to_string();
         let database = config.get_dbname().unwrap_or(&user).to_string();
@@ -181,13 +190,15 @@ fn proto(what: &str) -> ReplicationError {
     ReplicationError::Protocol(what.to_string())
 }
 
-fn target(config: &tokio_postgres::Config) -> Result<(String, u16), ReplicationError> {
+/// The host name (for TLS), the address to connect to (`hostaddr` when given) and the port.
+fn target(config: &tokio_postgres::Config) -> Result<(String, String, u16), ReplicationError> {
+    let addr = config.get_hostaddrs().first().map(|a| a.to_string());
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        None => "localhost".to_string(),
+        None => addr.clone().unwrap_or_else(|| "localhost".to_string()),
         Some(_) => return Err(ReplicationError::Connect("unix sockets are not supported; give a TCP host".into())),
     };
-    Ok((host, config.get_ports().first().copied().unwrap_or(5432)))
+    Ok((host.clone(), addr.unwrap_or(host), config.get_ports().first().copied().unwrap_or(5432)))
 }
 
 fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {

@@ -1,0 +1,63 @@
+//! `check`: whether each server connection is encrypted and how much of the certificate was
+//! verified, because "it connects" says nothing about who answered. Redis is checked through
+//! the daemon's own publisher connection, so the check sees exactly what `run` will see.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use super::{fail, ok, Finding};
+use crate::config::RedisConfig;
+use crate::pg;
+use crate::publish::Publisher;
+use crate::tls::postgres::{split, SslMode};
+use crate::tls::Verify;
+
+/// What PostgreSQL says about this session's TLS, next to what `sslmode` asked for.
+pub async fn postgres(client: &Client, url: &str) -> Finding {
+    let Ok((_, tls)) = split(url) else { return fail("postgres.url: bad TLS settings") };
+    let sql = "SELECT ssl, coalesce(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let (ssl, version): (bool, String) = match client.query_one(sql, &[]).await {
+        Ok(r) => (r.get(0), r.get(1)),
+        Err(e) => return fail(format!("postgres TLS state: {}", pg::describe(&e))),
+    };
+    let mode = tls.mode.as_str();
+    if !ssl {
+        let why = if tls.mode == SslMode::Disable { "sslmode=disable" } else { "sslmode=prefer, and the server offers no TLS" };
+        return ok(format!("postgres: plain, not encrypted ({why})"));
+    }
+    let verified = match tls.verify() {
+        Verify::Full => "certificate and host name verified",
+        Verify::Chain => "certificate chain verified, host name not checked",
+        Verify::Nothing => "certificate not verified; sslmode=verify-full with sslrootcert also proves who answers",
+    };
+    ok(format!("postgres: TLS {version} (sslmode={mode}: {verified})"))
+}
+
+/// Connects the way the daemon does (TLS, AUTH, SELECT, PING) and says how.
+pub async fn redis(config: &RedisConfig) -> Finding {
+    let url = pg::redact(&config.url);
+    let publisher = match Publisher::new(config) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("redis {url}: {e}")),
+    };
+    let limit = config.command_timeout + Duration::from_millis(100);
+    let answer = tokio::time::timeout(limit, publisher.connect()).await;
+    publisher.close().await;
+    match answer {
+        Ok(Ok(())) => ok(format!("redis {url}: PING answered, {}", redis_transport(config))),
+        Ok(Err(e)) if e.to_string().contains("TLS ") => fail(format!("redis {url}: {e}")),
+        Ok(Err(e)) => fail(format!("redis {url}: {e}; check redis.url (or REDIS_URL) and that Redis runs")),
+        Err(_) => fail(format!("redis {url}: no answer within {:?}; check redis.url (or REDIS_URL) and that Redis runs", config.command_timeout)),
+    }
+}
+
+fn redis_transport(config: &RedisConfig) -> String {
+    if !config.url.starts_with("rediss://") {
+        return "plain, not encrypted (rediss:// would use TLS)".into();
+    }
+    match &config.ca_file {
+        Some(path) => format!("TLS (certificate and host name verified against redis.ca_file {})", path.display()),
+        None => "TLS (certificate and host name verified against the system's trust store)".into(),
+    }
+}

@@ -1,0 +1,256 @@
+//! TLS for both PostgreSQL connections: the SQL one (tokio-postgres, through [`MakeRustls`])
+//! and the replication one (our own protocol code, through [`negotiate`]). Both take their
+//! settings from the same libpq parameters in `postgres.url`, so they can never disagree.
+//!
+//! | `sslmode` | encrypted | certificate checked |
+//! |---|---|---|
+//! | `disable` | no | — |
+//! | `prefer` (default, as in libpq) | when the server offers TLS, else plain | no |
+//! | `require` | yes, or the connection fails | no (the chain, when `sslrootcert` is given, as libpq does) |
+//! | `verify-ca` | yes | chain up to the CA |
+//! | `verify-full` | yes | chain and host name |
+//!
+//! The CA comes from `sslrootcert=/path/ca.pem`; without it (or with `sslrootcert=system`)
+//! the system's trust store is used. libpq would read `~/.postgresql/root.crt` instead; a
+//! daemon's home is no place for trust decisions, so Sluice wants the path spelled out.
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+
+use super::{client_config, pg_url, Stream, TlsError, Verify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgTlsError {
+    #[error("postgres.url: sslmode={0:?} is not supported; use disable, prefer, require, verify-ca or verify-full")]
+    BadMode(String),
+    #[error("postgres.url: sslrootcert=system needs sslmode=verify-full, as in libpq")]
+    SystemNeedsVerifyFull,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("PostgreSQL does not accept TLS connections, but postgres.url asks for sslmode={0}: turn ssl on in postgresql.conf, or lower sslmode")]
+    Refused(&'static str),
+}
+
+/// libpq's `sslmode` values (`allow` aside: trying plain first is never what one wants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<SslMode, PgTlsError> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => return Err(PgTlsError::BadMode(other.to_string())),
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// The TLS half of `postgres.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgTls {
+    pub mode: SslMode,
+    /// `sslrootcert`; `None` means the system's trust store.
+    pub root_cert: Option<PathBuf>,
+}
+
+impl PgTls {
+    /// How much of the certificate is checked: `require` with a CA file checks the chain, as
+    /// libpq does.
+    pub fn verify(&self) -> Verify {
+        match self.mode {
+            SslMode::VerifyFull => Verify::Full,
+            SslMode::VerifyCa => Verify::Chain,
+            SslMode::Require if self.root_cert.is_some() => Verify::Chain,
+            _ => Verify::Nothing,
+        }
+    }
+
+    /// The rustls settings; `None` for `sslmode=disable`. Reads the CA file, so a rotated one
+    /// is picked up at the next connect.
+    pub fn client_config(&self) -> Result<Option<Arc<ClientConfig>>, PgTlsError> {
+        if self.mode == SslMode::Disable {
+            return Ok(None);
+        }
+        let root_cert = if self.verify() == Verify::Nothing { None } else { self.root_cert.as_deref() };
+        Ok(Some(client_config(self.verify(), root_cert, "postgres.url sslrootcert")?))
+    }
+}
+
+/// Splits `postgres.url` into what tokio-postgres parses and the TLS settings.
+pub fn split(url: &str) -> Result<(String, PgTls), PgTlsError> {
+    let (rest, params) = pg_url::take_params(url);
+    let mut tls = PgTls { mode: SslMode::Prefer, root_cert: None };
+    let mut system = false;
+    for (key, value) in params {
+        match key.as_str() {
+            "sslmode" => tls.mode = SslMode::parse(&value)?,
+            _ if value == "system" => system = true,
+            _ => tls.root_cert = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
+        }
+    }
+    if system {
+        tls.root_cert = None;
+        if tls.mode != SslMode::VerifyFull {
+            return Err(PgTlsError::SystemNeedsVerifyFull);
+        }
+    }
+    Ok((rest, tls))
+}
+
+/// Parses `postgres.url` for tokio-postgres, with the TLS negotiation its `sslmode` implies.
+pub fn config(url: &str) -> Result<(tokio_postgres::Config, PgTls), String> {
+    let (rest, tls) = split(url).map_err(|e| e.to_string())?;
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("bad postgres.url: {e}"))?;
+    config.ssl_mode(match tls.mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    Ok((config, tls))
+}
+
+/// The replication connection's TLS: SSLRequest, then the handshake when the server says
+/// `S`; a server that says `N` gets a plain connection unless `sslmode` insists.
+pub async fn negotiate(tcp: TcpStream, tls: &PgTls, host: &str) -> Result<Stream, io::Error> {
+    let Some(config) = tls.client_config().map_err(io::Error::other)? else { return Ok(Box::new(tcp)) };
+    let mut tcp = tcp;
+    let mut request = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::ssl_request(&mut request);
+    tcp.write_all(&request).await?;
+    match tcp.read_u8().await? {
+        b'S' => super::handshake(config, host, tcp).await,
+        _ if tls.mode >= SslMode::Require => Err(io::Error::other(PgTlsError::Refused(tls.mode.as_str()))),
+        _ => Ok(Box::new(tcp)),
+    }
+}
+
+/// tokio-postgres's TLS hook on rustls.
+#[derive(Clone)]
+pub struct MakeRustls(Option<Arc<ClientConfig>>);
+
+impl MakeRustls {
+    pub fn new(tls: &PgTls) -> Result<MakeRustls, PgTlsError> {
+        tls.client_config().map(MakeRustls)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MakeTlsConnect<S> for MakeRustls {
+    type Stream = RustlsStream<S>;
+    type TlsConnect = RustlsConnect;
+    type Error = io::Error;
+
+    /// `domain` is empty for a Unix socket, where PostgreSQL never offers TLS: the name is
+    /// only needed (and checked) once a handshake really starts.
+    fn make_tls_connect(&mut self, domain: &str) -> io::Result<RustlsConnect> {
+        Ok(RustlsConnect { config: self.0.clone(), name: ServerName::try_from(domain.to_string()).ok() })
+    }
+}
+
+pub struct RustlsConnect {
+    config: Option<Arc<ClientConfig>>,
+    name: Option<ServerName<'static>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsConnect<S> for RustlsConnect {
+    type Stream = RustlsStream<S>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<RustlsStream<S>>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let config = self.config.ok_or_else(|| io::Error::other("TLS is disabled (sslmode=disable)"))?;
+            let name = self.name.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the host is not a valid TLS server name"))?;
+            let stream = tokio_rustls::TlsConnector::from(config).connect(name, stream).await?;
+            Ok(RustlsStream(Box::new(stream)))
+        })
+    }
+}
+
+/// A TLS stream for tokio-postgres. No channel binding: SCRAM-SHA-256 works over it, the
+/// `-PLUS` variant (which servers do not require unless told) is not offered.
+pub struct RustlsStream<S>(Box<tokio_rustls::client::TlsStream<S>>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_and_sslrootcert_become_tls_settings() {
+        let (rest, tls) = split("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(rest, "postgres://u@h/db");
+        assert_eq!(tls, PgTls { mode: SslMode::VerifyFull, root_cert: Some("/ca.pem".into()) });
+        assert_eq!(tls.verify(), Verify::Full);
+        let (_, tls) = split("postgres://u@h/db").unwrap();
+        assert_eq!((tls.mode, tls.verify()), (SslMode::Prefer, Verify::Nothing));
+        let (_, tls) = split("postgres://u@h/db?sslmode=require&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(tls.verify(), Verify::Chain, "libpq checks the chain when require has a CA");
+        assert_eq!(split("postgres://h/db?sslmode=verify-ca").unwrap().1.verify(), Verify::Chain);
+        let (_, tls) = split("postgres://h/db?sslmode=verify-full&sslrootcert=system").unwrap();
+        assert_eq!(tls.root_cert, None);
+    }
+
+    #[test]
+    fn bad_settings_are_one_line_errors() {
+        let e = split("postgres://h/db?sslmode=allow").unwrap_err().to_string();
+        assert!(e.contains("sslmode=\"allow\"") && e.contains("verify-full"), "{e}");
+        assert!(split("postgres://h/db?sslmode=require&sslrootcert=system").is_err());
+        let (config, _) = config("postgres://u@h:7/db?sslmode=verify-ca&application_name=a").unwrap();
+        assert_eq!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert_eq!(config.get_application_name(), Some("a"));
+    }
+}
