@@ -113,5 +113,5 @@ pub(super) fn run(cmd: &mut Command, what: &str) -> io::Result<Output> {
 mod postgres;
 mod redis;
 
-pub use postgres::Postgres;
+pub use postgres::{PgOptions, Postgres};
 pub use redis::Redis;

@@ -71,6 +71,16 @@ fn pg_server_cmd(name: &str, cwd: &Path) -> Command {
     cmd
 }
 
+/// Extra server configuration for [`Postgres::start_with`]: `settings` are appended to
+/// postgresql.conf (so they survive restarts), `files` are written into the data directory,
+/// owned by the server's user with mode 0600 (what PostgreSQL demands of `ssl_key_file`), so a
+/// setting can name them by relative path, e.g. `ssl_cert_file = 'server.crt'`.
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    pub settings: Vec<(String, String)>,
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
 /// A throwaway PostgreSQL cluster with `wal_level=logical` on a free port.
 pub struct Postgres {
     dir: TempDir,
@@ -82,6 +92,11 @@ impl Postgres {
     /// initdb into a fresh temp dir with wal_level=logical, start on a free
     /// 127.0.0.1 port, wait until it accepts connections.
     pub fn start() -> io::Result<Postgres> {
+        Postgres::start_with(&PgOptions::default())
+    }
+
+    /// As [`Postgres::start`], with extra settings and files (TLS, say).
+    pub fn start_with(options: &PgOptions) -> io::Result<Postgres> {
         let dir = TempDir::new("pg")?;
         let data = dir.0.join("data");
         if is_root() {
@@ -94,6 +109,7 @@ impl Postgres {
         initdb.arg("-D").arg(&data);
         initdb.args("-U postgres -A trust -E UTF8 --no-locale --no-sync".split(' '));
         run(&mut initdb, "initdb")?;
+        write_options(&data, options)?;
         let mut pg = Postgres { dir, data, port: 0 };
         on_free_port(&mut pg, |pg, port| {
             pg.port = port;
@@ -191,6 +207,26 @@ impl Postgres {
             err(format!("{e}\n--- postgres log tail ---\n{tail}"))
         })
     }
+}
+
+/// Writes `options` into a fresh data directory.
+fn write_options(data: &Path, options: &PgOptions) -> io::Result<()> {
+    use std::fmt::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    for (name, bytes) in &options.files {
+        let path = data.join(name);
+        std::fs::write(&path, bytes)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        if is_root() {
+            run(Command::new("chown").arg("postgres").arg(&path), "chown a server file")?;
+        }
+    }
+    let mut conf = String::from("\n");
+    for (key, value) in &options.settings {
+        let _ = writeln!(conf, "{key} = '{}'", value.replace('\'', "''"));
+    }
+    let mut file = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?;
+    io::Write::write_all(&mut file, conf.as_bytes())
 }
 
 impl Drop for Postgres {

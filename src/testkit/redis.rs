@@ -12,6 +12,8 @@ pub struct Redis {
     dir: TempDir,
     child: Option<Child>,
     port: u16,
+    /// [`Redis::start_tls`]: the TLS port, beside the plain one the harness uses.
+    tls_port: Option<u16>,
 }
 
 impl Redis {
@@ -23,12 +25,39 @@ impl Redis {
             dir,
             child: None,
             port: 0,
+            tls_port: None,
         };
         on_free_port(&mut redis, |redis, port| {
             redis.port = port;
             redis.spawn()
         })?;
         Ok(redis)
+    }
+
+    /// As [`Redis::start`], plus a TLS port serving this certificate and key (PEM); clients
+    /// need no certificate of their own. The plain port stays, for the harness's own
+    /// connections: a `rediss://` client cannot fall back to it.
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> io::Result<Redis> {
+        let dir = TempDir::new("redis")?;
+        std::fs::write(dir.0.join("tls.crt"), cert_pem)?;
+        std::fs::write(dir.0.join("tls.key"), key_pem)?;
+        let mut redis = Redis { dir, child: None, port: 0, tls_port: None };
+        on_free_port(&mut redis, |redis, port| {
+            redis.port = port;
+            redis.tls_port = Some(free_port());
+            redis.spawn()
+        })?;
+        Ok(redis)
+    }
+
+    /// The TLS port of a [`Redis::start_tls`] server.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// "rediss://127.0.0.1:TLS_PORT" (a [`Redis::start_tls`] server).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("rediss://127.0.0.1:{p}"))
     }
 
     pub fn port(&self) -> u16 {
@@ -62,7 +91,12 @@ impl Redis {
 
     fn spawn(&mut self) -> io::Result<()> {
         let port = self.port.to_string();
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(tls_port) = self.tls_port {
+            cmd.arg("--tls-port").arg(tls_port.to_string());
+            cmd.args("--tls-cert-file tls.crt --tls-key-file tls.key --tls-auth-clients no".split(' '));
+        }
+        let child = cmd
             .args(["--save", ""])
             .args("--appendonly no --bind 127.0.0.1 --port".split(' '))
             .arg(&port)

@@ -71,9 +71,21 @@ impl Env {
         if !sql.is_empty() {
             pg.psql(DB, sql).unwrap();
         }
+        let (pg_url, redis_url) = (pg.url_for(DB), redis.url());
+        Env::start_on(pg, redis, |_| config_text(&pg_url, &redis_url, extra))
+    }
+
+    /// The seed schema and `sluice setup` on servers the test started (TLS ones, say), with
+    /// the config `config(temp dir)` writes.
+    pub fn start_on(pg: Postgres, redis: Redis, config: impl FnOnce(&str) -> String) -> Env {
+        if pg.psql("postgres", &format!("SELECT 1 FROM pg_database WHERE datname = '{DB}'")).unwrap().trim().is_empty() {
+            pg.psql("postgres", &format!("CREATE DATABASE {DB}")).unwrap();
+            pg.psql(DB, SEED).unwrap();
+        }
         let dir = tempfile::tempdir().unwrap();
+        let text = config(dir.path().to_str().unwrap());
         let config = dir.path().join("sluice.toml");
-        std::fs::write(&config, config_text(&pg.url_for(DB), &redis.url(), extra)).unwrap();
+        std::fs::write(&config, text).unwrap();
         let env = Env { pg, redis, dir, config };
         let out = env.sluice(&["setup"]);
         assert!(out.status.success(), "setup failed: {}", String::from_utf8_lossy(&out.stderr));
