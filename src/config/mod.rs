@@ -4,6 +4,7 @@
 //! Unknown keys are errors that name the key and the line; durations are humantime strings;
 //! `DATABASE_URL` and `REDIS_URL` override `postgres.url` and `redis.url`.
 
+mod bytesize;
 mod duration;
 mod validate;
 
@@ -86,6 +87,9 @@ pub struct SourceConfig {
     /// moving and a silent connection is noticed (after twice this interval).
     #[serde(default = "default_status_interval", with = "duration")]
     pub heartbeat_interval: Duration,
+    /// logical: readiness fails while the slot retains more WAL than this many bytes (0: never).
+    #[serde(default = "default_max_retained_wal", deserialize_with = "bytesize::deserialize")]
+    pub max_retained_wal: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +109,7 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// `host:port` for /metrics, /healthz, /readyz and /status; `""` serves no HTTP.
     #[serde(default = "default_listen")]
     pub listen: String,
 }
@@ -241,6 +246,9 @@ fn default_retention() -> Duration {
 }
 fn default_status_interval() -> Duration {
     Duration::from_secs(10)
+}
+fn default_max_retained_wal() -> u64 {
+    8 << 30
 }
 fn default_redis_url() -> String {
     "redis://127.0.0.1:6379".into()

@@ -33,6 +33,8 @@ fn the_example_config_parses_and_validates() {
     assert_eq!(config.source.mode, SourceMode::Trigger);
     assert_eq!(config.source.poll_interval, Duration::from_millis(250));
     assert_eq!(config.source.retention, Duration::from_secs(7 * 86400));
+    assert_eq!(config.source.max_retained_wal, 8 << 30);
+    assert_eq!(config.http.listen, "127.0.0.1:9750");
     assert_eq!(config.tables.len(), 3);
     assert_eq!(config.tables[1].app, AppRule::AnyOf("permissions".into()));
     assert_eq!(config.tables[2].app, AppRule::Fixed(vec!["crm".into(), "hrms".into()]));
@@ -108,4 +110,14 @@ fn keep_history_is_a_logical_mode_key() {
     assert!(parse(&trigger).unwrap_err().to_string().contains("keep_history is for logical mode"));
     let logical = MINIMAL.replace("mode = \"trigger\"", "mode = \"logical\"\nkeep_history = true");
     assert!(parse(&logical).unwrap().source.keep_history);
+}
+
+#[test]
+fn max_retained_wal_is_a_byte_size_defaulting_to_8_gib() {
+    assert_eq!(parse(MINIMAL).unwrap().source.max_retained_wal, 8 << 30);
+    let set = |v: &str| MINIMAL.replace("mode = \"trigger\"", &format!("mode = \"trigger\"\nmax_retained_wal = {v}"));
+    assert_eq!(parse(&set("\"512MB\"")).unwrap().source.max_retained_wal, 512_000_000);
+    assert_eq!(parse(&set("0")).unwrap().source.max_retained_wal, 0);
+    let e = Config::parse(&set("\"8 GX\""), Path::new("sluice.toml")).unwrap_err().to_string();
+    assert!(e.starts_with("sluice.toml:6: ") && e.contains("invalid byte size \"8 GX\""), "{e}");
 }
