@@ -118,6 +118,8 @@ url = "{redis}"
 mode = "logical"
 batch_size = 1000
 status_interval = "100ms"
+[http]
+listen = "127.0.0.1:0"
 [apps]
 crm = {{ prefixes = ["crm.", "user-management", "role-management"] }}
 hrms = {{ prefixes = ["hrms."] }}

@@ -22,7 +22,8 @@ fn config(pg_port: u16, redis_port: u16, extra: &str) -> String {
         "[postgres]\nurl = \"postgres://postgres:secret@127.0.0.1:{pg_port}/app\"\nconnect_timeout = \"2s\"\n\
          [redis]\nurl = \"redis://127.0.0.1:{redis_port}\"\ncommand_timeout = \"1s\"\n\
          [source]\nmode = \"trigger\"\n{extra}\n[apps]\ncrm = {{ prefixes = [\"crm.\"] }}\n\
-         [[tables]]\ntable = \"t\"\ntype = \"things\"\ntenant = \"tenant_id\"\napp = {{ operation_code = \"code\" }}\n"
+         [[tables]]\ntable = \"t\"\ntype = \"things\"\ntenant = \"tenant_id\"\napp = {{ operation_code = \"code\" }}\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n"
     )
 }
 

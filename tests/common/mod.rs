@@ -15,9 +15,11 @@ pub const DB: &str = "app";
 pub const SEED: &str = include_str!("../fixtures/seed.sql");
 
 /// The config the tests run with; `{pg}` and `{redis}` are filled in, `extra` lands in
-/// `[source]` and may set other sections after it.
+/// `[source]` and may set other sections after it. Unless `extra` has an `[http]` section, the
+/// daemon's HTTP endpoints listen on a port the system picks, never on the default 9750.
 pub fn config_text(pg: &str, redis: &str, extra: &str) -> String {
     let mode = if extra.contains("mode = ") { "" } else { "mode = \"trigger\"\n" };
+    let http = if extra.contains("[http]") { "" } else { "[http]\nlisten = \"127.0.0.1:0\"\n" };
     format!(
         r#"[postgres]
 url = "{pg}"
@@ -45,7 +47,7 @@ table = "public.users"
 type = "users"
 tenant = "tenant_id"
 app = {{ fixed = ["crm", "hrms"] }}
-"#
+{http}"#
     )
 }
 
@@ -189,8 +191,18 @@ impl Daemon {
 
     /// SIGTERM, then the exit status (waits up to 30 s).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.send_term();
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// SIGTERM, without waiting.
+    pub fn send_term(&self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+    }
+
+    /// The exit status, once it exits within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
