@@ -40,6 +40,7 @@ pub async fn deliver(
 ) -> Option<Delivered> {
     let (events, dead) = route_all(router, changes);
     let done = publish_routed(publisher, &events, dead, policy, shutdown).await?;
+    crate::latency::record(changes, std::time::SystemTime::now());
     crate::health::global().add_published(done.published as u64, done.dead.len() as u64);
     Some(done)
 }
@@ -127,6 +128,7 @@ async fn retry_rejected(
             break;
         }
         tracing::debug!(count = failed.len(), "Redis rejected events; retrying them");
+        crate::health::global().turned();
         if sleep_or_shutdown(backoff.next_backoff().unwrap_or(policy.max_backoff), shutdown).await {
             return None;
         }
@@ -166,6 +168,7 @@ async fn publish_until_acknowledged(
         match publisher.publish(events).await {
             Ok(deliveries) => {
                 if let Some(since) = down_since {
+                    metrics::counter!(m::REDIS_RECONNECTS).increment(1);
                     tracing::info!(after = ?since.elapsed(), "Redis is reachable again; publishing resumed");
                 }
                 crate::health::global().set_up("redis", true);
@@ -179,6 +182,8 @@ async fn publish_until_acknowledged(
                     tracing::warn!(error = %why, held = events.len(), "Redis is unavailable; holding changes and retrying");
                     down_since = Some(std::time::Instant::now());
                 }
+                // waiting out Redis is the loop turning: /healthz stays 200 meanwhile
+                crate::health::global().turned();
                 let wait = backoff.next_backoff().unwrap_or(policy.max_backoff);
                 if sleep_or_shutdown(wait, shutdown).await {
                     return None;

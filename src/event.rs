@@ -16,6 +16,9 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, for the metrics registered at startup.
+    pub const ALL: [Operation; 5] = [Operation::Insert, Operation::Update, Operation::Delete, Operation::Truncate, Operation::Snapshot];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Insert => "INSERT",

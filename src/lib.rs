@@ -47,6 +47,9 @@
 //! | [`pg`] | PostgreSQL connections |
 //! | [`error`] | sorting failures into transient and fatal |
 //! | [`health`] | the daemon's state, for the probes and `/status` |
+//! | [`http`] | `/metrics`, `/healthz`, `/readyz`, `/status` |
+//! | [`monitor`] | polls lag, retained WAL, pending rows and server reachability; the WAL guard |
+//! | [`exporter`], [`latency`] | the Prometheus recorder and its series; end-to-end latency |
 //! | [`telemetry`] | logging and metric names |
 //! | [`testkit`] | throwaway servers for tests, the demo and benchmarks |
 //! | [`tls`] | TLS to PostgreSQL (libpq's `sslmode`) and Redis (`rediss://`), on rustls |
@@ -59,8 +62,12 @@ pub mod dead_letter;
 pub mod deliver;
 pub mod error;
 pub mod event;
+pub mod exporter;
 pub mod health;
+pub mod http;
 pub mod json;
+pub mod latency;
+pub mod monitor;
 pub mod pg;
 pub mod publish;
 pub mod recover;

@@ -32,8 +32,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let router = Router::new(&config);
     let publisher = Publisher::new(&config.redis)?;
+    let metrics = crate::exporter::install(&config);
+    let _http = crate::http::start(&config, metrics.clone()).await.map_err(|e| RunError::Other(e.to_string()))?;
+    let upkeep = crate::exporter::spawn_upkeep(metrics);
+    let monitor = tokio::spawn(crate::monitor::run(config.clone(), shutdown.clone()));
     let result = supervise(&config, &router, &publisher, &mut shutdown).await;
     publisher.close().await;
+    monitor.abort();
+    upkeep.abort();
     match &result {
         Ok(()) => tracing::info!("sluice stopped"),
         Err(e) => save_fatal_error(&config, e).await,
@@ -67,7 +73,11 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
     let mut backoff = backoff_for(&config.delivery);
     let (mut pg_down, mut connected_once) = (false, false);
     loop {
+        health::global().turned();
         let on_connected = &mut || {
+            if pg_down {
+                metrics::counter!(crate::telemetry::POSTGRES_RECONNECTS).increment(1);
+            }
             health::global().set_up("postgres", true);
             health::global().set_phase(Phase::Streaming);
             backoff.reset();
@@ -184,6 +194,7 @@ async fn step(
         return Ok(false);
     };
     checkpoint::commit(&conn.client, CHANGE_LOG, &batch.next, &done.dead).await?;
+    crate::exporter::checkpointed();
     checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
     if !done.dead.is_empty() {
         tracing::warn!(count = done.dead.len(), first_reason = done.dead[0].reason.as_str(), "events dead-lettered");
@@ -199,6 +210,7 @@ async fn step(
 async fn store_idle(conn: &Conn, source: &ChangeLog, state: &mut LoopState) -> Result<(), RunError> {
     if state.dirty {
         checkpoint::commit(&conn.client, CHANGE_LOG, source.progress(), &[]).await?;
+        crate::exporter::checkpointed();
         state.dirty = false;
         state.stored_at = Instant::now();
     }

@@ -17,6 +17,13 @@ pub const PENDING_CHANGES: &str = "sluice_pending_changes";
 pub const SLOT_RETAINED_WAL_BYTES: &str = "sluice_slot_retained_wal_bytes";
 pub const UP: &str = "sluice_up";
 pub const ACTIVE: &str = "sluice_active";
+// Beyond the contract, for operators (see `crate::exporter` for what each means).
+pub const READY: &str = "sluice_ready";
+pub const BUILD_INFO: &str = "sluice_build_info";
+pub const LAST_CHECKPOINT: &str = "sluice_last_checkpoint_timestamp_seconds";
+pub const REDIS_RECONNECTS: &str = "sluice_redis_reconnects_total";
+pub const POSTGRES_RECONNECTS: &str = "sluice_postgres_reconnects_total";
+pub const SLOT_SAFE_WAL_BYTES: &str = "sluice_slot_safe_wal_size_bytes";
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

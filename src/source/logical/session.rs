@@ -260,6 +260,7 @@ impl Stream<'_> {
         self.status_at = Instant::now();
         let c = self.confirmed;
         self.repl.send_status(StandbyStatus { write: c, flush: c, apply: c, time: 0, reply }).await?;
+        crate::exporter::checkpointed();
         Ok(())
     }
 }
