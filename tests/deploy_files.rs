@@ -182,7 +182,7 @@ fn the_docker_image_runs_sluice_as_non_root() {
     let stages: Vec<&str> = text.split("\nFROM ").skip(1).collect();
     assert!(stages.len() >= 2 && stages[0].lines().next().unwrap().contains(" AS "), "multi-stage");
     let last = stages.last().unwrap();
-    let instruction = |name: &str| last.lines().filter_map(|l| l.strip_prefix(name)).last().map(str::trim);
+    let instruction = |name: &str| last.lines().filter_map(|l| l.strip_prefix(name)).next_back().map(str::trim);
     let user = instruction("USER ").expect("the final stage sets USER");
     assert!(!["root", "0"].contains(&user.split(':').next().unwrap()), "USER {user}");
     let entrypoint: Vec<String> = serde_json::from_str(instruction("ENTRYPOINT ").unwrap()).unwrap();
