@@ -104,6 +104,12 @@ pub struct RedisConfig {
     /// the system's trust store.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// `rediss://` to a server that asks for a client certificate (`tls-auth-clients`): the
+    /// certificate chain and its unencrypted private key, PEM files. Both or neither.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

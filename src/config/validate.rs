@@ -96,18 +96,27 @@ impl Config {
         }
     }
 
-    /// TLS settings of both servers: a bad `sslmode`, a CA file that cannot be read.
+    /// TLS settings of both servers: a bad `sslmode`, a file that cannot be read.
     fn tls_problems(&self, out: &mut Vec<(String, String)>) {
-        let ca = |path: &Path, key: &'static str| crate::tls::read_ca(path, key).err().map(|e| e.to_string());
+        let mut found = Vec::new();
         match crate::tls::postgres::split(&self.postgres.url) {
-            Err(e) => out.push(("sslmode".into(), e.to_string())),
-            Ok((_, tls)) => out.extend(tls.root_cert.and_then(|p| ca(&p, "postgres.url sslrootcert")).map(|e| ("sslrootcert".into(), e))),
+            Err(e) => found.push(e.to_string()),
+            Ok((_, tls)) => found.extend(crate::tls::check_files(&tls.settings()).err().map(|e| e.to_string())),
         }
-        let Some(path) = &self.redis.ca_file else { return };
-        if !self.redis.url.starts_with("rediss://") {
-            out.push(("ca_file".into(), "redis.ca_file is set but redis.url is not rediss://: use rediss:// for TLS, or remove ca_file".into()));
+        let r = &self.redis;
+        match (&r.cert_file, &r.key_file) {
+            (Some(_), None) => found.push("redis.cert_file is set without redis.key_file: give both, or neither".into()),
+            (None, Some(_)) => found.push("redis.key_file is set without redis.cert_file: give both, or neither".into()),
+            _ => {}
         }
-        out.extend(ca(path, "redis.ca_file").map(|e| ("ca_file".into(), e)));
+        if (r.ca_file.is_some() || r.cert_file.is_some()) && !r.url.starts_with("rediss://") {
+            found.push("redis.ca_file/cert_file are set but redis.url is not rediss://: use rediss:// for TLS, or remove them".into());
+        }
+        found.extend(crate::tls::check_files(&crate::publish::tls_settings(r)).err().map(|e| e.to_string()));
+        // Each message names its setting first: the line is the first that mentions it.
+        let keys = ["sslrootcert", "sslcert", "sslkey", "sslmode", "ca_file", "cert_file", "key_file"];
+        let needle = |m: &str| keys.into_iter().filter_map(|k| m.find(k).map(|at| (at, k))).min().map_or("url", |(_, k)| k);
+        out.extend(found.into_iter().map(|m| (needle(&m).to_string(), m)));
     }
 
     fn app_problems(&self, out: &mut Vec<(String, String)>) {

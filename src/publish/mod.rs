@@ -159,10 +159,7 @@ impl Publisher {
 
 impl Conn {
     async fn open(t: &Target) -> Result<Conn, PublishError> {
-        let unavailable = |e: std::io::Error| {
-            let why = tls::explain(&e, tls::Server::Redis).unwrap_or_else(|| e.to_string());
-            PublishError::Unavailable(format!("{}:{}: {why}", t.host, t.port))
-        };
+        let unavailable = |e: std::io::Error| PublishError::Unavailable(format!("{}:{}: {}", t.host, t.port, io_text(&e)));
         let tcp = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(unavailable)?;
         tcp.set_nodelay(true).map_err(unavailable)?;
         let stream: Stream = match &t.tls {
@@ -219,13 +216,13 @@ impl Conn {
     async fn exchange(&mut self, n: usize) -> Result<Vec<Reply>, String> {
         let written = self.stream.write_all(&self.write).await;
         self.write.clear();
-        written.map_err(|e| e.to_string())?;
+        written.map_err(|e| io_text(&e))?;
         let mut replies = Vec::with_capacity(n);
         while replies.len() < n {
             match resp::take_reply(&mut self.read)? {
                 Some(r) => replies.push(r),
                 None => {
-                    if self.stream.read_buf(&mut self.read).await.map_err(|e| e.to_string())? == 0 {
+                    if self.stream.read_buf(&mut self.read).await.map_err(|e| io_text(&e))? == 0 {
                         return Err("Redis closed the connection".into());
                     }
                 }
@@ -233,6 +230,11 @@ impl Conn {
         }
         Ok(replies)
     }
+}
+
+/// An I/O failure in one line; a TLS one (a client certificate the server wants, say) with its fix.
+fn io_text(e: &std::io::Error) -> String {
+    tls::explain(e, tls::Server::Redis).unwrap_or_else(|| e.to_string())
 }
 
 /// One event's replies: an error reply rejects it.
@@ -251,10 +253,19 @@ fn parse_url(config: &RedisConfig) -> Result<(FredConfig, Option<Arc<ClientConfi
     let plain = config.url.strip_prefix("rediss://").map(|rest| format!("redis://{rest}"));
     let parsed = FredConfig::from_url(plain.as_deref().unwrap_or(&config.url)).map_err(|e| PublishError::BadUrl(e.to_string()))?;
     let tls = match plain {
-        Some(_) => Some(tls::client_config(Verify::Full, config.ca_file.as_deref(), "redis.ca_file").map_err(|e| PublishError::BadUrl(e.to_string()))?),
+        Some(_) => Some(tls::client_config(&tls_settings(config)).map_err(|e| PublishError::BadUrl(e.to_string()))?),
         None => None,
     };
     Ok((parsed, tls))
+}
+
+/// The TLS files `[redis]` names (used for `rediss://`).
+pub fn tls_settings(config: &RedisConfig) -> tls::Settings<'_> {
+    let identity = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => Some(tls::Identity { cert, cert_key: "redis.cert_file", key, key_key: "redis.key_file" }),
+        _ => None,
+    };
+    tls::Settings { verify: Verify::Full, ca_file: config.ca_file.as_deref(), ca_key: "redis.ca_file", identity }
 }
 
 /// A client that reconnects forever with capped exponential backoff and times commands out.

@@ -34,13 +34,17 @@ impl Redis {
         Ok(redis)
     }
 
-    /// As [`Redis::start`], plus a TLS port serving this certificate and key (PEM); clients
-    /// need no certificate of their own. The plain port stays, for the harness's own
-    /// connections: a `rediss://` client cannot fall back to it.
-    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> io::Result<Redis> {
+    /// As [`Redis::start`], plus a TLS port serving this certificate and key (PEM). With
+    /// `client_ca` (PEM), clients must show a certificate that CA signed; without it they need
+    /// none. The plain port stays, for the harness's own connections: a `rediss://` client
+    /// cannot fall back to it.
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8], client_ca: Option<&[u8]>) -> io::Result<Redis> {
         let dir = TempDir::new("redis")?;
         std::fs::write(dir.0.join("tls.crt"), cert_pem)?;
         std::fs::write(dir.0.join("tls.key"), key_pem)?;
+        if let Some(ca) = client_ca {
+            std::fs::write(dir.0.join("client-ca.crt"), ca)?;
+        }
         let mut redis = Redis { dir, child: None, port: 0, tls_port: None };
         on_free_port(&mut redis, |redis, port| {
             redis.port = port;
@@ -94,7 +98,11 @@ impl Redis {
         let mut cmd = Command::new("redis-server");
         if let Some(tls_port) = self.tls_port {
             cmd.arg("--tls-port").arg(tls_port.to_string());
-            cmd.args("--tls-cert-file tls.crt --tls-key-file tls.key --tls-auth-clients no".split(' '));
+            cmd.args("--tls-cert-file tls.crt --tls-key-file tls.key".split(' '));
+            match self.dir.0.join("client-ca.crt").exists() {
+                true => cmd.args("--tls-auth-clients yes --tls-ca-cert-file client-ca.crt".split(' ')),
+                false => cmd.args(["--tls-auth-clients", "no"]),
+            };
         }
         let child = cmd
             .args(["--save", ""])

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -26,9 +26,11 @@ use tokio_rustls::TlsConnector;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{key} {path:?}: cannot read it: {source}")]
-    ReadCa { key: &'static str, path: PathBuf, source: std::io::Error },
+    Read { key: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{key} {path:?}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
     NoCertificate { key: &'static str, path: PathBuf },
+    #[error("{key} {path:?}: holds no unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)")]
+    NoKey { key: &'static str, path: PathBuf },
     #[error("{key} {path:?}: {reason}")]
     BadCertificate { key: &'static str, path: PathBuf, reason: String },
     #[error("the system trust store has no CA certificates: install ca-certificates, or name a CA file in {0}")]
@@ -55,17 +57,69 @@ pub enum Server {
     Redis,
 }
 
-/// The rustls client settings: trust `ca_file` (PEM) or, without one, the system's CAs.
-/// `key` names the setting the file came from, for errors.
-pub fn client_config(verify: Verify, ca_file: Option<&Path>, key: &'static str) -> Result<Arc<ClientConfig>, TlsError> {
+/// What a TLS client trusts and who it is. Each file comes with the name of the setting it
+/// came from, so an error can say which one to fix.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    pub verify: Verify,
+    /// The CAs' PEM file; `None` for the system's trust store.
+    pub ca_file: Option<&'a Path>,
+    pub ca_key: &'static str,
+    /// A client certificate, for servers that ask for one.
+    pub identity: Option<Identity<'a>>,
+}
+
+/// A client certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub cert: &'a Path,
+    pub cert_key: &'static str,
+    pub key: &'a Path,
+    pub key_key: &'static str,
+}
+
+/// The rustls client settings.
+pub fn client_config(s: &Settings<'_>) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
-    let builder = match verify {
+    let builder = match s.verify {
         Verify::Nothing => builder.dangerous().with_custom_certificate_verifier(verify::accept_any(provider)),
-        Verify::Chain => builder.dangerous().with_custom_certificate_verifier(verify::chain_only(roots(ca_file, key)?, provider)?),
-        Verify::Full => builder.with_root_certificates(roots(ca_file, key)?),
+        Verify::Chain => builder.dangerous().with_custom_certificate_verifier(verify::chain_only(roots(s.ca_file, s.ca_key)?, provider)?),
+        Verify::Full => builder.with_root_certificates(roots(s.ca_file, s.ca_key)?),
     };
-    Ok(Arc::new(builder.with_no_client_auth()))
+    let config = match &s.identity {
+        Some(id) => {
+            let (chain, key) = read_identity(id)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Reads every file `s` names, so a config error shows before the first connection.
+pub fn check_files(s: &Settings<'_>) -> Result<(), TlsError> {
+    if let Some(ca) = s.ca_file {
+        read_ca(ca, s.ca_key)?;
+    }
+    s.identity.as_ref().map_or(Ok(()), |id| read_identity(id).map(drop))
+}
+
+/// Reads a client certificate chain and its key.
+pub fn read_identity(id: &Identity<'_>) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let bytes = read(id.cert, id.cert_key)?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadCertificate { key: id.cert_key, path: id.cert.into(), reason: e.to_string() })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate { key: id.cert_key, path: id.cert.into() });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(id.key, id.key_key)?).map_err(|_| TlsError::NoKey { key: id.key_key, path: id.key.into() })?;
+    Ok((chain, key))
+}
+
+fn read(path: &Path, key: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { key, path: path.into(), source })
 }
 
 /// The CAs in `ca_file`, or the system's when there is none.
@@ -78,7 +132,7 @@ fn roots(ca_file: Option<&Path>, key: &'static str) -> Result<Arc<RootCertStore>
 
 /// Reads a PEM file of CA certificates.
 pub fn read_ca(path: &Path, key: &'static str) -> Result<RootCertStore, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::ReadCa { key, path: path.into(), source })?;
+    let bytes = read(path, key)?;
     let bad = |reason: String| TlsError::BadCertificate { key, path: path.into(), reason };
     let mut store = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&bytes) {
@@ -139,12 +193,16 @@ pub fn explain(e: &(dyn StdError + 'static), server: Server) -> Option<String> {
 
 fn explain_rustls(e: &rustls::Error, server: Server) -> String {
     use rustls::CertificateError as C;
-    let (ca, weaker) = match server {
-        Server::Postgres => ("postgres.url as sslrootcert=/path/ca.pem", "sslmode=verify-ca to check the CA only"),
-        Server::Redis => ("redis.ca_file", "a name listed in the certificate"),
+    let (ca, weaker, identity) = match server {
+        Server::Postgres => ("postgres.url as sslrootcert=/path/ca.pem", "sslmode=verify-ca to check the CA only", "postgres.url as sslcert=...&sslkey=..."),
+        Server::Redis => ("redis.ca_file", "a name listed in the certificate", "redis.cert_file and redis.key_file"),
     };
-    let rustls::Error::InvalidCertificate(cert) = e else {
-        return format!("TLS handshake failed: {e}; check that this port speaks TLS");
+    let cert = match e {
+        rustls::Error::InvalidCertificate(cert) => cert,
+        rustls::Error::AlertReceived(alert) if is_about_client_certificate(*alert) => {
+            return format!("TLS client certificate problem: the server refused the handshake ({alert:?}): give a certificate it trusts in {identity}")
+        }
+        _ => return format!("TLS handshake failed: {e}; check that this port speaks TLS"),
     };
     match cert {
         C::UnknownIssuer | C::BadSignature => {
@@ -158,6 +216,15 @@ fn explain_rustls(e: &rustls::Error, server: Server) -> String {
         }
         other => format!("TLS certificate problem: {other:?}; fix the server's certificate or {ca}"),
     }
+}
+
+/// Alerts a server sends when it wants, or does not accept, the client's certificate.
+fn is_about_client_certificate(alert: rustls::AlertDescription) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        alert,
+        A::CertificateRequired | A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::CertificateExpired | A::CertificateRevoked | A::UnsupportedCertificate | A::AccessDenied
+    )
 }
 
 fn presented(cert: &rustls::CertificateError) -> String {

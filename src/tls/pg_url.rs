@@ -1,11 +1,12 @@
 //! libpq's TLS parameters in `postgres.url`: operators already know them from psql, and a
 //! URL that works there works here. tokio-postgres knows only `disable`/`prefer`/`require`
-//! and rejects `sslrootcert`, so both are taken out of the URL here before it is parsed, in
-//! either form: `postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem` or
+//! and rejects `sslrootcert`, `sslcert` and `sslkey`, so ours are taken out of the URL here
+//! before it is parsed, in either form:
+//! `postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem` or
 //! `host=h sslmode=verify-full sslrootcert=/ca.pem`.
 
 /// The parameters Sluice handles itself.
-const OURS: [&str; 2] = ["sslmode", "sslrootcert"];
+const OURS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 /// `url` without our parameters, and their values in the order found.
 pub(super) fn take_params(url: &str) -> (String, Vec<(String, String)>) {

@@ -12,7 +12,9 @@
 //!
 //! The CA comes from `sslrootcert=/path/ca.pem`; without it (or with `sslrootcert=system`)
 //! the system's trust store is used. libpq would read `~/.postgresql/root.crt` instead; a
-//! daemon's home is no place for trust decisions, so Sluice wants the path spelled out.
+//! daemon's home is no place for trust decisions, so Sluice wants the path spelled out. The
+//! same goes for a client certificate: `sslcert=/path/client.crt&sslkey=/path/client.key`
+//! (an unencrypted PEM key), sent when the server asks for one (`cert` in pg_hba.conf).
 
 use std::future::Future;
 use std::io;
@@ -27,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
-use super::{client_config, pg_url, Stream, TlsError, Verify};
+use super::{client_config, pg_url, Identity, Settings, Stream, TlsError, Verify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgTlsError {
@@ -35,6 +37,8 @@ pub enum PgTlsError {
     BadMode(String),
     #[error("postgres.url: sslrootcert=system needs sslmode=verify-full, as in libpq")]
     SystemNeedsVerifyFull,
+    #[error("postgres.url: sslcert and sslkey go together: give both, or neither")]
+    HalfIdentity,
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("PostgreSQL does not accept TLS connections, but postgres.url asks for sslmode={0}: turn ssl on in postgresql.conf, or lower sslmode")]
@@ -80,6 +84,8 @@ pub struct PgTls {
     pub mode: SslMode,
     /// `sslrootcert`; `None` means the system's trust store.
     pub root_cert: Option<PathBuf>,
+    /// `sslcert` and `sslkey`: the client certificate, for servers that ask for one.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 impl PgTls {
@@ -100,23 +106,44 @@ impl PgTls {
         if self.mode == SslMode::Disable {
             return Ok(None);
         }
-        let root_cert = if self.verify() == Verify::Nothing { None } else { self.root_cert.as_deref() };
-        Ok(Some(client_config(self.verify(), root_cert, "postgres.url sslrootcert")?))
+        let mut settings = self.settings();
+        if settings.verify == Verify::Nothing {
+            settings.ca_file = None;
+        }
+        Ok(Some(client_config(&settings)?))
+    }
+
+    /// The files to read, with the names of their parameters.
+    pub fn settings(&self) -> Settings<'_> {
+        Settings {
+            verify: self.verify(),
+            ca_file: self.root_cert.as_deref(),
+            ca_key: "postgres.url sslrootcert",
+            identity: self.client.as_ref().map(|(cert, key)| Identity { cert, cert_key: "postgres.url sslcert", key, key_key: "postgres.url sslkey" }),
+        }
     }
 }
 
 /// Splits `postgres.url` into what tokio-postgres parses and the TLS settings.
 pub fn split(url: &str) -> Result<(String, PgTls), PgTlsError> {
     let (rest, params) = pg_url::take_params(url);
-    let mut tls = PgTls { mode: SslMode::Prefer, root_cert: None };
-    let mut system = false;
-    for (key, value) in params {
-        match key.as_str() {
+    let mut tls = PgTls { mode: SslMode::Prefer, root_cert: None, client: None };
+    let (mut system, mut cert, mut key) = (false, None, None);
+    for (name, value) in params {
+        let path = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty());
+        match name.as_str() {
             "sslmode" => tls.mode = SslMode::parse(&value)?,
+            "sslcert" => cert = path,
+            "sslkey" => key = path,
             _ if value == "system" => system = true,
-            _ => tls.root_cert = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
+            _ => tls.root_cert = path,
         }
     }
+    tls.client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err(PgTlsError::HalfIdentity),
+    };
     if system {
         tls.root_cert = None;
         if tls.mode != SslMode::VerifyFull {
@@ -233,7 +260,7 @@ mod tests {
     fn sslmode_and_sslrootcert_become_tls_settings() {
         let (rest, tls) = split("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
         assert_eq!(rest, "postgres://u@h/db");
-        assert_eq!(tls, PgTls { mode: SslMode::VerifyFull, root_cert: Some("/ca.pem".into()) });
+        assert_eq!(tls, PgTls { mode: SslMode::VerifyFull, root_cert: Some("/ca.pem".into()), client: None });
         assert_eq!(tls.verify(), Verify::Full);
         let (_, tls) = split("postgres://u@h/db").unwrap();
         assert_eq!((tls.mode, tls.verify()), (SslMode::Prefer, Verify::Nothing));
@@ -242,6 +269,8 @@ mod tests {
         assert_eq!(split("postgres://h/db?sslmode=verify-ca").unwrap().1.verify(), Verify::Chain);
         let (_, tls) = split("postgres://h/db?sslmode=verify-full&sslrootcert=system").unwrap();
         assert_eq!(tls.root_cert, None);
+        let (_, tls) = split("postgres://h/db?sslcert=/c.crt&sslkey=/c.key").unwrap();
+        assert_eq!(tls.client, Some(("/c.crt".into(), "/c.key".into())));
     }
 
     #[test]
@@ -249,6 +278,7 @@ mod tests {
         let e = split("postgres://h/db?sslmode=allow").unwrap_err().to_string();
         assert!(e.contains("sslmode=\"allow\"") && e.contains("verify-full"), "{e}");
         assert!(split("postgres://h/db?sslmode=require&sslrootcert=system").is_err());
+        assert!(split("postgres://h/db?sslcert=/c.crt").unwrap_err().to_string().contains("give both"));
         let (config, _) = config("postgres://u@h:7/db?sslmode=verify-ca&application_name=a").unwrap();
         assert_eq!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
         assert_eq!(config.get_application_name(), Some("a"));

@@ -22,7 +22,7 @@ fn a_generated_ca_is_read() {
     file.write_all(ca.pem().as_bytes()).unwrap();
     assert_eq!(read_ca(file.path(), "k").unwrap().len(), 1);
     for verify in [Verify::Nothing, Verify::Chain, Verify::Full] {
-        client_config(verify, Some(file.path()), "k").unwrap();
+        client_config(&Settings { verify, ca_file: Some(file.path()), ca_key: "k", identity: None }).unwrap();
     }
 }
 
@@ -61,7 +61,12 @@ fn a_missing_ca_file_is_a_config_error_on_its_line() {
     let e = load(&text.replace("&sslrootcert=/nope/pg.pem", "")).unwrap_err();
     assert!(e.contains("sluice.toml:5: redis.ca_file \"/nope/redis.pem\": cannot read it"), "{e}");
     let e = load(&text.replace("rediss://", "redis://").replace("&sslrootcert=/nope/pg.pem", "")).unwrap_err();
-    assert!(e.contains(":5: redis.ca_file is set but redis.url is not rediss://"), "{e}");
+    assert!(e.contains(":5: redis.ca_file/cert_file are set but redis.url is not rediss://"), "{e}");
+    let e = load(&text.replace("&sslrootcert=/nope/pg.pem", "&sslcert=/nope/c.crt&sslkey=/nope/c.key")).unwrap_err();
+    assert!(e.contains(":2: postgres.url sslcert \"/nope/c.crt\": cannot read it"), "{e}");
+    let half = text.replace("&sslrootcert=/nope/pg.pem", "").replace("ca_file = \"/nope/redis.pem\"", "key_file = \"/nope/k.pem\"");
+    let e = load(&half).unwrap_err();
+    assert!(e.contains(":5: redis.key_file is set without redis.cert_file"), "{e}");
     let e = load(&text.replace("verify-full", "verify_full")).unwrap_err();
     assert!(e.contains(":2: postgres.url: sslmode=\"verify_full\" is not supported"), "{e}");
 }

@@ -43,9 +43,15 @@ impl ReplicationConn {
     /// Connects and authenticates within `timeout`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<ReplicationConn, ReplicationError> {
         let (config, tls) = crate::tls::postgres::config(url).map_err(ReplicationError::Connect)?;
-        tokio::time::timeout(timeout, Self::connect_inner(&config, &tls))
-            .await
-            .map_err(|_| ReplicationError::Connect(format!("no answer within {timeout:?}")))?
+        match tokio::time::timeout(timeout, Self::connect_inner(&config, &tls)).await {
+            Err(_) => Err(ReplicationError::Connect(format!("no answer within {timeout:?}"))),
+            // The server may refuse our client certificate only after the handshake.
+            Ok(Err(ReplicationError::Io(e))) => Err(match crate::tls::explain(&e, crate::tls::Server::Postgres) {
+                Some(text) => ReplicationError::Connect(text),
+                None => ReplicationError::Io(e),
+            }),
+            Ok(result) => result,
+        }
     }
 
     async fn connect_inner(config: &tokio_postgres::Config, tls: &PgTls) -> Result<ReplicationConn, ReplicationError> {
