@@ -84,15 +84,29 @@ impl Schema {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let mut cols = Vec::with_capacity(rel.columns.len());
+        let mut kinds = Vec::with_capacity(rel.columns.len());
         for c in &rel.columns {
-            let kind = self.kind(c.type_oid, client).await?;
-            let key = format!("{}:", serde_json::to_string(&c.name).expect("a string serialises"));
-            let in_pk = if pk.is_empty() { c.is_key() } else { pk.contains(&c.name) };
-            cols.push(Col { key, name: c.name.clone(), kind, is_key: c.is_key(), in_pk });
+            kinds.push(self.kind(c.type_oid, client).await?);
         }
-        self.tables.insert(rel.id, Table { name: rel.qualified_name(), cols });
+        self.insert(rel, &pk, kinds);
         Ok(())
+    }
+
+    /// Records a relation whose primary key and column kinds (one per column) are already
+    /// known: what [`Schema::observe`] does once it looked them up. The decode benchmark
+    /// builds its schema this way, without a server.
+    pub fn insert(&mut self, rel: &Relation, pk: &[String], kinds: Vec<Kind>) {
+        let cols = rel
+            .columns
+            .iter()
+            .zip(kinds)
+            .map(|(c, kind)| {
+                let key = format!("{}:", serde_json::to_string(&c.name).expect("a string serialises"));
+                let in_pk = if pk.is_empty() { c.is_key() } else { pk.contains(&c.name) };
+                Col { key, name: c.name.clone(), kind, is_key: c.is_key(), in_pk }
+            })
+            .collect();
+        self.tables.insert(rel.id, Table { name: rel.qualified_name(), cols });
     }
 
     pub fn table(&self, id: u32) -> Result<&Table, ConvertError> {
