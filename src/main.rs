@@ -1,5 +1,5 @@
 // mimalloc: the daemon allocates many small, short-lived strings per event; the system
-// allocator spent about a quarter of its CPU in malloc/free (perf, benches/catchup).
+// allocator spent about a quarter of its CPU in malloc/free (perf, the catch-up of benches/load).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
