@@ -2,9 +2,10 @@
 //!
 //! Logical mode: the backlog goes to two pgoutput slots. `pg_recvlogical --endpos` reads slot
 //! `ceiling` into /dev/null (the ceiling: what the walsender can send), timed until it exits;
-//! then `sluice run` is timed from its spawn until slot `sluice`'s confirmed_flush_lsn reaches
-//! the backlog's end. Sluice confirms only what Redis acknowledged, so by then every event is
-//! in Redis. The one big transaction is the same with no ceiling and one transaction.
+//! `sluice run` is timed from its spawn until slot `sluice`'s confirmed_flush_lsn reaches the
+//! backlog's end. Sluice confirms only what Redis acknowledged, so by then every event is in
+//! Redis. The ceiling goes first (CEILING=last: after Sluice, to see what the order does). The
+//! one big transaction is the same with no ceiling and one transaction.
 //!
 //! Trigger mode: the capture trigger writes the backlog into sluice.change_log; `sluice run`
 //! is timed from its spawn until sluice.checkpoint covers the backlog's newest row (the test
@@ -50,10 +51,19 @@ pub struct Drained {
     pub redis_cpu_secs: f64,
 }
 
+/// Whether and when pg_recvlogical reads the backlog: both clients decode the same WAL, so
+/// the one that goes second may find more of it in caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceiling {
+    None,
+    First,
+    Last,
+}
+
 /// Section (1) in either mode.
-pub fn catchup(env: &Env, rows: u64, txn: u64) -> Drained {
+pub fn catchup(env: &Env, rows: u64, txn: u64, ceiling: Ceiling) -> Drained {
     match env.mode {
-        Mode::Logical => logical(env, rows, txn, true),
+        Mode::Logical => logical(env, rows, txn, ceiling),
         Mode::Trigger => {
             let backlog = env.backlog(rows, txn);
             let last = backlog.last_row.clone().expect("trigger mode notes the last row");
@@ -66,16 +76,20 @@ pub fn catchup(env: &Env, rows: u64, txn: u64) -> Drained {
 
 /// Section (3): one transaction of `rows` rows, logical mode.
 pub fn big_txn(env: &Env, rows: u64) -> Drained {
-    logical(env, rows, rows, false)
+    logical(env, rows, rows, Ceiling::None)
 }
 
-fn logical(env: &Env, rows: u64, txn: u64, with_ceiling: bool) -> Drained {
+fn logical(env: &Env, rows: u64, txn: u64, ceiling: Ceiling) -> Drained {
     env.reset_slot("sluice", true);
-    env.reset_slot("ceiling", with_ceiling);
+    env.reset_slot("ceiling", ceiling != Ceiling::None);
     let backlog = env.backlog(rows, txn);
-    let ceiling = with_ceiling.then(|| pg_recvlogical(env, backlog.end_lsn));
+    let first = (ceiling == Ceiling::First).then(|| pg_recvlogical(env, backlog.end_lsn));
+    let mut drained = drain(env, &backlog, first, |env| env.slot("sluice").0 >= backlog.end_lsn);
+    if ceiling == Ceiling::Last {
+        drained.ceiling = Some(pg_recvlogical(env, backlog.end_lsn));
+    }
     env.reset_slot("ceiling", false); // retains no WAL for the sections after
-    drain(env, &backlog, ceiling, |env| env.slot("sluice").0 >= backlog.end_lsn)
+    drained
 }
 
 /// `pg_recvlogical` on slot `ceiling` up to `end`, timed until it exits.

@@ -30,6 +30,8 @@ pub struct Knobs {
     pub txn: u64,
     /// ROUNDS: catch-up rounds per mode, each on a fresh backlog.
     pub rounds: u64,
+    /// CEILING=last: pg_recvlogical reads the logical backlog after Sluice, not before.
+    pub ceiling_last: bool,
     /// STEADY_RATE: changes per second in the steady section.
     pub steady_rate: u64,
     /// STEADY_SECS: how long the steady writer runs.
@@ -80,6 +82,11 @@ impl Knobs {
             rows: num("ROWS", pick(200_000, 2_000)).max(1),
             txn: num("TXN", pick(1_000, 100)).max(1),
             rounds: num("ROUNDS", 1u64).max(1),
+            ceiling_last: match var("CEILING").as_deref().map(str::trim) {
+                None | Some("first") => false,
+                Some("last") => true,
+                Some(other) => panic!("CEILING={other:?}: first or last"),
+            },
             steady_rate: num("STEADY_RATE", pick(5_000, 400)).max(1),
             steady_secs: num("STEADY_SECS", if quick { 1.5 } else { 60.0 }),
             writers: num("WRITERS", if quick { 2 } else { 4 }).max(1),
@@ -98,9 +105,9 @@ impl Knobs {
     pub fn command(&self) -> String {
         let modes: Vec<&str> = self.modes.iter().map(|m| m.name()).collect();
         format!(
-            "{}ROWS={} TXN={} ROUNDS={} STEADY_RATE={} STEADY_SECS={} WRITERS={} BIG_ROWS={} MODES={} SECTIONS={} cargo bench --bench load",
+            "{}ROWS={} TXN={} ROUNDS={} CEILING={} STEADY_RATE={} STEADY_SECS={} WRITERS={} BIG_ROWS={} MODES={} SECTIONS={} cargo bench --bench load",
             if self.quick { "QUICK=1 " } else { "" },
-            self.rows, self.txn, self.rounds, self.steady_rate, self.steady_secs, self.writers, self.big_rows,
+            self.rows, self.txn, self.rounds, if self.ceiling_last { "last" } else { "first" }, self.steady_rate, self.steady_secs, self.writers, self.big_rows,
             modes.join(","), self.sections.join(",")
         )
     }

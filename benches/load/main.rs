@@ -19,8 +19,8 @@
 //! How each is measured is in its module's docs. The figures are printed as a table with the
 //! issue's targets and MET/MISSED, and written to `<target>/load/figures.json`, `figures.md`
 //! and drawn to `load.png` (`OUT` overrides the directory). Knobs, all from the environment:
-//! ROWS, TXN, ROUNDS, STEADY_RATE, STEADY_SECS, WRITERS, BIG_ROWS, MODES, SECTIONS, OUT (see
-//! `knobs`). The machine has 2 cores shared by PostgreSQL, Redis, Sluice and this harness, as
+//! ROWS, TXN, ROUNDS, CEILING, STEADY_RATE, STEADY_SECS, WRITERS, BIG_ROWS, MODES, SECTIONS,
+//! OUT (see `knobs`). The machine has 2 cores shared by PostgreSQL, Redis, Sluice and this harness, as
 //! the targets assume: run it on an otherwise quiet machine.
 //!
 //! Under `cargo test` (no `--bench` argument), or with QUICK=1, it is a smoke run of a few
@@ -68,7 +68,8 @@ fn run_mode(mode: Mode, knobs: &Knobs, figures: &mut Figures) {
     if knobs.runs("catchup") {
         for round in 1..=knobs.rounds {
             println!("catch-up of {} rows in {}-row transactions, round {round}", knobs.rows, knobs.txn);
-            let drained = catchup::catchup(&env, knobs.rows, knobs.txn);
+            let ceiling = if knobs.ceiling_last { catchup::Ceiling::Last } else { catchup::Ceiling::First };
+            let drained = catchup::catchup(&env, knobs.rows, knobs.txn, ceiling);
             println!("  drained in {:.2} s ({:.0} events/s)", drained.sluice.secs, knobs.rows as f64 / drained.sluice.secs);
             figures.drained("catch-up", &drained);
         }
