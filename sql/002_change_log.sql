@@ -15,8 +15,10 @@
 --     each round in id order keeps every record's changes in the order they happened, also
 --     when a long transaction holds the xmin horizon between two writers (the "straddle"
 --     case that reading xid < xmin in (xid, id) order gets wrong).
--- A round is read in batches of source.batch_size: (round, round_after) in sluice.checkpoint
--- records how far into the round Sluice has published. Nothing per row is ever updated.
+-- A round is read in windows of source.batch_size ids, from the smallest id of its new rows to
+-- the largest (both found once per round through change_log_xid_idx: xid past done's xmax, or
+-- in done's in-progress list); (round, round_after) in sluice.checkpoint records how far into
+-- the round Sluice has published. Nothing per row is ever updated.
 --
 -- The id sequence must not cache values (CACHE 1, the default): with per-session caches a
 -- later writer could take a smaller id than an earlier one.

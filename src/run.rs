@@ -137,7 +137,8 @@ async fn session(
     on_connected();
     checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
     tracing::info!(position = %source.progress().position(), "connected to PostgreSQL; reading sluice.change_log");
-    let mut state = LoopState { caught_up: false, dirty: false, stored_at: Instant::now(), pruned_at: None };
+    let update = checkpoint::prepare_update(&conn.client).await?;
+    let mut state = LoopState { caught_up: false, dirty: false, stored_at: Instant::now(), pruned_at: None, update };
     let prune_every = PRUNE_EVERY.min(config.source.retention.max(Duration::from_secs(1)));
     loop {
         health::global().turned();
@@ -166,6 +167,8 @@ struct LoopState {
     dirty: bool,
     stored_at: Instant,
     pruned_at: Option<Instant>,
+    /// The prepared checkpoint UPDATE of this connection.
+    update: tokio_postgres::Statement,
 }
 
 /// Reads and delivers one batch. `Ok(false)`: shutdown while Redis was down, stop now.
@@ -193,7 +196,7 @@ async fn step(
     let Some(done) = deliver(router, publisher, &batch.changes, &config.delivery, shutdown).await else {
         return Ok(false);
     };
-    checkpoint::commit(&conn.client, CHANGE_LOG, &batch.next, &done.dead).await?;
+    checkpoint::commit(&conn.client, &state.update, CHANGE_LOG, &batch.next, &done.dead).await?;
     crate::exporter::checkpointed();
     checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
     if !done.dead.is_empty() {
@@ -209,7 +212,7 @@ async fn step(
 
 async fn store_idle(conn: &Conn, source: &ChangeLog, state: &mut LoopState) -> Result<(), RunError> {
     if state.dirty {
-        checkpoint::commit(&conn.client, CHANGE_LOG, source.progress(), &[]).await?;
+        checkpoint::commit(&conn.client, &state.update, CHANGE_LOG, source.progress(), &[]).await?;
         crate::exporter::checkpointed();
         state.dirty = false;
         state.stored_at = Instant::now();
