@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use super::convert::{self, Schema, Txn};
@@ -109,14 +110,18 @@ impl Stream<'_> {
         let watchdog = self.config.source.heartbeat_interval * 2 + Duration::from_secs(5);
         loop {
             crate::health::global().turned();
-            let due = self.next_due();
-            tokio::select! {
-                frame = self.repl.next_frame() => {
-                    self.last_frame = Instant::now();
-                    self.on_frame(frame?).await?;
+            if self.flush_at.is_some() {
+                self.linger(shutdown).await?;
+            } else {
+                let due = self.next_due();
+                tokio::select! {
+                    frame = self.repl.next_frame() => {
+                        self.last_frame = Instant::now();
+                        self.on_frame(frame?).await?;
+                    }
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    _ = shutdown.changed() => {}
                 }
-                _ = tokio::time::sleep_until(due.into()) => {}
-                _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
                 self.flush(shutdown).await?;
@@ -127,6 +132,34 @@ impl Stream<'_> {
             }
             self.on_timers(shutdown).await?;
         }
+    }
+
+    /// While a Commit waits up to [`LINGER`] for company, takes only the frames that have
+    /// already arrived and otherwise sleeps, then takes what arrived meanwhile. Waking for each
+    /// message of a trickle of small transactions (Begin, row, Commit: three socket reads a
+    /// change) cost more CPU than the whole rest of the path; this is one wake-up a batch.
+    /// A flowing stream never sleeps here: there is always a frame waiting until the batch fills.
+    async fn linger(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
+        self.take_arrived().await?;
+        if self.flush_at.is_some_and(|f| f > Instant::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.next_due().into()) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+            self.take_arrived().await?;
+        }
+        Ok(())
+    }
+
+    /// Handles the frames that can be read without waiting, until the batch is full.
+    async fn take_arrived(&mut self) -> Result<(), RunError> {
+        while self.pending.len() < self.config.source.batch_size {
+            // Polled once: reading is cancel-safe, a partial message stays in the buffer.
+            let Some(frame) = self.repl.next_frame().now_or_never() else { return Ok(()) };
+            self.last_frame = Instant::now();
+            self.on_frame(frame?).await?;
+        }
+        Ok(())
     }
 
     fn next_due(&self) -> Instant {
