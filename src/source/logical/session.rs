@@ -142,10 +142,15 @@ impl Stream<'_> {
     async fn linger(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
         self.take_arrived().await?;
         if self.flush_at.is_some_and(|f| f > Instant::now()) {
+            // Edge-triggered readiness would still wake the thread for every packet.
+            self.repl.quiet(true);
             tokio::select! {
                 _ = tokio::time::sleep_until(self.next_due().into()) => {}
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed() => {}
             }
+            self.repl.quiet(false);
+            // One turn of the I/O driver, which sees the readiness that turning quiet off raised.
+            tokio::task::yield_now().await;
             self.take_arrived().await?;
         }
         Ok(())

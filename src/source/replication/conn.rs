@@ -5,6 +5,7 @@
 //! [`crate::tls::postgres`]); after the handshake the stream is boxed, so the protocol code
 //! is the same for plain and TLS.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -32,9 +33,15 @@ pub enum ReplicationError {
 /// Session settings that make the text of every value deterministic (see `values`).
 pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1";
 
+/// The low-water mark of [`ReplicationConn::quiet`]: well past what a lingering batch of small
+/// transactions brings, well under the socket's receive buffer.
+const QUIET_BYTES: libc::c_int = 32 * 1024;
+
 /// A connection in replication mode.
 pub struct ReplicationConn {
     stream: Stream,
+    /// The TCP socket under `stream` (plain or TLS), for [`ReplicationConn::quiet`].
+    fd: RawFd,
     read: BytesMut,
     write: BytesMut,
 }
@@ -60,11 +67,12 @@ impl ReplicationConn {
         tcp.set_nodelay(true)?;
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(10)).with_interval(Duration::from_secs(5));
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+        let fd = tcp.as_raw_fd();
         let stream = negotiate(tcp, tls, &host).await.map_err(|e| {
             let text = crate::tls::explain(&e, crate::tls::Server::Postgres).unwrap_or_else(|| e.to_string());
             ReplicationError::Connect(text)
         })?;
-        let mut conn = ReplicationConn { stream, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
+        let mut conn = ReplicationConn { stream, fd, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
         let user = config.get_user().unwrap_or("postgres").to_string();
         let database = config.get_dbname().unwrap_or(&user).to_string();
         let params = [("user", user.as_str()), ("database", database.as_str()), ("replication", "database"), ("options", SESSION_OPTIONS), ("application_name", "sluice")];
@@ -153,6 +161,23 @@ impl ReplicationConn {
         status.encode(&mut body);
         wire::put(b'd', &body, &mut self.write);
         self.flush().await
+    }
+
+    /// While `on`, the kernel reports the socket readable only once [`QUIET_BYTES`] have
+    /// arrived (SO_RCVLOWAT), so a trickle of small messages no longer wakes the process for
+    /// each one; a non-blocking read still returns whatever is there. Turning it off signals
+    /// readiness at once if data is waiting (Linux re-checks on the change). Best effort: a
+    /// platform without the option just keeps waking.
+    pub fn quiet(&self, on: bool) {
+        let bytes: libc::c_int = if on { QUIET_BYTES } else { 1 };
+        // SAFETY: `fd` is the socket `stream` owns, open for as long as `self`; the option value
+        // is a c_int that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(self.fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&raw const bytes).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+        };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "SO_RCVLOWAT not set");
+        }
     }
 
     async fn until_ready(&mut self) -> Result<(), ReplicationError> {
