@@ -211,7 +211,7 @@ impl Health {
         Status {
             mode,
             phase: self.phase(),
-            ready: self.readiness().err().map_or_else(|| "ready".to_string(), |r| r),
+            ready: self.readiness().err().unwrap_or_else(|| "ready".to_string()),
             postgres_up: self.postgres.load(Ordering::Relaxed),
             redis_up: self.redis.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
