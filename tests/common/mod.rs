@@ -132,7 +132,10 @@ impl Env {
 
     /// `sluice run` with another config file.
     pub fn daemon_with(&self, config: &std::path::Path) -> Daemon {
-        let log_path = self.dir.path().join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()));
+        // one file per daemon: two daemons writing one file overwrite each other's lines
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path = self.dir.path().join(format!("daemon-{n}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("--config")
