@@ -82,7 +82,10 @@ impl PostgresWatch {
     async fn query(&mut self) -> Result<(), Failure> {
         if self.conn.as_ref().is_none_or(Conn::is_closed) {
             let timeout = self.config.postgres.connect_timeout.min(PROBE_TIMEOUT);
-            self.conn = Some(pg::connect(&self.config.postgres.url, timeout).await?);
+            let conn = pg::connect(&self.config.postgres.url, timeout).await?;
+            // no parallel workers for a count of a few rows (see change_log::READER_SETTINGS)
+            conn.client.batch_execute("SET max_parallel_workers_per_gather = 0").await?;
+            self.conn = Some(conn);
         }
         let client = &self.conn.as_ref().expect("connected above").client;
         match self.config.source.mode {
