@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use sluice::source::lsn;
-use sluice::testkit::{Postgres, Redis};
+use sluice::testkit::{PgOptions, Postgres, Redis};
 
 use crate::knobs::Mode;
 
@@ -72,8 +72,8 @@ app = {{ operation_code = "operation_code" }}
 
 impl Env {
     /// Servers, the seed schema, the config, `sluice setup`, and a connection for polling.
-    pub fn start(mode: Mode) -> Env {
-        let pg = Postgres::start().expect("start postgres");
+    pub fn start(mode: Mode, pg_settings: &[(String, String)]) -> Env {
+        let pg = Postgres::start_with(&PgOptions { settings: pg_settings.to_vec(), files: vec![] }).expect("start postgres");
         let redis = Redis::start().expect("start redis");
         pg.psql("postgres", &format!("CREATE DATABASE {DB}")).unwrap();
         pg.psql(DB, SEED).unwrap();
@@ -87,6 +87,13 @@ impl Env {
         let out = env.sluice_cmd().arg("setup").output().expect("run sluice setup");
         assert!(out.status.success(), "sluice setup failed: {}", String::from_utf8_lossy(&out.stderr));
         env
+    }
+
+    /// Copies the server's log to `path`.
+    pub fn keep_server_log(&self, path: &std::path::Path) {
+        if let Err(e) = std::fs::copy(self.pg.log_path(), path) {
+            eprintln!("could not copy the server log to {}: {e}", path.display());
+        }
     }
 
     pub fn psql(&self, sql: &str) -> String {

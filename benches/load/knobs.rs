@@ -46,6 +46,9 @@ pub struct Knobs {
     pub sections: Vec<String>,
     /// OUT: where figures.json, figures.md and load.png go.
     pub out: PathBuf,
+    /// PG_SETTINGS: extra postgresql.conf lines for the servers, `key=value` separated by `;`
+    /// (e.g. `log_min_duration_statement=20ms`); each mode's server log is then kept in OUT.
+    pub pg_settings: Vec<(String, String)>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -58,6 +61,15 @@ fn num<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 fn list(name: &str, default: &str) -> Vec<String> {
     var(name).unwrap_or_else(|| default.into()).split(',').map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect()
+}
+
+fn pg_settings() -> Vec<(String, String)> {
+    let text = var("PG_SETTINGS").unwrap_or_default();
+    let pair = |item: &str| match item.split_once('=') {
+        Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+        None => panic!("PG_SETTINGS: {item:?} is not key=value"),
+    };
+    text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(pair).collect()
 }
 
 impl Knobs {
@@ -94,6 +106,7 @@ impl Knobs {
             modes,
             sections,
             out: var("OUT").map(PathBuf::from).unwrap_or_else(|| default_out(quick)),
+            pg_settings: pg_settings(),
         }
     }
 
@@ -104,8 +117,10 @@ impl Knobs {
     /// The command that reruns exactly this configuration.
     pub fn command(&self) -> String {
         let modes: Vec<&str> = self.modes.iter().map(|m| m.name()).collect();
+        let pg: Vec<String> = self.pg_settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let pg = if pg.is_empty() { String::new() } else { format!("PG_SETTINGS='{}' ", pg.join(";")) };
         format!(
-            "{}ROWS={} TXN={} ROUNDS={} CEILING={} STEADY_RATE={} STEADY_SECS={} WRITERS={} BIG_ROWS={} MODES={} SECTIONS={} cargo bench --bench load",
+            "{}{pg}ROWS={} TXN={} ROUNDS={} CEILING={} STEADY_RATE={} STEADY_SECS={} WRITERS={} BIG_ROWS={} MODES={} SECTIONS={} cargo bench --bench load",
             if self.quick { "QUICK=1 " } else { "" },
             self.rows, self.txn, self.rounds, if self.ceiling_last { "last" } else { "first" }, self.steady_rate, self.steady_secs, self.writers, self.big_rows,
             modes.join(","), self.sections.join(",")

@@ -64,7 +64,7 @@ fn main() {
 /// The sections of one mode, on that mode's own servers.
 fn run_mode(mode: Mode, knobs: &Knobs, figures: &mut Figures) {
     println!("\n== {} mode", mode.name());
-    let env = Env::start(mode);
+    let env = Env::start(mode, &knobs.pg_settings);
     if knobs.runs("catchup") {
         for round in 1..=knobs.rounds {
             println!("catch-up of {} rows in {}-row transactions, round {round}", knobs.rows, knobs.txn);
@@ -85,6 +85,11 @@ fn run_mode(mode: Mode, knobs: &Knobs, figures: &mut Figures) {
         let drained = catchup::big_txn(&env, knobs.big_rows);
         println!("  published in {:.2} s, peak RSS {:.1} MiB", drained.sluice.secs, drained.sluice.usage.rss_mib());
         figures.drained("big txn", &drained);
+    }
+    if !knobs.pg_settings.is_empty() {
+        let log = knobs.out.join(format!("postgres-{}.log", mode.name()));
+        env.keep_server_log(&log);
+        println!("server log: {}", log.display());
     }
 }
 

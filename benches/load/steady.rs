@@ -72,11 +72,23 @@ pub fn steady(env: &Env, knobs: &Knobs) -> Steady {
     }
     let after = usage(child.id()).expect("sluice is running");
     terminate(&mut child);
-    let mut latencies_us: Vec<i64> = sub.seen.lock().unwrap().iter().filter(|s| s.record_id.starts_with('s')).map(|s| s.latency_us).collect();
+    let arrivals: Vec<(String, i64)> = sub.seen.lock().unwrap().iter().filter(|s| s.record_id.starts_with('s')).map(|s| (s.record_id.clone(), s.latency_us)).collect();
+    write_arrivals(knobs, env.mode, &arrivals);
+    let mut latencies_us: Vec<i64> = arrivals.iter().map(|(_, us)| *us).collect();
     latencies_us.sort_unstable();
     assert_eq!(latencies_us.len() as u64, total, "every steady change arrives once:\n{}", env.daemon_log());
     let usage = Usage { ticks: after.ticks - before.ticks, hwm_kib: after.hwm_kib };
     Steady { mode: env.mode, written: total, write_rate: total as f64 / secs, max_in_flight, latencies_us, usage }
+}
+
+/// `steady-<mode>-arrivals.txt` in OUT: "record latency_us" per event, in arrival order, to see
+/// when in the window the slow ones came (the sorted figures hide that).
+fn write_arrivals(knobs: &Knobs, mode: Mode, arrivals: &[(String, i64)]) {
+    let text: String = arrivals.iter().map(|(id, us)| format!("{id} {us}\n")).collect();
+    let path = knobs.out.join(format!("steady-{}-arrivals.txt", mode.name()));
+    if let Err(e) = std::fs::create_dir_all(&knobs.out).and_then(|()| std::fs::write(&path, text)) {
+        eprintln!("could not write {}: {e}", path.display());
+    }
 }
 
 /// Writes a probe row every 200 ms until its event arrives, then forgets what was seen.

@@ -162,7 +162,8 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn log_path(&self) -> PathBuf {
+    /// The server's log file (it lives in the data directory, removed with the cluster).
+    pub fn log_path(&self) -> PathBuf {
         self.data.join("log")
     }
 
