@@ -21,6 +21,10 @@ use crate::source::lsn;
 
 /// How long a Commit may wait for more changes to share its batch.
 const LINGER: Duration = Duration::from_millis(2);
+/// The least time between two standby status messages a flush sends: a trickle of small
+/// transactions flushes every few ms, and a status message each time cost a send here and a
+/// wake-up of the walsender; a later confirmation covers the earlier ones.
+const CONFIRM_EVERY: Duration = Duration::from_millis(20);
 const HEARTBEAT_PREFIX: &str = "sluice.heartbeat";
 
 struct Stream<'a> {
@@ -37,6 +41,8 @@ struct Stream<'a> {
     confirmed: u64,
     flush_at: Option<Instant>,
     status_at: Instant,
+    /// A confirmation a flush held back for [`CONFIRM_EVERY`]: it goes out then.
+    status_due: Option<Instant>,
     heartbeat_at: Instant,
     last_frame: Instant,
 }
@@ -58,7 +64,7 @@ pub async fn session(
     let now = Instant::now();
     let mut s = Stream {
         config, router, publisher, sql, repl, schema: Schema::default(), txn: None, pending: Vec::new(),
-        pending_commit: None, confirmed, flush_at: None, status_at: now, heartbeat_at: now, last_frame: now,
+        pending_commit: None, confirmed, flush_at: None, status_at: now, status_due: None, heartbeat_at: now, last_frame: now,
     };
     s.run(shutdown).await
 }
@@ -167,8 +173,14 @@ impl Stream<'_> {
         Ok(())
     }
 
+    /// When the next standby status message is due: a held-back confirmation, or the interval.
+    fn status_next(&self) -> Instant {
+        let regular = self.status_at + self.config.source.status_interval;
+        self.status_due.map_or(regular, |held| held.min(regular))
+    }
+
     fn next_due(&self) -> Instant {
-        let status = self.status_at + self.config.source.status_interval;
+        let status = self.status_next();
         let heartbeat = self.heartbeat_at + self.config.source.heartbeat_interval;
         self.flush_at.map_or(status.min(heartbeat), |f| f.min(status).min(heartbeat))
     }
@@ -189,7 +201,7 @@ impl Stream<'_> {
                 }
             }
         }
-        if now >= self.status_at + self.config.source.status_interval {
+        if now >= self.status_next() {
             self.send_status(false).await?;
         }
         Ok(())
@@ -285,7 +297,12 @@ impl Stream<'_> {
         checkpoint::save_error(&self.sql.client, &self.config.source.slot).await?;
         self.confirmed = target;
         crate::health::global().update(|f| f.position = Some(lsn::format(target)));
-        self.send_status(false).await
+        let next = self.status_at + CONFIRM_EVERY;
+        if Instant::now() >= next {
+            return self.send_status(false).await;
+        }
+        self.status_due = Some(next);
+        Ok(())
     }
 
     fn confirm_if_idle(&mut self, wal_end: u64) {
@@ -296,6 +313,7 @@ impl Stream<'_> {
 
     async fn send_status(&mut self, reply: bool) -> Result<(), RunError> {
         self.status_at = Instant::now();
+        self.status_due = None;
         let c = self.confirmed;
         self.repl.send_status(StandbyStatus { write: c, flush: c, apply: c, time: 0, reply }).await?;
         crate::exporter::checkpointed();
