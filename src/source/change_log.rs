@@ -81,7 +81,7 @@ const PRUNE: &str = "DELETE FROM sluice.change_log WHERE id IN (SELECT id FROM \
 /// fast-growing change_log the planner guesses a third of the table for `xid >= ...`, and it
 /// chose a parallel scan of all of it for BOUNDS, 7-140 ms a round at 200,000 rows where the
 /// index takes 0.1 ms (benches/README.md).
-pub const READER_SETTINGS: &str =
+const READER_SETTINGS: &str =
     "SET plan_cache_mode = force_custom_plan; SET enable_seqscan = off; SET max_parallel_workers_per_gather = 0";
 
 /// The advisory lock that makes one daemon the reader of a change_log.

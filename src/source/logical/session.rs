@@ -41,8 +41,9 @@ struct Stream<'a> {
     confirmed: u64,
     flush_at: Option<Instant>,
     status_at: Instant,
-    /// A confirmation a flush held back for [`CONFIRM_EVERY`]: it goes out then.
-    status_due: Option<Instant>,
+    /// A flush moved `confirmed` but held its status back: it goes out [`CONFIRM_EVERY`]
+    /// after the last one.
+    status_held: bool,
     heartbeat_at: Instant,
     last_frame: Instant,
 }
@@ -64,7 +65,7 @@ pub async fn session(
     let now = Instant::now();
     let mut s = Stream {
         config, router, publisher, sql, repl, schema: Schema::default(), txn: None, pending: Vec::new(),
-        pending_commit: None, confirmed, flush_at: None, status_at: now, status_due: None, heartbeat_at: now, last_frame: now,
+        pending_commit: None, confirmed, flush_at: None, status_at: now, status_held: false, heartbeat_at: now, last_frame: now,
     };
     s.run(shutdown).await
 }
@@ -175,8 +176,8 @@ impl Stream<'_> {
 
     /// When the next standby status message is due: a held-back confirmation, or the interval.
     fn status_next(&self) -> Instant {
-        let regular = self.status_at + self.config.source.status_interval;
-        self.status_due.map_or(regular, |held| held.min(regular))
+        let interval = if self.status_held { CONFIRM_EVERY.min(self.config.source.status_interval) } else { self.config.source.status_interval };
+        self.status_at + interval
     }
 
     fn next_due(&self) -> Instant {
@@ -297,11 +298,10 @@ impl Stream<'_> {
         checkpoint::save_error(&self.sql.client, &self.config.source.slot).await?;
         self.confirmed = target;
         crate::health::global().update(|f| f.position = Some(lsn::format(target)));
-        let next = self.status_at + CONFIRM_EVERY;
-        if Instant::now() >= next {
+        if self.status_at.elapsed() >= CONFIRM_EVERY {
             return self.send_status(false).await;
         }
-        self.status_due = Some(next);
+        self.status_held = true;
         Ok(())
     }
 
@@ -313,7 +313,7 @@ impl Stream<'_> {
 
     async fn send_status(&mut self, reply: bool) -> Result<(), RunError> {
         self.status_at = Instant::now();
-        self.status_due = None;
+        self.status_held = false;
         let c = self.confirmed;
         self.repl.send_status(StandbyStatus { write: c, flush: c, apply: c, time: 0, reply }).await?;
         crate::exporter::checkpointed();
