@@ -185,6 +185,7 @@ async fn publish_until_acknowledged(
                 // waiting out Redis is the loop turning: /healthz stays 200 meanwhile
                 crate::health::global().turned();
                 let wait = backoff.next_backoff().unwrap_or(policy.max_backoff);
+                tracing::debug!(retry_in = ?wait, "Redis still unavailable; publish retry scheduled");
                 if sleep_or_shutdown(wait, shutdown).await {
                     return None;
                 }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{distinct, insert, wait_until, Env};
+use common::{distinct, insert, restart_redis_after_a_retry, wait_until, Env};
 use serde_json::Value;
 
 const LOGICAL: &str = "mode = \"logical\"\nheartbeat_interval = \"1s\"\nstatus_interval = \"1s\"";
@@ -72,7 +72,7 @@ async fn rolled_back_work_is_never_published() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slot_is_confirmed_only_past_what_redis_acknowledged() {
-    let mut env = Env::start(&format!("{LOGICAL}\n[delivery]\ninitial_backoff = \"1s\"\nmax_backoff = \"1s\""));
+    let mut env = Env::start(&format!("{LOGICAL}\n[delivery]\ninitial_backoff = \"3s\"\nmax_backoff = \"3s\""));
     env.set_redis_timeout("1s");
     let daemon = env.daemon();
     wait_until(WAIT, || daemon.log().contains("streaming from the slot"), || daemon.log()).await;
@@ -82,8 +82,7 @@ async fn the_slot_is_confirmed_only_past_what_redis_acknowledged() {
     wait_until(WAIT, || daemon.log().contains("Redis is unavailable"), || daemon.log()).await;
     let held = env.sql(&format!("SELECT '{}'::pg_lsn <= '{before}'::pg_lsn", confirmed(&env)));
     assert_eq!(held.trim(), "t", "confirmed {} must not pass {before} while Redis is down", confirmed(&env));
-    env.redis.restart().unwrap();
-    let sub = env.subscribe().await;
+    let sub = restart_redis_after_a_retry(&mut env, &daemon).await;
     wait_until(WAIT, || distinct(&sub) == 200, || format!("{} of 200\n{}", distinct(&sub), daemon.log())).await;
     wait_until(WAIT, || env.sql(&format!("SELECT '{}'::pg_lsn > '{before}'::pg_lsn", confirmed(&env))).trim() == "t", || daemon.log()).await;
     assert!(env.dead_letters().is_empty());

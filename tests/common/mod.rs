@@ -187,6 +187,11 @@ impl Daemon {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// How many times the daemon's whole log so far contains `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().matches(needle).count()
+    }
+
     pub fn sigkill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -321,4 +326,16 @@ pub async fn fenced(env: &Env, sub: &Subscriber) -> Vec<Msg> {
     redis_command(env.redis.port(), &["PUBLISH", "test:fence:0", "fence"]);
     wait_until(Duration::from_secs(30), || sub.all().iter().any(|m| m.channel == "test:fence:0"), || "the fence never arrived".into()).await;
     sub.all().into_iter().filter(|m| m.channel != "test:fence:0").collect()
+}
+
+/// Restarts Redis just after one of the daemon's publish retries failed, then subscribes: the
+/// subscriber is in place before the next retry (one backoff later) publishes what was held.
+/// Pub/sub keeps nothing for a subscriber that is not there yet, so racing the retry would
+/// lose messages for the test, not for the daemon.
+pub async fn restart_redis_after_a_retry(env: &mut Env, daemon: &Daemon) -> Subscriber {
+    const RETRY: &str = "Redis still unavailable; publish retry scheduled";
+    let seen = daemon.log_count(RETRY);
+    wait_until(Duration::from_secs(30), || daemon.log_count(RETRY) > seen, || daemon.log()).await;
+    env.redis.restart().unwrap();
+    env.subscribe().await
 }
