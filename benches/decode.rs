@@ -21,11 +21,17 @@ use sluice::config::Config;
 use sluice::event::Operation;
 use sluice::route::{Routed, Router};
 use sluice::source::logical::convert::{self, Schema, Txn};
-use sluice::source::pgoutput::{Column, Insert, Message, OldTuple, Relation, RelationColumn, ReplicaIdentity, TupleData, Update};
+use sluice::source::pgoutput::{
+    Column, Insert, Message, OldTuple, Relation, RelationColumn, ReplicaIdentity, TupleData, Update,
+};
 use sluice::source::values::Kind;
 
 const BATCH: usize = 1000;
-const CODES: [&str; 3] = ["crm.leads.create", "hrms.payroll.process", "finance.invoice.send"];
+const CODES: [&str; 3] = [
+    "crm.leads.create",
+    "hrms.payroll.process",
+    "finance.invoice.send",
+];
 /// text, numeric, bool, jsonb, timestamptz, int4, float8, text[]
 const TEXT: u32 = 25;
 const NUMERIC: u32 = 1700;
@@ -37,16 +43,39 @@ const FLOAT8: u32 = 701;
 const TEXT_ARRAY: u32 = 1009;
 
 fn column(name: &str, type_oid: u32, key: bool) -> RelationColumn {
-    RelationColumn { flags: u8::from(key), name: name.into(), type_oid, type_modifier: -1 }
+    RelationColumn {
+        flags: u8::from(key),
+        name: name.into(),
+        type_oid,
+        type_modifier: -1,
+    }
 }
 
 /// public.credit_configurations as tests/fixtures/seed.sql creates it.
 fn credit_relation(id: u32, identity: ReplicaIdentity) -> Relation {
     let full = identity == ReplicaIdentity::Full;
-    let cols = [("config_id", TEXT), ("tenant_id", TEXT), ("operation_code", TEXT), ("credit_cost", NUMERIC),
-        ("is_active", BOOL), ("updated_by", TEXT), ("meta", JSONB), ("updated_at", TIMESTAMPTZ)];
-    let columns = cols.iter().enumerate().map(|(k, (name, oid))| column(name, *oid, k == 0 || full)).collect();
-    Relation { id, namespace: "public".into(), name: "credit_configurations".into(), replica_identity: identity, columns }
+    let cols = [
+        ("config_id", TEXT),
+        ("tenant_id", TEXT),
+        ("operation_code", TEXT),
+        ("credit_cost", NUMERIC),
+        ("is_active", BOOL),
+        ("updated_by", TEXT),
+        ("meta", JSONB),
+        ("updated_at", TIMESTAMPTZ),
+    ];
+    let columns = cols
+        .iter()
+        .enumerate()
+        .map(|(k, (name, oid))| column(name, *oid, k == 0 || full))
+        .collect();
+    Relation {
+        id,
+        namespace: "public".into(),
+        name: "credit_configurations".into(),
+        replica_identity: identity,
+        columns,
+    }
 }
 
 fn text(s: impl Into<String>) -> Column {
@@ -69,16 +98,30 @@ fn credit_tuple(i: usize, cost: &str) -> TupleData {
 
 /// A 30-column relation of mixed types whose row is about 2 KB of text.
 fn wide_relation(id: u32) -> Relation {
-    let mut columns = vec![column("config_id", TEXT, true), column("tenant_id", TEXT, false), column("operation_code", TEXT, false)];
+    let mut columns = vec![
+        column("config_id", TEXT, true),
+        column("tenant_id", TEXT, false),
+        column("operation_code", TEXT, false),
+    ];
     for k in 3..30 {
         let oid = [INT4, FLOAT8, BOOL, TEXT, JSONB, TIMESTAMPTZ, TEXT_ARRAY][k % 7];
         columns.push(column(&format!("c{k}"), oid, false));
     }
-    Relation { id, namespace: "public".into(), name: "credit_configurations".into(), replica_identity: ReplicaIdentity::Default, columns }
+    Relation {
+        id,
+        namespace: "public".into(),
+        name: "credit_configurations".into(),
+        replica_identity: ReplicaIdentity::Default,
+        columns,
+    }
 }
 
 fn wide_tuple(i: usize) -> TupleData {
-    let mut values = vec![text(format!("config-{i}")), text(format!("tenant-{}", i % 50)), text(CODES[i % CODES.len()])];
+    let mut values = vec![
+        text(format!("config-{i}")),
+        text(format!("tenant-{}", i % 50)),
+        text(CODES[i % CODES.len()]),
+    ];
     for k in 3..30 {
         values.push(text(match k % 7 {
             0 => format!("{}", 1000 + k * 37),
@@ -107,20 +150,48 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let insert = |rel: u32, new: TupleData| encode(&Message::Insert(Insert { relation_id: rel, new }));
+    let insert = |rel: u32, new: TupleData| {
+        encode(&Message::Insert(Insert {
+            relation_id: rel,
+            new,
+        }))
+    };
     let update = |i: usize| {
         let old = Some(OldTuple::Old(credit_tuple(i, "2.50")));
-        encode(&Message::Update(Update { relation_id: 2, old, new: credit_tuple(i, "3.00") }))
+        encode(&Message::Update(Update {
+            relation_id: 2,
+            old,
+            new: credit_tuple(i, "3.00"),
+        }))
     };
     vec![
-        Case { name: "insert", relation: credit_relation(1, ReplicaIdentity::Default), messages: (0..BATCH).map(|i| insert(1, credit_tuple(i, "3.00"))).collect() },
-        Case { name: "update_full_identity", relation: credit_relation(2, ReplicaIdentity::Full), messages: (0..BATCH).map(update).collect() },
-        Case { name: "wide_insert_30_columns", relation: wide_relation(3), messages: (0..BATCH).map(|i| insert(3, wide_tuple(i))).collect() },
+        Case {
+            name: "insert",
+            relation: credit_relation(1, ReplicaIdentity::Default),
+            messages: (0..BATCH)
+                .map(|i| insert(1, credit_tuple(i, "3.00")))
+                .collect(),
+        },
+        Case {
+            name: "update_full_identity",
+            relation: credit_relation(2, ReplicaIdentity::Full),
+            messages: (0..BATCH).map(update).collect(),
+        },
+        Case {
+            name: "wide_insert_30_columns",
+            relation: wide_relation(3),
+            messages: (0..BATCH).map(|i| insert(3, wide_tuple(i))).collect(),
+        },
     ]
 }
 
 fn schema(case: &Case) -> Schema {
-    let kinds = case.relation.columns.iter().map(|c| Kind::of_builtin(c.type_oid).expect("a built-in type")).collect();
+    let kinds = case
+        .relation
+        .columns
+        .iter()
+        .map(|c| Kind::of_builtin(c.type_oid).expect("a built-in type"))
+        .collect();
     let mut schema = Schema::default();
     schema.insert(&case.relation, &["config_id".to_string()], kinds);
     schema
@@ -138,8 +209,11 @@ fn decode_convert(schema: &Schema, bytes: &[u8], txn: &mut Txn) -> sluice::event
 }
 
 fn router() -> Router {
-    let config = Config::parse(include_str!("../config.example.toml"), Path::new("config.example.toml"))
-        .expect("config.example.toml parses");
+    let config = Config::parse(
+        include_str!("../config.example.toml"),
+        Path::new("config.example.toml"),
+    )
+    .expect("config.example.toml parses");
     Router::new(&config)
 }
 
@@ -150,14 +224,25 @@ fn bench(c: &mut Criterion) {
         let schema = schema(&case);
         let bytes: usize = case.messages.iter().map(Vec::len).sum();
         let sample = decode_convert(&schema, &case.messages[0], &mut Txn::new(1, 1, 0));
-        eprintln!("{}: message {} B on average, data {} B", case.name, bytes / BATCH, sample.data.len());
+        eprintln!(
+            "{}: message {} B on average, data {} B",
+            case.name,
+            bytes / BATCH,
+            sample.data.len()
+        );
         group.bench_function(format!("decode_only/{}", case.name), |b| {
-            b.iter(|| case.messages.iter().for_each(|m| drop(black_box(Message::decode(black_box(m))))))
+            b.iter(|| {
+                case.messages
+                    .iter()
+                    .for_each(|m| drop(black_box(Message::decode(black_box(m)))))
+            })
         });
         group.bench_function(format!("decode_convert/{}", case.name), |b| {
             b.iter(|| {
                 let mut txn = Txn::new(0x16B_3740, 5_000_000, 817_000_000_000_000);
-                case.messages.iter().for_each(|m| drop(black_box(decode_convert(&schema, m, &mut txn))))
+                case.messages
+                    .iter()
+                    .for_each(|m| drop(black_box(decode_convert(&schema, m, &mut txn))))
             })
         });
     }
@@ -166,17 +251,23 @@ fn bench(c: &mut Criterion) {
 }
 
 /// The whole CPU path of one row short of the socket: decode, convert, route, encode.
-fn decode_route_encode(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn decode_route_encode(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+) {
     let (router, case) = (router(), cases().swap_remove(0));
     let schema = schema(&case);
-    let (mut out, mut buf): (Vec<Routed>, Vec<u8>) = (Vec::with_capacity(BATCH), Vec::with_capacity(4096));
+    let (mut out, mut buf): (Vec<Routed>, Vec<u8>) =
+        (Vec::with_capacity(BATCH), Vec::with_capacity(4096));
     group.bench_function("decode_route_encode/insert", |b| {
         b.iter(|| {
             let mut txn = Txn::new(0x16B_3740, 5_000_000, 817_000_000_000_000);
             for m in &case.messages {
                 router.route(&decode_convert(&schema, m, &mut txn), &mut out, &mut buf);
             }
-            assert!(matches!(out.last(), Some(Routed::Publish(_))), "the row routes to an app");
+            assert!(
+                matches!(out.last(), Some(Routed::Publish(_))),
+                "the row routes to an app"
+            );
             black_box(&out);
             out.clear();
         })

@@ -17,15 +17,26 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice::config::Config;
 use sluice::event::{Change, Operation, SourceRef};
-use sluice::route::{Router, Routed};
+use sluice::route::{Routed, Router};
 
 const BATCH: usize = 1000;
-const CODES: [&str; 3] = ["crm.leads.create", "hrms.payroll.process", "finance.invoice.send"];
+const CODES: [&str; 3] = [
+    "crm.leads.create",
+    "hrms.payroll.process",
+    "finance.invoice.send",
+];
 
 fn router() -> Router {
-    let config = Config::parse(include_str!("../config.example.toml"), Path::new("config.example.toml"))
-        .expect("config.example.toml parses");
-    assert!(config.problems().is_empty(), "config.example.toml: {:?}", config.problems());
+    let config = Config::parse(
+        include_str!("../config.example.toml"),
+        Path::new("config.example.toml"),
+    )
+    .expect("config.example.toml parses");
+    assert!(
+        config.problems().is_empty(),
+        "config.example.toml: {:?}",
+        config.problems()
+    );
     Router::new(&config)
 }
 
@@ -40,7 +51,12 @@ fn change(i: usize, operation: Operation, table: &str, record_id: String, data: 
         changed_fields: None,
         unchanged_columns: Vec::new(),
         timestamp: "2026-11-22T10:00:00.123456Z".into(),
-        source: SourceRef { mode: "trigger", lsn: None, xid: Some(5_000_000 + i as u64), id: Some(1_000_000 + i as i64) },
+        source: SourceRef {
+            mode: "trigger",
+            lsn: None,
+            xid: Some(5_000_000 + i as u64),
+            id: Some(1_000_000 + i as i64),
+        },
         replay: None,
     }
 }
@@ -56,7 +72,15 @@ fn credit_row(i: usize) -> String {
 
 fn credit_inserts() -> Vec<Change> {
     (0..BATCH)
-        .map(|i| change(i, Operation::Insert, "public.credit_configurations", format!("config-{i}"), credit_row(i)))
+        .map(|i| {
+            change(
+                i,
+                Operation::Insert,
+                "public.credit_configurations",
+                format!("config-{i}"),
+                credit_row(i),
+            )
+        })
         .collect()
 }
 
@@ -76,7 +100,13 @@ fn role_changes() -> Vec<Change> {
 fn credit_updates() -> Vec<Change> {
     (0..BATCH)
         .map(|i| {
-            let mut c = change(i, Operation::Update, "public.credit_configurations", format!("config-{i}"), credit_row(i));
+            let mut c = change(
+                i,
+                Operation::Update,
+                "public.credit_configurations",
+                format!("config-{i}"),
+                credit_row(i),
+            );
             c.old = Some(r#"{"credit_cost": 2.50}"#.into());
             c.changed_fields = Some(vec!["credit_cost".into()]);
             c
@@ -110,7 +140,10 @@ fn wide_row(i: usize) -> String {
     }
     let base: usize = cols.iter().map(|c| c.len() + 2).sum::<usize>() + 2; // ", " separators and braces
     let filler = 2048 - base - r#""description": """#.len();
-    cols.push(format!(r#""description": "{}""#, &"Credit configuration for a premium tenant. ".repeat(64)[..filler]));
+    cols.push(format!(
+        r#""description": "{}""#,
+        &"Credit configuration for a premium tenant. ".repeat(64)[..filler]
+    ));
     let row = format!("{{{}}}", cols.join(", "));
     debug_assert_eq!(cols.len(), 30);
     row
@@ -118,7 +151,15 @@ fn wide_row(i: usize) -> String {
 
 fn wide_rows() -> Vec<Change> {
     (0..BATCH)
-        .map(|i| change(i, Operation::Insert, "public.credit_configurations", format!("config-{i}"), wide_row(i)))
+        .map(|i| {
+            change(
+                i,
+                Operation::Insert,
+                "public.credit_configurations",
+                format!("config-{i}"),
+                wide_row(i),
+            )
+        })
         .collect()
 }
 
@@ -129,7 +170,11 @@ fn check(router: &Router, name: &str, changes: &[Change], events_per_change: usi
     for c in changes {
         router.route(c, &mut out, &mut buf);
     }
-    assert_eq!(out.len(), changes.len() * events_per_change, "{name}: wrong number of results");
+    assert_eq!(
+        out.len(),
+        changes.len() * events_per_change,
+        "{name}: wrong number of results"
+    );
     let mut bytes = 0;
     for r in &out {
         match r {
@@ -138,7 +183,10 @@ fn check(router: &Router, name: &str, changes: &[Change], events_per_change: usi
         }
     }
     let row = changes.iter().map(|c| c.data.len()).sum::<usize>() / changes.len();
-    eprintln!("{name}: row {row} B, event payload {} B on average, {events_per_change} event(s)/change", bytes / out.len());
+    eprintln!(
+        "{name}: row {row} B, event payload {} B on average, {events_per_change} event(s)/change",
+        bytes / out.len()
+    );
 }
 
 fn bench(c: &mut Criterion) {

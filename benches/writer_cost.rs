@@ -27,23 +27,50 @@ CREATE TRIGGER row_capture AFTER INSERT OR UPDATE OR DELETE ON credit_configurat
 fn main() {
     // `cargo bench` passes --bench; under `cargo test` this is a quick smoke run.
     let full = std::env::args().any(|a| a == "--bench");
-    let rows: i64 = std::env::var("ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 100_000 } else { 2_000 });
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 3 } else { 1 });
+    let rows: i64 = std::env::var("ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 100_000 } else { 2_000 });
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 3 } else { 1 });
     let pg = Postgres::start().expect("start postgres");
     pg.psql("postgres", "CREATE DATABASE bench").unwrap();
-    let schema = format!("{}\n{}", include_str!("../sql/001_schema.sql"), include_str!("../sql/002_change_log.sql"));
+    let schema = format!(
+        "{}\n{}",
+        include_str!("../sql/001_schema.sql"),
+        include_str!("../sql/002_change_log.sql")
+    );
     pg.psql("bench", &schema).unwrap();
-    let statement = sluice::setup::triggers("public.credit_configurations", "tenant_id", &["config_id".into()]);
-    let variants: [(&str, &str); 3] = [("no capture", ""), ("sluice statement trigger", &statement), ("row-level trigger", ROW_TRIGGER)];
+    let statement = sluice::setup::triggers(
+        "public.credit_configurations",
+        "tenant_id",
+        &["config_id".into()],
+    );
+    let variants: [(&str, &str); 3] = [
+        ("no capture", ""),
+        ("sluice statement trigger", &statement),
+        ("row-level trigger", ROW_TRIGGER),
+    ];
     println!("{rows} rows per statement, best of {rounds} rounds, rows/s (overhead vs no capture)");
-    println!("{:<26} {:>18} {:>18} {:>18}", "", "INSERT", "UPDATE", "DELETE");
+    println!(
+        "{:<26} {:>18} {:>18} {:>18}",
+        "", "INSERT", "UPDATE", "DELETE"
+    );
     let mut base = [0.0; 3];
     for (i, (name, ddl)) in variants.iter().enumerate() {
         let best = measure(&pg, ddl, rows, rounds);
         if i == 0 {
             base = best;
         }
-        let cell = |k: usize| format!("{:>9.0} ({:>+4.0}%)", best[k], (best[k] / base[k] - 1.0) * 100.0);
+        let cell = |k: usize| {
+            format!(
+                "{:>9.0} ({:>+4.0}%)",
+                best[k],
+                (best[k] / base[k] - 1.0) * 100.0
+            )
+        };
         println!("{name:<26} {:>18} {:>18} {:>18}", cell(0), cell(1), cell(2));
     }
 }

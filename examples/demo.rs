@@ -98,8 +98,13 @@ async fn main() -> ExitCode {
         Err(e) => Err(e.into()),
     };
     match result {
-        _ if INTERRUPTED.load(Ordering::SeqCst) => println!("\nInterrupted: the servers are stopped and their temp dirs removed."),
-        Ok(()) => println!("\nDone in {:.1} s; the servers are stopped and their temp dirs removed.", started.elapsed().as_secs_f64()),
+        _ if INTERRUPTED.load(Ordering::SeqCst) => {
+            println!("\nInterrupted: the servers are stopped and their temp dirs removed.")
+        }
+        Ok(()) => println!(
+            "\nDone in {:.1} s; the servers are stopped and their temp dirs removed.",
+            started.elapsed().as_secs_f64()
+        ),
         Err(e) => {
             eprintln!("\ndemo failed: {e}");
             return ExitCode::FAILURE;
@@ -128,7 +133,11 @@ async fn demo(stop_tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) -> 
     println!("Starting a throwaway PostgreSQL and Redis ...");
     let pg = Postgres::start()?;
     let redis = Redis::start()?;
-    println!("  PostgreSQL {}\n  Redis      {}", pg.url_for(DB), redis.url());
+    println!(
+        "  PostgreSQL {}\n  Redis      {}",
+        pg.url_for(DB),
+        redis.url()
+    );
     if *stop.borrow() {
         return Ok(());
     }
@@ -151,7 +160,9 @@ async fn demo(stop_tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) -> 
 async fn prepare(pg: &Postgres, redis: &Redis, dir: &Path) -> Result<Config, Error> {
     pg.psql("postgres", &format!("CREATE DATABASE {DB}"))?;
     pg.psql(DB, SEED)?;
-    let text = CONFIG_TEMPLATE.replace("{pg}", &pg.url_for(DB)).replace("{redis}", &redis.url());
+    let text = CONFIG_TEMPLATE
+        .replace("{pg}", &pg.url_for(DB))
+        .replace("{redis}", &redis.url());
     let path = dir.join("sluice.toml");
     std::fs::write(&path, &text)?;
     let config = Config::parse(&text, &path)?;
@@ -164,7 +175,8 @@ async fn prepare(pg: &Postgres, redis: &Redis, dir: &Path) -> Result<Config, Err
 }
 
 async fn subscribe(url: &str) -> Result<SubscriberClient, Error> {
-    let client = Builder::from_config(fred::types::config::Config::from_url(url)?).build_subscriber_client()?;
+    let client = Builder::from_config(fred::types::config::Config::from_url(url)?)
+        .build_subscriber_client()?;
     client.init().await?;
     Ok(client)
 }
@@ -183,12 +195,16 @@ async fn narrate(
         }
         pg.psql(DB, step.sql)?;
         for _ in 0..step.events {
-            let Some(message) = or_stop(stop, next_event(messages)).await else { return Ok(()) };
+            let Some(message) = or_stop(stop, next_event(messages)).await else {
+                return Ok(());
+            };
             let channel = message?;
             *channels.entry(channel).or_default() += 1;
         }
         if step.events == 0 {
-            let Some(dead) = or_stop(stop, dead_letter(pg)).await else { return Ok(()) };
+            let Some(dead) = or_stop(stop, dead_letter(pg)).await else {
+                return Ok(());
+            };
             dead?;
         }
         if or_stop(stop, tokio::time::sleep(PAUSE)).await.is_none() {
@@ -199,7 +215,10 @@ async fn narrate(
 }
 
 /// `Some(output)` of `fut`, or `None` once `stop` turns true.
-async fn or_stop<T>(stop: &mut watch::Receiver<bool>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+async fn or_stop<T>(
+    stop: &mut watch::Receiver<bool>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
     tokio::select! {
         out = fut => Some(out),
         _ = stop.wait_for(|s| *s) => None,
@@ -213,7 +232,10 @@ async fn next_event(messages: &mut broadcast::Receiver<Message>) -> Result<Strin
         .map_err(|_| format!("no event arrived within {DEADLINE:?}"))??;
     let channel = message.channel.to_string();
     let payload = message.value.as_string().unwrap_or_default();
-    println!("{}", clip(format!("   → {channel:<34} {}", describe(&payload))));
+    println!(
+        "{}",
+        clip(format!("   → {channel:<34} {}", describe(&payload)))
+    );
     Ok(channel)
 }
 
@@ -232,7 +254,9 @@ struct Shown<'a> {
 /// `OPERATION recordId fields`: for an UPDATE the changed fields as old → new, otherwise the
 /// row without its null fields. Numbers are shown as PostgreSQL wrote them.
 fn describe(payload: &str) -> String {
-    let Ok(event) = serde_json::from_str::<Shown>(payload) else { return payload.to_string() };
+    let Ok(event) = serde_json::from_str::<Shown>(payload) else {
+        return payload.to_string();
+    };
     let data = fields(event.data);
     let shown = match fields(event.old) {
         old if event.operation == "UPDATE" && !old.is_empty() => old
@@ -240,13 +264,24 @@ fn describe(payload: &str) -> String {
             .map(|(k, v)| format!("{k}: {v} → {}", data.get(k).map_or("?", |n| n.get())))
             .collect::<Vec<_>>()
             .join(", "),
-        _ => data.iter().filter(|(_, v)| v.get() != "null").map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+        _ => data
+            .iter()
+            .filter(|(_, v)| v.get() != "null")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
     };
-    format!("{:<6} {:<7} {shown}", event.operation, event.record_id.unwrap_or_default())
+    format!(
+        "{:<6} {:<7} {shown}",
+        event.operation,
+        event.record_id.unwrap_or_default()
+    )
 }
 
 fn fields(object: Option<&RawValue>) -> BTreeMap<String, &RawValue> {
-    object.and_then(|o| serde_json::from_str(o.get()).ok()).unwrap_or_default()
+    object
+        .and_then(|o| serde_json::from_str(o.get()).ok())
+        .unwrap_or_default()
 }
 
 /// Cuts a line to [`MAX_LINE`] characters.
@@ -278,9 +313,16 @@ async fn dead_letter(pg: &Postgres) -> Result<(), Error> {
 
 fn summary(pg: &Postgres, channels: &BTreeMap<String, usize>) -> Result<(), Error> {
     let events: usize = channels.values().sum();
-    let dead: usize = pg.psql(DB, "SELECT count(*) FROM sluice.dead_letter")?.trim().parse()?;
+    let dead: usize = pg
+        .psql(DB, "SELECT count(*) FROM sluice.dead_letter")?
+        .trim()
+        .parse()?;
     let s = |n: usize| if n == 1 { "" } else { "s" };
-    println!("\nSummary: {events} events on {} channels, {dead} dead letter{}", channels.len(), s(dead));
+    println!(
+        "\nSummary: {events} events on {} channels, {dead} dead letter{}",
+        channels.len(),
+        s(dead)
+    );
     for (channel, n) in channels {
         println!("   {channel:<34} {n} event{}", s(*n));
     }

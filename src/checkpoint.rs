@@ -22,26 +22,34 @@ impl Progress {
     pub fn position(&self) -> String {
         match &self.round {
             None => format!("snapshot {}", self.done),
-            Some((round, after)) => format!("snapshot {} + round {round} through id {after}", self.done),
+            Some((round, after)) => {
+                format!("snapshot {} + round {round} through id {after}", self.done)
+            }
         }
     }
 }
 
-const LOAD: &str = "SELECT done::text, round::text, round_after FROM sluice.checkpoint WHERE name = $1";
+const LOAD: &str =
+    "SELECT done::text, round::text, round_after FROM sluice.checkpoint WHERE name = $1";
 
 const UPDATE: &str = "UPDATE sluice.checkpoint SET position = $2, done = $3::text::pg_snapshot, \
     round = $4::text::pg_snapshot, round_after = $5, updated_at = now() WHERE name = $1";
 
 /// [`UPDATE`] with its parameters numbered after the nine of the dead-letter insert.
-const UPDATE_AFTER_DEAD_LETTERS: &str = "UPDATE sluice.checkpoint SET position = $11, done = $12::text::pg_snapshot, \
+const UPDATE_AFTER_DEAD_LETTERS: &str =
+    "UPDATE sluice.checkpoint SET position = $11, done = $12::text::pg_snapshot, \
     round = $13::text::pg_snapshot, round_after = $14, updated_at = now() WHERE name = $10";
 
 /// Reads the progress of `name`; `None` when the row is missing (setup has not run).
 pub async fn load(client: &Client, name: &str) -> Result<Option<Progress>, tokio_postgres::Error> {
     let row = client.query_opt(LOAD, &[&name]).await?;
     Ok(row.map(|r| Progress {
-        done: r.get::<_, Option<String>>(0).unwrap_or_else(|| "1:1:".into()),
-        round: r.get::<_, Option<String>>(1).map(|s| (s, r.get::<_, Option<i64>>(2).unwrap_or(0))),
+        done: r
+            .get::<_, Option<String>>(0)
+            .unwrap_or_else(|| "1:1:".into()),
+        round: r
+            .get::<_, Option<String>>(1)
+            .map(|s| (s, r.get::<_, Option<i64>>(2).unwrap_or(0))),
     }))
 }
 
@@ -53,14 +61,22 @@ pub async fn prepare_update(client: &Client) -> Result<Statement, tokio_postgres
 }
 
 /// Stores `progress` and inserts `dead` in one statement; `update` is [`prepare_update`]'s.
-pub async fn commit(client: &Client, update: &Statement, name: &str, progress: &Progress, dead: &[DeadLetter]) -> Result<(), tokio_postgres::Error> {
+pub async fn commit(
+    client: &Client,
+    update: &Statement,
+    name: &str,
+    progress: &Progress,
+    dead: &[DeadLetter],
+) -> Result<(), tokio_postgres::Error> {
     let position = progress.position();
     let (round, after) = match &progress.round {
         Some((s, id)) => (Some(s.as_str()), Some(*id)),
         None => (None, None),
     };
     if dead.is_empty() {
-        client.execute(update, &[&name, &position, &progress.done, &round, &after]).await?;
+        client
+            .execute(update, &[&name, &position, &progress.done, &round, &after])
+            .await?;
         return Ok(());
     }
     let c = Columns::from_letters(dead);
@@ -69,19 +85,38 @@ pub async fn commit(client: &Client, update: &Statement, name: &str, progress: &
         .execute(
             sql.as_str(),
             &[
-                &c.event_id, &c.channel, &c.app, &c.tenant, &c.table, &c.payload, &c.reason, &c.error, &c.attempts,
-                &name, &position, &progress.done, &round, &after,
+                &c.event_id,
+                &c.channel,
+                &c.app,
+                &c.tenant,
+                &c.table,
+                &c.payload,
+                &c.reason,
+                &c.error,
+                &c.attempts,
+                &name,
+                &position,
+                &progress.done,
+                &round,
+                &after,
             ],
         )
         .await?;
     Ok(())
 }
 
-const SET_POSITION: &str = "UPDATE sluice.checkpoint SET position = $2, updated_at = now() WHERE name = $1";
-const SET_POSITION_AFTER_DEAD_LETTERS: &str = "UPDATE sluice.checkpoint SET position = $11, updated_at = now() WHERE name = $10";
+const SET_POSITION: &str =
+    "UPDATE sluice.checkpoint SET position = $2, updated_at = now() WHERE name = $1";
+const SET_POSITION_AFTER_DEAD_LETTERS: &str =
+    "UPDATE sluice.checkpoint SET position = $11, updated_at = now() WHERE name = $10";
 
 /// Logical mode: stores a position (an LSN) and inserts `dead` in one statement.
-pub async fn commit_position(client: &Client, name: &str, position: &str, dead: &[DeadLetter]) -> Result<(), tokio_postgres::Error> {
+pub async fn commit_position(
+    client: &Client,
+    name: &str,
+    position: &str,
+    dead: &[DeadLetter],
+) -> Result<(), tokio_postgres::Error> {
     if dead.is_empty() {
         client.execute(SET_POSITION, &[&name, &position]).await?;
         return Ok(());
@@ -91,7 +126,19 @@ pub async fn commit_position(client: &Client, name: &str, position: &str, dead: 
     client
         .execute(
             sql.as_str(),
-            &[&c.event_id, &c.channel, &c.app, &c.tenant, &c.table, &c.payload, &c.reason, &c.error, &c.attempts, &name, &position],
+            &[
+                &c.event_id,
+                &c.channel,
+                &c.app,
+                &c.tenant,
+                &c.table,
+                &c.payload,
+                &c.reason,
+                &c.error,
+                &c.attempts,
+                &name,
+                &position,
+            ],
         )
         .await?;
     Ok(())

@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::{Config, SourceMode};
-use crate::telemetry::{init_logging, LogFormat};
 use crate::recover::{backfill, dead_letters, replay_dead, replay_log};
+use crate::telemetry::{init_logging, LogFormat};
 use crate::{check, pg, run, setup, status, tail, teardown};
 
 #[derive(Debug, Parser)]
@@ -23,13 +23,30 @@ First time: write sluice.toml (see config.example.toml), then `sluice check`, `s
 )]
 pub struct Cli {
     /// Config file [default: $SLUICE_CONFIG, then ./sluice.toml]
-    #[arg(long, global = true, value_name = "PATH", help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
     pub config: Option<PathBuf>,
     /// Log format
-    #[arg(long, global = true, value_enum, default_value = "text", help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        help_heading = "Global options"
+    )]
     pub log_format: LogFormat,
     /// Log level or tracing filter (e.g. info, debug, sluice=debug)
-    #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG", help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "SLUICE_LOG",
+        help_heading = "Global options"
+    )]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
@@ -114,7 +131,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(dispatch(cli.command, config)) {
         Ok(code) => code,
         Err(message) => {
@@ -127,15 +147,26 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> {
     match command {
         Command::Run => Ok(run_daemon(config).await),
-        Command::Setup { dry_run, recreate_slot } => setup_command(&config, dry_run, recreate_slot).await,
+        Command::Setup {
+            dry_run,
+            recreate_slot,
+        } => setup_command(&config, dry_run, recreate_slot).await,
         Command::Check => {
             let findings = check::check(&config).await;
             findings.iter().for_each(|f| println!("{f}"));
-            Ok(if findings.iter().all(|f| f.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if findings.iter().all(|f| f.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::DeadLetters(command) => dead_letters::run(&config, command).await,
-        Command::Replay(Replay::DeadLetters(args)) => replay_dead::run(&config, args, interrupted()).await,
-        Command::Replay(Replay::ChangeLog(args)) => replay_log::run(&config, args, interrupted()).await,
+        Command::Replay(Replay::DeadLetters(args)) => {
+            replay_dead::run(&config, args, interrupted()).await
+        }
+        Command::Replay(Replay::ChangeLog(args)) => {
+            replay_log::run(&config, args, interrupted()).await
+        }
         Command::Backfill(args) => backfill::run(&config, args, interrupted()).await,
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown(args) => teardown::run(&config, args).await,
@@ -177,22 +208,38 @@ async fn run_daemon(config: Config) -> ExitCode {
     }
 }
 
-async fn setup_command(config: &Config, dry_run: bool, recreate_slot: bool) -> Result<ExitCode, String> {
+async fn setup_command(
+    config: &Config,
+    dry_run: bool,
+    recreate_slot: bool,
+) -> Result<ExitCode, String> {
     let url = pg::redact(&config.postgres.url);
     let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout)
         .await
-        .map_err(|e| format!("cannot connect to PostgreSQL at {url}: {e}; check postgres.url (or DATABASE_URL)"))?;
-    let mut plan = setup::plan(&conn.client, config).await.map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            format!(
+                "cannot connect to PostgreSQL at {url}: {e}; check postgres.url (or DATABASE_URL)"
+            )
+        })?;
+    let mut plan = setup::plan(&conn.client, config)
+        .await
+        .map_err(|e| e.to_string())?;
     if recreate_slot {
-        plan.recreate_slot(&config.source.slot).map_err(|e| e.to_string())?;
+        plan.recreate_slot(&config.source.slot)
+            .map_err(|e| e.to_string())?;
     }
     if dry_run {
         print!("{plan}");
         return Ok(ExitCode::SUCCESS);
     }
-    setup::apply(&conn.client, &plan).await.map_err(|e| e.to_string())?;
+    setup::apply(&conn.client, &plan)
+        .await
+        .map_err(|e| e.to_string())?;
     match config.source.mode {
-        SourceMode::Trigger => println!("setup complete: schema sluice and capture triggers on {} tables", config.tables.len()),
+        SourceMode::Trigger => println!(
+            "setup complete: schema sluice and capture triggers on {} tables",
+            config.tables.len()
+        ),
         SourceMode::Logical => println!(
             "setup complete: schema sluice, publication {} on {} tables, slot {}",
             config.source.publication,

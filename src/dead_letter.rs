@@ -18,7 +18,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for the metrics registered at startup.
-    pub const ALL: [Reason; 5] = [Reason::Unroutable, Reason::MissingTenant, Reason::InvalidTenant, Reason::PayloadTooLarge, Reason::PublishRejected];
+    pub const ALL: [Reason; 5] = [
+        Reason::Unroutable,
+        Reason::MissingTenant,
+        Reason::InvalidTenant,
+        Reason::PayloadTooLarge,
+        Reason::PublishRejected,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

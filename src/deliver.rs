@@ -60,7 +60,9 @@ pub async fn publish_routed(
     let (mut published, mut rejected_at) = (0, Vec::new());
     // (app, type) -> (published, without receivers): counted per batch, recorded once per label set
     let mut counts: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
-    for (i, ((event, delivery), attempts)) in events.iter().zip(deliveries).zip(attempts).enumerate() {
+    for (i, ((event, delivery), attempts)) in
+        events.iter().zip(deliveries).zip(attempts).enumerate()
+    {
         match delivery {
             Delivery::Sent { receivers } => {
                 published += 1;
@@ -85,7 +87,11 @@ pub async fn publish_routed(
     for d in &dead {
         metrics::counter!(m::DEAD_LETTERS, "reason" => d.reason.as_str()).increment(1);
     }
-    Some(Delivered { published, dead, rejected: rejected_at })
+    Some(Delivered {
+        published,
+        dead,
+        rejected: rejected_at,
+    })
 }
 
 pub fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLetter>) {
@@ -93,7 +99,9 @@ pub fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLe
     let mut buf = Vec::with_capacity(1024);
     let mut received: HashMap<(&str, &'static str), u64> = HashMap::new();
     for change in changes {
-        *received.entry((&change.table, change.operation.as_str())).or_default() += 1;
+        *received
+            .entry((&change.table, change.operation.as_str()))
+            .or_default() += 1;
         router.route(change, &mut routed, &mut buf);
     }
     for ((table, operation), n) in received {
@@ -123,13 +131,20 @@ async fn retry_rejected(
     let mut attempts = vec![1; events.len()];
     let mut backoff = backoff_for(policy);
     for _ in 1..policy.max_attempts {
-        let failed: Vec<usize> = (0..deliveries.len()).filter(|&i| matches!(deliveries[i], Delivery::Rejected(_))).collect();
+        let failed: Vec<usize> = (0..deliveries.len())
+            .filter(|&i| matches!(deliveries[i], Delivery::Rejected(_)))
+            .collect();
         if failed.is_empty() {
             break;
         }
         tracing::debug!(count = failed.len(), "Redis rejected events; retrying them");
         crate::health::global().turned();
-        if sleep_or_shutdown(backoff.next_backoff().unwrap_or(policy.max_backoff), shutdown).await {
+        if sleep_or_shutdown(
+            backoff.next_backoff().unwrap_or(policy.max_backoff),
+            shutdown,
+        )
+        .await
+        {
             return None;
         }
         let again: Vec<Event> = failed.iter().map(|&i| events[i].clone()).collect();

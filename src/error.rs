@@ -76,17 +76,25 @@ fn classify_replication(e: &crate::source::replication::ReplicationError) -> Cla
     use crate::source::replication::ReplicationError as R;
     match e {
         R::Io(_) | R::Connect(_) | R::Protocol(_) => Class::Transient,
-        R::Server { code: Some(code), .. } if matches!(&code[..2], "08" | "57" | "53") => Class::Transient,
-        R::Server { code: Some(code), .. } if code.starts_with("28") => {
-            fatal("PostgreSQL rejected the credentials in postgres.url, or the role lacks REPLICATION")
-        }
-        R::Server { code: Some(code), .. } if code == "42501" => fatal("the role in postgres.url needs the REPLICATION attribute"),
+        R::Server {
+            code: Some(code), ..
+        } if matches!(&code[..2], "08" | "57" | "53") => Class::Transient,
+        R::Server {
+            code: Some(code), ..
+        } if code.starts_with("28") => fatal(
+            "PostgreSQL rejected the credentials in postgres.url, or the role lacks REPLICATION",
+        ),
+        R::Server {
+            code: Some(code), ..
+        } if code == "42501" => fatal("the role in postgres.url needs the REPLICATION attribute"),
         R::Server { .. } => fatal("PostgreSQL refused the replication stream; see the message"),
     }
 }
 
 fn fatal(hint: &str) -> Class {
-    Class::Fatal { hint: hint.to_string() }
+    Class::Fatal {
+        hint: hint.to_string(),
+    }
 }
 
 fn classify_pg(e: &tokio_postgres::Error) -> Class {
@@ -98,9 +106,15 @@ fn classify_pg(e: &tokio_postgres::Error) -> Class {
         return Class::Transient; // connection, shutdown, resources, serialization
     }
     match code.code() {
-        "42P01" | "42883" | "3F000" => fatal("the sluice schema is missing or outdated: run `sluice setup`"),
-        "42501" => fatal("the PostgreSQL role lacks a privilege: grant it or run as the table owner"),
-        "28P01" | "28000" => fatal("PostgreSQL rejected the credentials in postgres.url (or DATABASE_URL)"),
+        "42P01" | "42883" | "3F000" => {
+            fatal("the sluice schema is missing or outdated: run `sluice setup`")
+        }
+        "42501" => {
+            fatal("the PostgreSQL role lacks a privilege: grant it or run as the table owner")
+        }
+        "28P01" | "28000" => {
+            fatal("PostgreSQL rejected the credentials in postgres.url (or DATABASE_URL)")
+        }
         "3D000" => fatal("the database in postgres.url does not exist"),
         _ => fatal("PostgreSQL rejected a statement; see the message"),
     }
@@ -112,9 +126,18 @@ mod tests {
 
     #[test]
     fn sorts_source_and_publish_failures() {
-        assert_eq!(classify(&RunError::Publish(PublishError::Unavailable("down".into()))), Class::Transient);
-        assert!(matches!(classify(&RunError::ChangeLog(ChangeLogError::NotSetUp)), Class::Fatal { .. }));
+        assert_eq!(
+            classify(&RunError::Publish(PublishError::Unavailable("down".into()))),
+            Class::Transient
+        );
+        assert!(matches!(
+            classify(&RunError::ChangeLog(ChangeLogError::NotSetUp)),
+            Class::Fatal { .. }
+        ));
         let t = std::time::Duration::from_secs(1);
-        assert_eq!(classify(&RunError::Pg(PgError::Timeout(t))), Class::Transient);
+        assert_eq!(
+            classify(&RunError::Pg(PgError::Timeout(t))),
+            Class::Transient
+        );
     }
 }

@@ -17,7 +17,13 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, for the metrics registered at startup.
-    pub const ALL: [Operation; 5] = [Operation::Insert, Operation::Update, Operation::Delete, Operation::Truncate, Operation::Snapshot];
+    pub const ALL: [Operation; 5] = [
+        Operation::Insert,
+        Operation::Update,
+        Operation::Delete,
+        Operation::Truncate,
+        Operation::Snapshot,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,7 +87,13 @@ pub struct Change {
 impl Change {
     /// Writes the event JSON for one app into `buf` (cleared first). Written by hand: `data`
     /// and `old` are embedded verbatim, and nothing is parsed or re-checked on the hot path.
-    pub fn encode_into(&self, app: Option<&str>, tenant: Option<&str>, data_type: &str, buf: &mut Vec<u8>) {
+    pub fn encode_into(
+        &self,
+        app: Option<&str>,
+        tenant: Option<&str>,
+        data_type: &str,
+        buf: &mut Vec<u8>,
+    ) {
         buf.clear();
         buf.reserve(self.data.len() + 256);
         buf.extend_from_slice(b"{\"eventId\":");
@@ -166,7 +178,12 @@ mod tests {
             changed_fields: Some(vec!["credit_cost".into()]),
             unchanged_columns: vec![],
             timestamp: "2026-11-22T10:00:00.123456Z".into(),
-            source: SourceRef { mode: "trigger", lsn: None, xid: Some(1234), id: Some(3) },
+            source: SourceRef {
+                mode: "trigger",
+                lsn: None,
+                xid: Some(1234),
+                id: Some(3),
+            },
             replay: None,
         };
         let mut buf = Vec::new();
@@ -181,7 +198,9 @@ mod tests {
         assert!(v.get("unchangedColumns").is_none());
         assert!(v.get("replay").is_none());
         // numbers are embedded verbatim, not re-rendered
-        assert!(std::str::from_utf8(&buf).unwrap().contains(r#""data":{"credit_cost": 3.00}"#));
+        assert!(std::str::from_utf8(&buf)
+            .unwrap()
+            .contains(r#""data":{"credit_cost": 3.00}"#));
     }
 
     #[test]
@@ -196,13 +215,21 @@ mod tests {
             changed_fields: None,
             unchanged_columns: vec![],
             timestamp: "2026-11-22T10:00:00.000000Z".into(),
-            source: SourceRef { mode: "logical", lsn: Some("0/16B3748".into()), xid: Some(7), id: None },
+            source: SourceRef {
+                mode: "logical",
+                lsn: Some("0/16B3748".into()),
+                xid: Some(7),
+                id: None,
+            },
             replay: Some("change_log"),
         };
         let mut buf = Vec::new();
         change.encode_into(Some("crm"), Some("t1"), "t", &mut buf);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
-        assert_eq!((v["eventId"].as_str(), v["replay"].as_str()), (Some("0/16B3748:2"), Some("change_log")));
+        assert_eq!(
+            (v["eventId"].as_str(), v["replay"].as_str()),
+            (Some("0/16B3748:2"), Some("change_log"))
+        );
         change.replay = None;
         change.encode_into(Some("crm"), Some("t1"), "t", &mut buf);
         assert!(!std::str::from_utf8(&buf).unwrap().contains("replay"));
@@ -210,7 +237,13 @@ mod tests {
 
     #[test]
     fn operations_round_trip() {
-        for op in [Operation::Insert, Operation::Update, Operation::Delete, Operation::Truncate, Operation::Snapshot] {
+        for op in [
+            Operation::Insert,
+            Operation::Update,
+            Operation::Delete,
+            Operation::Truncate,
+            Operation::Snapshot,
+        ] {
             assert_eq!(Operation::parse(op.as_str()), Some(op));
         }
     }

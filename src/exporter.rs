@@ -23,9 +23,13 @@ use crate::event::Operation;
 use crate::telemetry as m;
 
 /// Latency buckets, seconds: a healthy daemon delivers in milliseconds; the tail shows outages.
-const LATENCY_BUCKETS: [f64; 16] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 /// Batch-size buckets, changes: up to the largest `source.batch_size` anyone should set.
-const BATCH_BUCKETS: [f64; 12] = [1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+const BATCH_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
 /// The `kind` label of `sluice_publish_errors_total`, as `crate::deliver` sets it.
 const PUBLISH_ERROR_KINDS: [&str; 2] = ["unavailable", "rejected"];
 /// How often histogram samples are folded into their buckets when nobody scrapes.
@@ -52,9 +56,14 @@ pub fn install(config: &Config) -> PrometheusHandle {
 
 fn builder() -> PrometheusBuilder {
     let with = |b: PrometheusBuilder, name: &str, buckets: &[f64]| {
-        b.set_buckets_for_metric(Matcher::Full(name.into()), buckets).expect("buckets are not empty")
+        b.set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+            .expect("buckets are not empty")
     };
-    let b = with(PrometheusBuilder::new(), m::END_TO_END_LATENCY, &LATENCY_BUCKETS);
+    let b = with(
+        PrometheusBuilder::new(),
+        m::END_TO_END_LATENCY,
+        &LATENCY_BUCKETS,
+    );
     with(b, m::BATCH_SIZE, &BATCH_BUCKETS)
 }
 
@@ -70,29 +79,84 @@ pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
 
 /// Progress was just stored (trigger: the checkpoint row; logical: the slot confirmed).
 pub fn checkpointed() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     metrics::gauge!(m::LAST_CHECKPOINT).set(now.as_secs_f64());
 }
 
 fn describe() {
-    describe_counter!(m::CHANGES_RECEIVED, Unit::Count, "Changes read from the source, by table and operation.");
-    describe_counter!(m::EVENTS_PUBLISHED, Unit::Count, "Events Redis acknowledged, by app and type.");
-    describe_counter!(m::PUBLISH_NO_RECEIVERS, Unit::Count, "Events Redis acknowledged that no subscriber received, by app and type.");
+    describe_counter!(
+        m::CHANGES_RECEIVED,
+        Unit::Count,
+        "Changes read from the source, by table and operation."
+    );
+    describe_counter!(
+        m::EVENTS_PUBLISHED,
+        Unit::Count,
+        "Events Redis acknowledged, by app and type."
+    );
+    describe_counter!(
+        m::PUBLISH_NO_RECEIVERS,
+        Unit::Count,
+        "Events Redis acknowledged that no subscriber received, by app and type."
+    );
     describe_counter!(m::PUBLISH_ERRORS, Unit::Count, "Failed publishes: kind=unavailable (Redis unreachable; the batch is retried) or rejected (Redis answered an error for the event).");
-    describe_counter!(m::DEAD_LETTERS, Unit::Count, "Events parked in sluice.dead_letter, by reason.");
+    describe_counter!(
+        m::DEAD_LETTERS,
+        Unit::Count,
+        "Events parked in sluice.dead_letter, by reason."
+    );
     describe_histogram!(m::END_TO_END_LATENCY, Unit::Seconds, "From the change's timestamp (commit time in logical mode, write time in trigger mode) to Redis acknowledging it.");
-    describe_histogram!(m::BATCH_SIZE, Unit::Count, "Changes per batch read from the source.");
-    describe_gauge!(m::SOURCE_LAG_BYTES, Unit::Bytes, "Logical mode: WAL written but not yet confirmed by this slot.");
-    describe_gauge!(m::PENDING_CHANGES, Unit::Count, "Trigger mode: sluice.change_log rows not yet published (counted up to 1,000,000).");
-    describe_gauge!(m::SLOT_RETAINED_WAL_BYTES, Unit::Bytes, "Logical mode: WAL the slot keeps on the server (from its restart_lsn).");
+    describe_histogram!(
+        m::BATCH_SIZE,
+        Unit::Count,
+        "Changes per batch read from the source."
+    );
+    describe_gauge!(
+        m::SOURCE_LAG_BYTES,
+        Unit::Bytes,
+        "Logical mode: WAL written but not yet confirmed by this slot."
+    );
+    describe_gauge!(
+        m::PENDING_CHANGES,
+        Unit::Count,
+        "Trigger mode: sluice.change_log rows not yet published (counted up to 1,000,000)."
+    );
+    describe_gauge!(
+        m::SLOT_RETAINED_WAL_BYTES,
+        Unit::Bytes,
+        "Logical mode: WAL the slot keeps on the server (from its restart_lsn)."
+    );
     describe_gauge!(m::SLOT_SAFE_WAL_BYTES, Unit::Bytes, "Logical mode: WAL that can still be written before the slot is invalidated by max_slot_wal_keep_size.");
-    describe_gauge!(m::UP, "1 while the server (component=postgres or redis) answers, else 0.");
-    describe_gauge!(m::ACTIVE, "1 while this daemon is the active reader, 0 while starting, standby or stopping.");
+    describe_gauge!(
+        m::UP,
+        "1 while the server (component=postgres or redis) answers, else 0."
+    );
+    describe_gauge!(
+        m::ACTIVE,
+        "1 while this daemon is the active reader, 0 while starting, standby or stopping."
+    );
     describe_gauge!(m::READY, "1 while /readyz answers 200, else 0.");
-    describe_gauge!(m::BUILD_INFO, "Always 1; the labels tell the version and the capture mode.");
-    describe_gauge!(m::LAST_CHECKPOINT, Unit::Seconds, "Unix time progress was last stored (checkpoint row or slot confirmation).");
-    describe_counter!(m::REDIS_RECONNECTS, Unit::Count, "Times publishing resumed after Redis had been unreachable.");
-    describe_counter!(m::POSTGRES_RECONNECTS, Unit::Count, "Times the daemon reconnected after PostgreSQL had been unreachable.");
+    describe_gauge!(
+        m::BUILD_INFO,
+        "Always 1; the labels tell the version and the capture mode."
+    );
+    describe_gauge!(
+        m::LAST_CHECKPOINT,
+        Unit::Seconds,
+        "Unix time progress was last stored (checkpoint row or slot confirmation)."
+    );
+    describe_counter!(
+        m::REDIS_RECONNECTS,
+        Unit::Count,
+        "Times publishing resumed after Redis had been unreachable."
+    );
+    describe_counter!(
+        m::POSTGRES_RECONNECTS,
+        Unit::Count,
+        "Times the daemon reconnected after PostgreSQL had been unreachable."
+    );
 }
 
 /// Creates every series `config` can produce, at zero.

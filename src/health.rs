@@ -131,7 +131,11 @@ impl Health {
 
     /// Records whether a server is reachable (`component`: `postgres` or `redis`).
     pub fn set_up(&self, component: &'static str, up: bool) {
-        let flag = if component == "redis" { &self.redis } else { &self.postgres };
+        let flag = if component == "redis" {
+            &self.redis
+        } else {
+            &self.postgres
+        };
         flag.store(up, Ordering::Relaxed);
         metrics::gauge!(m::UP, "component" => component).set(f64::from(u8::from(up)));
     }
@@ -142,7 +146,8 @@ impl Health {
 
     /// The work loop turned (read, waited, published): `/healthz` stays 200 while it does.
     pub fn turned(&self) {
-        self.turned_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.turned_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// How long since the loop last turned.
@@ -189,8 +194,12 @@ impl Health {
     pub fn readiness(&self) -> Result<(), String> {
         match self.phase() {
             Phase::Starting => return Err("starting: not yet connected to PostgreSQL".into()),
-            Phase::Standby => return Err("standby: another sluice is active; waiting to take over".into()),
-            Phase::SlotLost => return Err("slot lost: the replication slot is missing or invalidated".into()),
+            Phase::Standby => {
+                return Err("standby: another sluice is active; waiting to take over".into())
+            }
+            Phase::SlotLost => {
+                return Err("slot lost: the replication slot is missing or invalidated".into())
+            }
             Phase::ShuttingDown => return Err("shutting down".into()),
             Phase::Streaming => {}
         }
@@ -211,7 +220,10 @@ impl Health {
         Status {
             mode,
             phase: self.phase(),
-            ready: self.readiness().err().unwrap_or_else(|| "ready".to_string()),
+            ready: self
+                .readiness()
+                .err()
+                .unwrap_or_else(|| "ready".to_string()),
             postgres_up: self.postgres.load(Ordering::Relaxed),
             redis_up: self.redis.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
@@ -272,10 +284,16 @@ mod tests {
         assert_eq!(h.unsaved_error(), None);
         h.record_error("Redis unavailable: connection refused".into());
         let (text, at) = h.unsaved_error().unwrap();
-        assert!(text.starts_with("Redis") && at.ends_with('Z'), "{text} {at}");
+        assert!(
+            text.starts_with("Redis") && at.ends_with('Z'),
+            "{text} {at}"
+        );
         h.mark_error_saved();
         assert_eq!(h.unsaved_error(), None);
-        assert_eq!(h.status("trigger").facts.last_error.as_deref(), Some("Redis unavailable: connection refused"));
+        assert_eq!(
+            h.status("trigger").facts.last_error.as_deref(),
+            Some("Redis unavailable: connection refused")
+        );
     }
 
     #[test]
@@ -283,7 +301,14 @@ mod tests {
         let h = Health::new();
         h.update(|f| f.position = Some("0/16B3748".into()));
         let v = serde_json::to_value(h.status("logical")).unwrap();
-        assert_eq!((v["mode"].as_str(), v["phase"].as_str(), v["position"].as_str()), (Some("logical"), Some("starting"), Some("0/16B3748")));
+        assert_eq!(
+            (
+                v["mode"].as_str(),
+                v["phase"].as_str(),
+                v["position"].as_str()
+            ),
+            (Some("logical"), Some("starting"), Some("0/16B3748"))
+        );
         assert!(v["ready"].as_str().unwrap().starts_with("starting"));
     }
 }

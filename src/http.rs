@@ -45,7 +45,10 @@ const TEXT: &str = "text/plain; charset=utf-8";
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("cannot listen on http.listen = {listen:?}: {source}; free that port, choose another address, or set http.listen = \"\" to serve no HTTP")]
-    Bind { listen: String, source: std::io::Error },
+    Bind {
+        listen: String,
+        source: std::io::Error,
+    },
 }
 
 /// The running server; dropping it stops it.
@@ -62,18 +65,31 @@ impl Drop for Server {
 
 /// Binds `http.listen` and serves until the returned [`Server`] is dropped; `None` when
 /// `http.listen` is empty.
-pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Option<Server>, HttpError> {
+pub async fn start(
+    config: &Config,
+    metrics: PrometheusHandle,
+) -> Result<Option<Server>, HttpError> {
     let listen = config.http.listen.trim();
     if listen.is_empty() {
         tracing::info!("http.listen is empty: serving no HTTP endpoints");
         return Ok(None);
     }
-    let bind_error = |source| HttpError::Bind { listen: listen.to_string(), source };
+    let bind_error = |source| HttpError::Bind {
+        listen: listen.to_string(),
+        source,
+    };
     let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz and /status");
-    let endpoints = Arc::new(Endpoints { mode: config.source.mode.as_str(), metrics, stall_limit: stall_limit(config) });
-    Ok(Some(Server { addr, task: tokio::spawn(accept(listener, endpoints)) }))
+    let endpoints = Arc::new(Endpoints {
+        mode: config.source.mode.as_str(),
+        metrics,
+        stall_limit: stall_limit(config),
+    });
+    Ok(Some(Server {
+        addr,
+        task: tokio::spawn(accept(listener, endpoints)),
+    }))
 }
 
 /// How long the work loop may go without turning before `/healthz` fails. The loop turns at
@@ -82,8 +98,18 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Option<
 /// riding out an outage stays alive, a stuck one is noticed.
 pub fn stall_limit(config: &Config) -> Duration {
     let s = &config.source;
-    let period = (s.heartbeat_interval.max(s.poll_interval).max(s.status_interval) * 3).max(Duration::from_secs(30));
-    period + config.delivery.max_backoff + config.postgres.connect_timeout.max(config.redis.command_timeout)
+    let period = (s
+        .heartbeat_interval
+        .max(s.poll_interval)
+        .max(s.status_interval)
+        * 3)
+    .max(Duration::from_secs(30));
+    period
+        + config.delivery.max_backoff
+        + config
+            .postgres
+            .connect_timeout
+            .max(config.redis.command_timeout)
 }
 
 async fn accept(listener: TcpListener, endpoints: Arc<Endpoints>) {
@@ -139,16 +165,24 @@ pub struct Reply {
 
 impl Reply {
     fn text(status: StatusCode, body: impl Into<String>) -> Reply {
-        Reply { status, content_type: TEXT, body: Bytes::from(body.into()) }
+        Reply {
+            status,
+            content_type: TEXT,
+            body: Bytes::from(body.into()),
+        }
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
         let allow_get = self.status == StatusCode::METHOD_NOT_ALLOWED;
         let mut response = Response::new(Full::new(self.body));
         *response.status_mut() = self.status;
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
         if allow_get {
-            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
         }
         response
     }
@@ -158,7 +192,10 @@ impl Endpoints {
     /// The answer to `method path`.
     pub fn respond(&self, method: &Method, path: &str, health: &Health) -> Reply {
         if !matches!(path, "/metrics" | "/healthz" | "/readyz" | "/status") {
-            return Reply::text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz or /status\n");
+            return Reply::text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz, /readyz or /status\n",
+            );
         }
         if method != Method::GET {
             return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed\n");
@@ -170,8 +207,13 @@ impl Endpoints {
                 Err(why) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
             },
             "/status" => {
-                let body = serde_json::to_vec(&health.status(self.mode)).expect("the status serialises");
-                Reply { status: StatusCode::OK, content_type: "application/json", body: Bytes::from(body) }
+                let body =
+                    serde_json::to_vec(&health.status(self.mode)).expect("the status serialises");
+                Reply {
+                    status: StatusCode::OK,
+                    content_type: "application/json",
+                    body: Bytes::from(body),
+                }
             }
             _ => self.metrics(health),
         }
@@ -182,14 +224,22 @@ impl Endpoints {
         if since <= self.stall_limit {
             return Reply::text(StatusCode::OK, "ok\n");
         }
-        let why = format!("stuck: the work loop has not turned for {}s (limit {}s)\n", since.as_secs(), self.stall_limit.as_secs());
+        let why = format!(
+            "stuck: the work loop has not turned for {}s (limit {}s)\n",
+            since.as_secs(),
+            self.stall_limit.as_secs()
+        );
         Reply::text(StatusCode::SERVICE_UNAVAILABLE, why)
     }
 
     fn metrics(&self, health: &Health) -> Reply {
         metrics::gauge!(m::READY).set(f64::from(u8::from(health.readiness().is_ok())));
         self.metrics.run_upkeep();
-        Reply { status: StatusCode::OK, content_type: PROMETHEUS_TEXT, body: Bytes::from(self.metrics.render()) }
+        Reply {
+            status: StatusCode::OK,
+            content_type: PROMETHEUS_TEXT,
+            body: Bytes::from(self.metrics.render()),
+        }
     }
 }
 

@@ -10,10 +10,19 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Finds `wanted` keys in a JSON object; `out[i]` is the raw value of `wanted[i]`, if present.
-pub fn fields<'a>(json: &'a str, wanted: &[&str]) -> Result<Vec<Option<&'a RawValue>>, serde_json::Error> {
+pub fn fields<'a>(
+    json: &'a str,
+    wanted: &[&str],
+) -> Result<Vec<Option<&'a RawValue>>, serde_json::Error> {
     let mut out = vec![None; wanted.len()];
     let mut de = serde_json::Deserializer::from_str(json);
-    serde::Deserializer::deserialize_map(&mut de, Picker { wanted, out: &mut out })?;
+    serde::Deserializer::deserialize_map(
+        &mut de,
+        Picker {
+            wanted,
+            out: &mut out,
+        },
+    )?;
     Ok(out)
 }
 
@@ -83,7 +92,9 @@ pub struct NotScalar;
 pub fn scalar_text(raw: &RawValue) -> Result<Option<Cow<'_, str>>, NotScalar> {
     let text = raw.get();
     match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text).map(Some).map_err(|_| NotScalar),
+        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text)
+            .map(Some)
+            .map_err(|_| NotScalar),
         Some(b'-' | b'0'..=b'9') => Ok(Some(Cow::Borrowed(text))),
         Some(b'n') => Ok(None),
         _ => Err(NotScalar),

@@ -13,7 +13,9 @@ use crate::telemetry as m;
 
 /// Records the latency of `changes`, acknowledged at `acked`.
 pub fn record(changes: &[Change], acked: SystemTime) {
-    let Ok(now) = acked.duration_since(UNIX_EPOCH) else { return };
+    let Ok(now) = acked.duration_since(UNIX_EPOCH) else {
+        return;
+    };
     let now = now.as_secs_f64();
     let histogram = metrics::histogram!(m::END_TO_END_LATENCY);
     let flush = |stamp: &str, count: usize| {
@@ -43,17 +45,35 @@ pub fn record(changes: &[Change], acked: SystemTime) {
 /// (PostgreSQL's `infinity`, say).
 pub fn unix_seconds(s: &str) -> Option<f64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[b.len() - 1] != b'Z'
+    {
         return None;
     }
     let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let fraction = match &b[19..b.len() - 1] {
         [] => 0.0,
-        [b'.', f @ ..] if !f.is_empty() && f.len() <= 9 => digits(f)? as f64 / 10f64.powi(f.len() as i32),
+        [b'.', f @ ..] if !f.is_empty() && f.len() <= 9 => {
+            digits(f)? as f64 / 10f64.powi(f.len() as i32)
+        }
         _ => return None,
     };
     let days = days_from_civil(year as i64, month, day);
@@ -62,7 +82,9 @@ pub fn unix_seconds(s: &str) -> Option<f64> {
 
 /// The value of a run of ASCII digits.
 fn digits(b: &[u8]) -> Option<u64> {
-    b.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
+    b.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0'))
+    })
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`,
@@ -87,13 +109,23 @@ mod tests {
         assert_eq!(unix_seconds("2000-03-01T00:00:00Z"), Some(951_868_800.0));
         let t = unix_seconds("2026-11-22T10:00:00.123456Z").unwrap();
         assert!((t - 1_795_341_600.123_456).abs() < 1e-6, "{t}");
-        assert_eq!(unix_seconds("2024-02-29T23:59:59.5Z"), Some(1_709_251_199.5));
+        assert_eq!(
+            unix_seconds("2024-02-29T23:59:59.5Z"),
+            Some(1_709_251_199.5)
+        );
     }
 
     #[test]
     fn agrees_with_the_formatter_of_commit_times() {
         // PostgreSQL's epoch is 2000-01-01; fmt_timestamp formats microseconds since then
-        for micros in [0i64, 1, 86_399_999_999, 835_401_600_123_456, -1_000_000, 5_000_000_000_000_000] {
+        for micros in [
+            0i64,
+            1,
+            86_399_999_999,
+            835_401_600_123_456,
+            -1_000_000,
+            5_000_000_000_000_000,
+        ] {
             let text = crate::source::pgoutput::fmt_timestamp(micros);
             let expected = 946_684_800.0 + micros as f64 / 1e6;
             let got = unix_seconds(&text).unwrap_or_else(|| panic!("{text}"));
@@ -103,7 +135,16 @@ mod tests {
 
     #[test]
     fn rejects_other_forms() {
-        for bad in ["infinity", "-infinity", "", "2026-11-22 10:00:00Z", "2026-11-22T10:00:00+01:00", "2026-13-01T00:00:00Z", "2026-11-22T10:00:00.Z", "2026-11-22T10:00:00.1234567890Z"] {
+        for bad in [
+            "infinity",
+            "-infinity",
+            "",
+            "2026-11-22 10:00:00Z",
+            "2026-11-22T10:00:00+01:00",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T10:00:00.Z",
+            "2026-11-22T10:00:00.1234567890Z",
+        ] {
             assert_eq!(unix_seconds(bad), None, "{bad}");
         }
     }

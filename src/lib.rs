@@ -77,7 +77,7 @@ pub mod setup;
 pub mod source;
 pub mod status;
 pub mod tail;
-pub mod telemetry;
 pub mod teardown;
+pub mod telemetry;
 pub mod testkit;
 pub mod tls;

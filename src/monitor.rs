@@ -41,9 +41,16 @@ const PENDING: &str = "SELECT count(*) FROM (SELECT 1 FROM sluice.pending_change
 
 /// Runs until `shutdown` turns true.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) {
-    let mut redis = RedisWatch { config: config.redis.clone(), up: None };
+    let mut redis = RedisWatch {
+        config: config.redis.clone(),
+        up: None,
+    };
     redis.config.command_timeout = redis.config.command_timeout.min(PROBE_TIMEOUT);
-    let mut postgres = PostgresWatch { guard: WalGuard::new(config.source.max_retained_wal), config, conn: None };
+    let mut postgres = PostgresWatch {
+        guard: WalGuard::new(config.source.max_retained_wal),
+        config,
+        conn: None,
+    };
     loop {
         tokio::join!(postgres.look(), redis.look());
         if sleep_or_shutdown(EVERY, &mut shutdown).await {
@@ -84,7 +91,9 @@ impl PostgresWatch {
             let timeout = self.config.postgres.connect_timeout.min(PROBE_TIMEOUT);
             let conn = pg::connect(&self.config.postgres.url, timeout).await?;
             // no parallel workers for a count of a few rows (see change_log::READER_SETTINGS)
-            conn.client.batch_execute("SET max_parallel_workers_per_gather = 0").await?;
+            conn.client
+                .batch_execute("SET max_parallel_workers_per_gather = 0")
+                .await?;
             self.conn = Some(conn);
         }
         let client = &self.conn.as_ref().expect("connected above").client;
@@ -103,8 +112,13 @@ async fn slot(client: &Client, name: &str, guard: &mut WalGuard) -> Result<(), S
     };
     let bytes = |i: usize| row.get::<_, Option<i64>>(i).map(|v| v.max(0) as u64);
     let (lag, retained, safe) = (bytes(0), bytes(1), row.get::<_, Option<i64>>(2));
-    let keep = row.get::<_, Option<i64>>(3).and_then(|v| u64::try_from(v).ok());
-    for (gauge, value) in [(m::SOURCE_LAG_BYTES, lag), (m::SLOT_RETAINED_WAL_BYTES, retained)] {
+    let keep = row
+        .get::<_, Option<i64>>(3)
+        .and_then(|v| u64::try_from(v).ok());
+    for (gauge, value) in [
+        (m::SOURCE_LAG_BYTES, lag),
+        (m::SLOT_RETAINED_WAL_BYTES, retained),
+    ] {
         if let Some(v) = value {
             metrics::gauge!(gauge).set(v as f64);
         }
@@ -140,7 +154,9 @@ impl RedisWatch {
         };
         health::global().set_up("redis", up);
         match (self.up.replace(up), up) {
-            (Some(true), false) => tracing::warn!("Redis does not answer the health check; reporting not ready"),
+            (Some(true), false) => {
+                tracing::warn!("Redis does not answer the health check; reporting not ready")
+            }
             (Some(false), true) => tracing::info!("Redis answers the health check again"),
             _ => {}
         }
@@ -174,7 +190,11 @@ struct WalGuard {
 
 impl WalGuard {
     fn new(limit: u64) -> WalGuard {
-        WalGuard { limit, over: false, near_keep_size: false }
+        WalGuard {
+            limit,
+            over: false,
+            near_keep_size: false,
+        }
     }
 
     /// Judges `retained` bytes against the limit and PostgreSQL's `max_slot_wal_keep_size`
@@ -186,7 +206,12 @@ impl WalGuard {
             if over {
                 tracing::warn!(slot, retained, limit = self.limit, "the slot retains more WAL than source.max_retained_wal; reporting not ready until it catches up");
             } else {
-                tracing::info!(slot, retained, limit = self.limit, "retained WAL is back under source.max_retained_wal");
+                tracing::info!(
+                    slot,
+                    retained,
+                    limit = self.limit,
+                    "retained WAL is back under source.max_retained_wal"
+                );
             }
         }
         match near {
@@ -200,8 +225,12 @@ impl WalGuard {
     fn judge(&mut self, retained: u64, keep: Option<u64>) -> (Option<bool>, Option<bool>) {
         let over = self.limit > 0 && retained > self.limit;
         let near = keep.is_some_and(|k| k > 0 && u128::from(retained) * 10 >= u128::from(k) * 8);
-        let changed = |old: &mut bool, new: bool| (std::mem::replace(old, new) != new).then_some(new);
-        (changed(&mut self.over, over), changed(&mut self.near_keep_size, near))
+        let changed =
+            |old: &mut bool, new: bool| (std::mem::replace(old, new) != new).then_some(new);
+        (
+            changed(&mut self.over, over),
+            changed(&mut self.near_keep_size, near),
+        )
     }
 }
 
@@ -215,14 +244,22 @@ mod tests {
         assert_eq!(g.judge(500, None), (None, None));
         assert_eq!(g.judge(1001, None), (Some(true), None));
         assert_eq!(g.judge(5000, None), (None, None), "said once");
-        assert_eq!(g.judge(1000, None), (Some(false), None), "the limit itself is allowed");
+        assert_eq!(
+            g.judge(1000, None),
+            (Some(false), None),
+            "the limit itself is allowed"
+        );
         assert_eq!(g.judge(10, None), (None, None));
     }
 
     #[test]
     fn the_guard_warns_near_max_slot_wal_keep_size() {
         let mut g = WalGuard::new(0);
-        assert_eq!(g.judge(u64::MAX, None), (None, None), "0 disables the limit; no keep size, no warning");
+        assert_eq!(
+            g.judge(u64::MAX, None),
+            (None, None),
+            "0 disables the limit; no keep size, no warning"
+        );
         assert_eq!(g.judge(799, Some(1000)), (None, None));
         assert_eq!(g.judge(800, Some(1000)), (None, Some(true)));
         assert_eq!(g.judge(900, Some(1000)), (None, None));

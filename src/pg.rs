@@ -83,7 +83,11 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<Conn, PgError> {
         }
         wake.notify_one();
     });
-    Ok(Conn { client, notified, task })
+    Ok(Conn {
+        client,
+        notified,
+        task,
+    })
 }
 
 /// A TLS failure becomes its one-line explanation; anything else stays a tokio-postgres error.
@@ -101,11 +105,20 @@ fn connect_error(e: tokio_postgres::Error) -> PgError {
 
 /// A URL safe to log: the password replaced by `***`.
 pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else { return url.to_string() };
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
     match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &rest[..colon], &rest[at..]),
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
         None => url.to_string(),
     }
 }
@@ -116,8 +129,14 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact("redis://:pw@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact("redis://:pw@127.0.0.1:6379"),
+            "redis://:***@127.0.0.1:6379"
+        );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("host=x password=y"), "host=x password=y");
     }

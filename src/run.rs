@@ -13,14 +13,14 @@ use tokio::sync::watch;
 
 use crate::checkpoint::{self, CHANGE_LOG};
 use crate::config::{Config, SourceMode};
-use crate::source::logical;
 use crate::deliver::{backoff_for, deliver, sleep_or_shutdown};
 use crate::error::{classify, Class, RunError};
+use crate::health::{self, Phase};
 use crate::pg::{self, Conn};
 use crate::publish::Publisher;
 use crate::route::Router;
 use crate::source::change_log::ChangeLog;
-use crate::health::{self, Phase};
+use crate::source::logical;
 
 /// How often idle progress (a newer snapshot with nothing in between) is written down.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
@@ -38,7 +38,9 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let router = Router::new(&config);
     let publisher = Publisher::new(&config.redis)?;
     let metrics = crate::exporter::install(&config);
-    let _http = crate::http::start(&config, metrics.clone()).await.map_err(|e| RunError::Other(e.to_string()))?;
+    let _http = crate::http::start(&config, metrics.clone())
+        .await
+        .map_err(|e| RunError::Other(e.to_string()))?;
     let upkeep = crate::exporter::spawn_upkeep(metrics);
     let monitor = tokio::spawn(crate::monitor::run(config.clone(), shutdown.clone()));
     let result = supervise(&config, &router, &publisher, &mut shutdown).await;
@@ -60,12 +62,21 @@ async fn save_fatal_error(config: &Config, e: &RunError) {
         SourceMode::Logical => config.source.slot.as_str(),
     };
     if let Ok(conn) = pg::connect(&config.postgres.url, Duration::from_secs(3)).await {
-        let _ = tokio::time::timeout(Duration::from_secs(3), checkpoint::save_error(&conn.client, name)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(3),
+            checkpoint::save_error(&conn.client, name),
+        )
+        .await;
     }
 }
 
 /// Runs sessions, reconnecting with backoff after transient failures.
-async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
+async fn supervise(
+    config: &Config,
+    router: &Router,
+    publisher: &Publisher,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), RunError> {
     if let Err(e) = publisher.connect_within(config.redis.command_timeout).await {
         return Err(RunError::Other(format!(
             "cannot reach Redis at {} within {:?}: {e}; check redis.url (or REDIS_URL) and that Redis runs",
@@ -91,7 +102,9 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
         };
         let result = match config.source.mode {
             SourceMode::Trigger => session(config, router, publisher, shutdown, on_connected).await,
-            SourceMode::Logical => logical::session(config, router, publisher, shutdown, on_connected).await,
+            SourceMode::Logical => {
+                logical::session(config, router, publisher, shutdown, on_connected).await
+            }
         };
         let e = match result {
             Ok(()) | Err(RunError::ShutdownWhileRedisDown) => return Ok(()),
@@ -118,7 +131,9 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
                 }
             }
         }
-        let wait = backoff.next_backoff().unwrap_or(config.delivery.max_backoff);
+        let wait = backoff
+            .next_backoff()
+            .unwrap_or(config.delivery.max_backoff);
         if sleep_or_shutdown(wait, shutdown).await {
             return Ok(());
         }
@@ -143,7 +158,13 @@ async fn session(
     checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
     tracing::info!(position = %source.progress().position(), "connected to PostgreSQL; reading sluice.change_log");
     let update = checkpoint::prepare_update(&conn.client).await?;
-    let mut state = LoopState { caught_up: false, dirty: false, stored_at: Instant::now(), pruned_at: None, update };
+    let mut state = LoopState {
+        caught_up: false,
+        dirty: false,
+        stored_at: Instant::now(),
+        pruned_at: None,
+        update,
+    };
     let prune_every = PRUNE_EVERY.min(config.source.retention.max(Duration::from_secs(1)));
     loop {
         health::global().turned();
@@ -153,7 +174,17 @@ async fn session(
         if state.caught_up && wait_for_change(&conn, config.source.poll_interval, shutdown).await {
             continue;
         }
-        if !step(config, router, publisher, &conn, &mut source, &mut state, shutdown).await? {
+        if !step(
+            config,
+            router,
+            publisher,
+            &conn,
+            &mut source,
+            &mut state,
+            shutdown,
+        )
+        .await?
+        {
             return Ok(());
         }
         if state.pruned_at.is_none_or(|at| at.elapsed() >= prune_every) {
@@ -198,16 +229,39 @@ async fn step(
     }
     metrics::histogram!(crate::telemetry::BATCH_SIZE).record(batch.changes.len() as f64);
     tracing::debug!(changes = batch.changes.len(), "batch read; publishing");
-    let Some(done) = deliver(router, publisher, &batch.changes, &config.delivery, shutdown).await else {
+    let Some(done) = deliver(
+        router,
+        publisher,
+        &batch.changes,
+        &config.delivery,
+        shutdown,
+    )
+    .await
+    else {
         return Ok(false);
     };
-    checkpoint::commit(&conn.client, &state.update, CHANGE_LOG, &batch.next, &done.dead).await?;
+    checkpoint::commit(
+        &conn.client,
+        &state.update,
+        CHANGE_LOG,
+        &batch.next,
+        &done.dead,
+    )
+    .await?;
     crate::exporter::checkpointed();
     checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
     if !done.dead.is_empty() {
-        tracing::warn!(count = done.dead.len(), first_reason = done.dead[0].reason.as_str(), "events dead-lettered");
+        tracing::warn!(
+            count = done.dead.len(),
+            first_reason = done.dead[0].reason.as_str(),
+            "events dead-lettered"
+        );
     }
-    tracing::debug!(changes = batch.changes.len(), published = done.published, "batch delivered");
+    tracing::debug!(
+        changes = batch.changes.len(),
+        published = done.published,
+        "batch delivered"
+    );
     source.advance(batch.next);
     health::global().update(|f| f.position = Some(source.progress().position()));
     state.dirty = false;
@@ -215,9 +269,20 @@ async fn step(
     Ok(true)
 }
 
-async fn store_idle(conn: &Conn, source: &ChangeLog, state: &mut LoopState) -> Result<(), RunError> {
+async fn store_idle(
+    conn: &Conn,
+    source: &ChangeLog,
+    state: &mut LoopState,
+) -> Result<(), RunError> {
     if state.dirty {
-        checkpoint::commit(&conn.client, &state.update, CHANGE_LOG, source.progress(), &[]).await?;
+        checkpoint::commit(
+            &conn.client,
+            &state.update,
+            CHANGE_LOG,
+            source.progress(),
+            &[],
+        )
+        .await?;
         crate::exporter::checkpointed();
         state.dirty = false;
         state.stored_at = Instant::now();
@@ -227,7 +292,11 @@ async fn store_idle(conn: &Conn, source: &ChangeLog, state: &mut LoopState) -> R
 
 /// Waits for a NOTIFY (then [`LINGER`] more), the poll interval, or shutdown; `true` if it
 /// was shutdown.
-async fn wait_for_change(conn: &Conn, poll: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+async fn wait_for_change(
+    conn: &Conn,
+    poll: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
     tokio::select! {
         _ = conn.notified.notified() => {
             tokio::time::sleep(LINGER).await;
@@ -239,7 +308,10 @@ async fn wait_for_change(conn: &Conn, poll: Duration, shutdown: &mut watch::Rece
 }
 
 /// Takes the reader lock, waiting as a standby while another daemon holds it.
-async fn wait_for_lock(conn: &Conn, shutdown: &mut watch::Receiver<bool>) -> Result<bool, RunError> {
+async fn wait_for_lock(
+    conn: &Conn,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, RunError> {
     let mut announced = false;
     loop {
         if ChangeLog::try_lock(&conn.client).await? {
@@ -251,7 +323,9 @@ async fn wait_for_lock(conn: &Conn, shutdown: &mut watch::Receiver<bool>) -> Res
         health::global().turned();
         if !announced {
             health::global().set_phase(Phase::Standby);
-            tracing::info!("standby: another sluice is reading this change_log; waiting to take over");
+            tracing::info!(
+                "standby: another sluice is reading this change_log; waiting to take over"
+            );
             announced = true;
         }
         if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {

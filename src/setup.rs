@@ -15,7 +15,11 @@ pub enum SetupError {
     #[error("table {0} named in the config does not exist in this database")]
     NoTable(String),
     #[error("table {table} has no column {column} (named by {key} in the config)")]
-    NoColumn { table: String, column: String, key: &'static str },
+    NoColumn {
+        table: String,
+        column: String,
+        key: &'static str,
+    },
 }
 
 /// What a table looks like in the catalog.
@@ -32,14 +36,30 @@ const PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
     ORDER BY array_position(i.indkey::int2[], a.attnum)";
 
 /// Reads a table's columns and primary key; `None` if the table does not exist.
-pub async fn table_shape(client: &Client, table: &str) -> Result<Option<TableShape>, tokio_postgres::Error> {
+pub async fn table_shape(
+    client: &Client,
+    table: &str,
+) -> Result<Option<TableShape>, tokio_postgres::Error> {
     let name = quote_table(table);
-    let columns: Vec<String> = client.query(COLUMNS, &[&name]).await?.iter().map(|r| r.get(0)).collect();
+    let columns: Vec<String> = client
+        .query(COLUMNS, &[&name])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     if columns.is_empty() {
         return Ok(None);
     }
-    let primary_key = client.query(PRIMARY_KEY, &[&name]).await?.iter().map(|r| r.get(0)).collect();
-    Ok(Some(TableShape { columns, primary_key }))
+    let primary_key = client
+        .query(PRIMARY_KEY, &[&name])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(TableShape {
+        columns,
+        primary_key,
+    }))
 }
 
 /// What `setup` runs: one transaction, then (logical mode) the slot, which PostgreSQL only
@@ -52,7 +72,10 @@ pub struct Plan {
 impl Plan {
     /// Drops the slot before creating it again (only on the operator's explicit request).
     pub fn recreate_slot(&mut self, name: &str) -> Result<(), String> {
-        let create = self.slot.take().ok_or("--recreate-slot applies to logical mode only")?;
+        let create = self
+            .slot
+            .take()
+            .ok_or("--recreate-slot applies to logical mode only")?;
         let drop = format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}", literal(name));
         self.slot = Some(format!("{drop};\n{create}"));
         Ok(())
@@ -63,7 +86,10 @@ impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "BEGIN;\n{}\nCOMMIT;", self.transaction)?;
         match &self.slot {
-            Some(slot) => writeln!(f, "\n-- the replication slot, in a transaction of its own\n{slot};"),
+            Some(slot) => writeln!(
+                f,
+                "\n-- the replication slot, in a transaction of its own\n{slot};"
+            ),
             None => Ok(()),
         }
     }
@@ -79,7 +105,9 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
     let mut tables = Vec::new();
     for t in &config.tables {
         let table = qualify(&t.table);
-        let shape = table_shape(client, &table).await?.ok_or_else(|| SetupError::NoTable(table.clone()))?;
+        let shape = table_shape(client, &table)
+            .await?
+            .ok_or_else(|| SetupError::NoTable(table.clone()))?;
         check_columns(t, &table, &shape)?;
         if shape.primary_key.is_empty() {
             tracing::warn!(table = %table, "no primary key: recordId will be empty and UPDATE events carry no old values");
@@ -92,7 +120,10 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
         tables.push(quote_table(&table));
     }
     if !logical {
-        return Ok(Plan { transaction: sql, slot: None });
+        return Ok(Plan {
+            transaction: sql,
+            slot: None,
+        });
     }
     sql.push_str(&publication(&config.source.publication, &tables));
     sql.push_str(&format!(
@@ -104,14 +135,20 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
          WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {name})",
         name = literal(&config.source.slot)
     );
-    Ok(Plan { transaction: sql, slot: Some(slot) })
+    Ok(Plan {
+        transaction: sql,
+        slot: Some(slot),
+    })
 }
 
 /// A DELETE carries only the replica identity: routing columns outside the primary key need
 /// `REPLICA IDENTITY FULL`.
 fn replica_identity(t: &TableConfig, table: &str, shape: &TableShape) -> String {
     let routing = std::iter::once(t.tenant.as_str()).chain(t.app.column());
-    let covered = !shape.primary_key.is_empty() && routing.into_iter().all(|c| shape.primary_key.iter().any(|k| k == c));
+    let covered = !shape.primary_key.is_empty()
+        && routing
+            .into_iter()
+            .all(|c| shape.primary_key.iter().any(|k| k == c));
     if covered {
         return String::new();
     }
@@ -130,10 +167,15 @@ fn publication(name: &str, tables: &[String]) -> String {
 }
 
 fn check_columns(t: &TableConfig, table: &str, shape: &TableShape) -> Result<(), SetupError> {
-    let needed = std::iter::once((t.tenant.as_str(), "tenant")).chain(t.app.column().map(|c| (c, "app")));
+    let needed =
+        std::iter::once((t.tenant.as_str(), "tenant")).chain(t.app.column().map(|c| (c, "app")));
     for (column, key) in needed {
         if !shape.columns.iter().any(|c| c == column) {
-            return Err(SetupError::NoColumn { table: table.to_string(), column: column.to_string(), key });
+            return Err(SetupError::NoColumn {
+                table: table.to_string(),
+                column: column.to_string(),
+                key,
+            });
         }
     }
     Ok(())
@@ -142,13 +184,28 @@ fn check_columns(t: &TableConfig, table: &str, shape: &TableShape) -> Result<(),
 /// The four capture triggers of one table (statement-level; see sql/002_change_log.sql).
 pub fn triggers(table: &str, tenant: &str, key: &[String]) -> String {
     let target = quote_table(table);
-    let args: Vec<String> = std::iter::once(tenant).chain(key.iter().map(String::as_str)).map(literal).collect();
+    let args: Vec<String> = std::iter::once(tenant)
+        .chain(key.iter().map(String::as_str))
+        .map(literal)
+        .collect();
     let call = format!("EXECUTE FUNCTION sluice.capture({})", args.join(", "));
     let mut sql = format!("\n-- capture {table}\n");
     for (name, event, referencing) in [
-        ("sluice_capture_insert", "INSERT", "REFERENCING NEW TABLE AS new_table "),
-        ("sluice_capture_update", "UPDATE", "REFERENCING OLD TABLE AS old_table NEW TABLE AS new_table "),
-        ("sluice_capture_delete", "DELETE", "REFERENCING OLD TABLE AS old_table "),
+        (
+            "sluice_capture_insert",
+            "INSERT",
+            "REFERENCING NEW TABLE AS new_table ",
+        ),
+        (
+            "sluice_capture_update",
+            "UPDATE",
+            "REFERENCING OLD TABLE AS old_table NEW TABLE AS new_table ",
+        ),
+        (
+            "sluice_capture_delete",
+            "DELETE",
+            "REFERENCING OLD TABLE AS old_table ",
+        ),
         ("sluice_capture_truncate", "TRUNCATE", ""),
     ] {
         sql.push_str(&format!(
@@ -160,7 +217,9 @@ pub fn triggers(table: &str, tenant: &str, key: &[String]) -> String {
 
 /// Applies the plan: its transaction, then the slot.
 pub async fn apply(client: &Client, plan: &Plan) -> Result<(), SetupError> {
-    client.batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", plan.transaction)).await?;
+    client
+        .batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", plan.transaction))
+        .await?;
     if let Some(slot) = &plan.slot {
         for statement in slot.split(";\n") {
             client.batch_execute(statement).await?;

@@ -80,13 +80,18 @@ pub struct LastError {
 /// Timestamps as RFC 3339 UTC text, to the second.
 macro_rules! utc {
     ($column:literal) => {
-        concat!("to_char(", $column, " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+        )
     };
 }
 
 /// The slot, and the WAL between it and the server's current position (the replay position
 /// on a standby, where `pg_current_wal_lsn()` fails).
-const SLOT: &str = "SELECT confirmed_flush_lsn::text, restart_lsn::text, active_pid, wal_status, safe_wal_size, \
+const SLOT: &str =
+    "SELECT confirmed_flush_lsn::text, restart_lsn::text, active_pid, wal_status, safe_wal_size, \
     pg_wal_lsn_diff(w.lsn, confirmed_flush_lsn)::int8, pg_wal_lsn_diff(w.lsn, restart_lsn)::int8 \
     FROM pg_replication_slots, (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
     ELSE pg_current_wal_lsn() END AS lsn) w WHERE slot_name = $1";
@@ -105,17 +110,24 @@ const DEAD_LETTERS: &str = "SELECT reason, count(*) FROM sluice.dead_letter WHER
 
 /// The backend holding the trigger-mode reader lock (`pg_try_advisory_lock` of
 /// `source::change_log`): a bigint key shows as classid (high half), objid (low half), objsubid 1.
-const READER: &str = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+const READER: &str =
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
     AND ((classid::int8 << 32) | objid::int8) = hashtextextended('sluice.change_log', 0) LIMIT 1";
 
 pub async fn run(config: &Config, json: bool) -> Result<ExitCode, String> {
     let conn = crate::recover::connect(config).await?;
-    let (report, daemon) = tokio::join!(gather(&conn.client, config), daemon::probe(&config.http.listen));
+    let (report, daemon) = tokio::join!(
+        gather(&conn.client, config),
+        daemon::probe(&config.http.listen)
+    );
     let mut report = report.map_err(sql_error)?;
     report.daemon = daemon;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("status serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("status serialises")
+        );
     } else {
         print!("{}", render::human(&report));
     }
@@ -153,9 +165,19 @@ pub async fn gather(client: &Client, config: &Config) -> Result<Report, tokio_po
     Ok(report)
 }
 
-async fn logical(client: &Client, name: &str, report: &mut Report) -> Result<(), tokio_postgres::Error> {
+async fn logical(
+    client: &Client,
+    name: &str,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
     let row = client.query_opt(SLOT, &[&name]).await?;
-    let mut slot = Slot { name: name.to_string(), exists: row.is_some(), restart_lsn: None, wal_status: None, safe_wal_size_bytes: None };
+    let mut slot = Slot {
+        name: name.to_string(),
+        exists: row.is_some(),
+        restart_lsn: None,
+        wal_status: None,
+        safe_wal_size_bytes: None,
+    };
     if let Some(r) = row {
         report.position = r.get(0);
         slot.restart_lsn = r.get(1);
@@ -182,7 +204,11 @@ pub async fn change_log_reader(client: &Client) -> Result<Option<i32>, tokio_pos
     Ok(client.query_opt(READER, &[]).await?.map(|r| r.get(0)))
 }
 
-async fn read_checkpoint(client: &Client, name: &str, report: &mut Report) -> Result<(), tokio_postgres::Error> {
+async fn read_checkpoint(
+    client: &Client,
+    name: &str,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
     let Some(row) = client.query_opt(CHECKPOINT, &[&name]).await? else {
         return Ok(());
     };
@@ -191,7 +217,10 @@ async fn read_checkpoint(client: &Client, name: &str, report: &mut Report) -> Re
     }
     report.position_updated_at = row.get(1);
     report.position_age_seconds = row.get(2);
-    report.last_error = row.get::<_, Option<String>>(3).map(|message| LastError { message, at: row.get(4) });
+    report.last_error = row.get::<_, Option<String>>(3).map(|message| LastError {
+        message,
+        at: row.get(4),
+    });
     Ok(())
 }
 
@@ -207,9 +236,17 @@ async fn dead_letters(client: &Client) -> Result<DeadLetters, tokio_postgres::Er
 
 /// A failed read in one sentence; a missing or old schema says to run setup.
 pub fn sql_error(e: tokio_postgres::Error) -> String {
-    let missing = e.code().is_some_and(|c| matches!(c.code(), "42P01" | "42703" | "42883" | "3F000"));
+    let missing = e
+        .code()
+        .is_some_and(|c| matches!(c.code(), "42P01" | "42703" | "42883" | "3F000"));
     if missing {
-        return format!("{}; the sluice schema is missing or outdated in this database: run `sluice setup`", pg::describe(&e));
+        return format!(
+            "{}; the sluice schema is missing or outdated in this database: run `sluice setup`",
+            pg::describe(&e)
+        );
     }
-    format!("cannot read the status from PostgreSQL: {}", pg::describe(&e))
+    format!(
+        "cannot read the status from PostgreSQL: {}",
+        pg::describe(&e)
+    )
 }

@@ -9,21 +9,37 @@ use crate::config::RedisConfig;
 use crate::publish::{build_client, Publisher};
 
 /// Prints messages until `stop` resolves.
-pub async fn tail(config: &RedisConfig, pattern: &str, stop: impl std::future::Future<Output = ()>) -> Result<(), String> {
+pub async fn tail(
+    config: &RedisConfig,
+    pattern: &str,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     // One connection the daemon's way first: a TLS or AUTH problem is then one clear line,
     // where fred would only retry.
     let probe = Publisher::new(config).map_err(|e| e.to_string())?;
     probe.connect().await.map_err(|e| e.to_string())?;
     probe.close().await;
     let client = build_client(config).map_err(|e| e.to_string())?;
-    client.update_perf_config(fred::types::config::PerformanceConfig { broadcast_channel_capacity: 1 << 14, ..client.perf_config() });
+    client.update_perf_config(fred::types::config::PerformanceConfig {
+        broadcast_channel_capacity: 1 << 14,
+        ..client.perf_config()
+    });
     client.connect();
     tokio::time::timeout(config.command_timeout, client.wait_for_connect())
         .await
-        .map_err(|_| format!("Redis at {} did not answer within {:?}", crate::pg::redact(&config.url), config.command_timeout))?
+        .map_err(|_| {
+            format!(
+                "Redis at {} did not answer within {:?}",
+                crate::pg::redact(&config.url),
+                config.command_timeout
+            )
+        })?
         .map_err(|e| e.to_string())?;
     let mut messages = client.message_rx();
-    client.psubscribe(pattern).await.map_err(|e| e.to_string())?;
+    client
+        .psubscribe(pattern)
+        .await
+        .map_err(|e| e.to_string())?;
     eprintln!("listening on {pattern} (Ctrl-C to stop)");
     tokio::pin!(stop);
     loop {

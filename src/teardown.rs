@@ -61,19 +61,31 @@ pub async fn run(config: &Config, args: Args) -> Result<ExitCode, String> {
     let conn = crate::recover::connect(config).await?;
     let plan = plan(&conn.client, config, args.drop_schema).await?;
     if plan.items().next().is_none() {
-        println!("nothing to tear down: setup's slot, publication and triggers are not in this database");
+        println!(
+            "nothing to tear down: setup's slot, publication and triggers are not in this database"
+        );
         print!("{}", keeps(&plan, "kept"));
         return Ok(ExitCode::SUCCESS);
     }
     if !args.yes {
-        print!("teardown would drop:\n{}{}", listing(&plan), keeps(&plan, "and keep"));
+        print!(
+            "teardown would drop:\n{}{}",
+            listing(&plan),
+            keeps(&plan, "and keep")
+        );
         return Err("nothing was dropped; rerun with --yes to drop the above".into());
     }
     if let Some(slot) = &plan.slot {
-        conn.client.batch_execute(&slot.sql).await.map_err(refused)?;
+        conn.client
+            .batch_execute(&slot.sql)
+            .await
+            .map_err(refused)?;
     }
     let statements: Vec<&str> = plan.rest.iter().map(|i| i.sql.as_str()).collect();
-    conn.client.batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", statements.join("\n"))).await.map_err(refused)?;
+    conn.client
+        .batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", statements.join("\n")))
+        .await
+        .map_err(refused)?;
     print!("dropped:\n{}{}", listing(&plan), keeps(&plan, "kept"));
     println!("teardown complete");
     Ok(ExitCode::SUCCESS)
@@ -90,10 +102,12 @@ fn keeps(plan: &Plan, header: &str) -> String {
     if plan.keeps.is_empty() {
         return String::new();
     }
-    plan.keeps.iter().fold(format!("{header}:\n"), |mut out, k| {
-        let _ = writeln!(out, "  - {k}");
-        out
-    })
+    plan.keeps
+        .iter()
+        .fold(format!("{header}:\n"), |mut out, k| {
+            let _ = writeln!(out, "  - {k}");
+            out
+        })
 }
 
 /// A statement PostgreSQL refused, in one sentence.
@@ -126,7 +140,12 @@ async fn plan(client: &Client, config: &Config, drop_schema: bool) -> Result<Pla
     Ok(plan)
 }
 
-async fn logical_items(client: &Client, config: &Config, drop_schema: bool, plan: &mut Plan) -> Result<(), String> {
+async fn logical_items(
+    client: &Client,
+    config: &Config,
+    drop_schema: bool,
+    plan: &mut Plan,
+) -> Result<(), String> {
     let (slot, publication) = (&config.source.slot, &config.source.publication);
     let row = client
         .query_opt("SELECT active_pid, coalesce(confirmed_flush_lsn::text, 'none') FROM pg_replication_slots WHERE slot_name = $1", &[slot])
@@ -136,8 +155,14 @@ async fn logical_items(client: &Client, config: &Config, drop_schema: bool, plan
         if let Some(pid) = r.get::<_, Option<i32>>(0) {
             return Err(format!("slot {slot} is active (streamed by backend pid {pid}): stop the `sluice run` using it, then rerun teardown"));
         }
-        let what = format!("replication slot {slot} (confirmed up to {}; PostgreSQL stops keeping WAL for it)", r.get::<_, String>(1));
-        plan.slot = Some(Item { what, sql: format!("SELECT pg_drop_replication_slot({})", literal(slot)) });
+        let what = format!(
+            "replication slot {slot} (confirmed up to {}; PostgreSQL stops keeping WAL for it)",
+            r.get::<_, String>(1)
+        );
+        plan.slot = Some(Item {
+            what,
+            sql: format!("SELECT pg_drop_replication_slot({})", literal(slot)),
+        });
     }
     let tables: Option<i64> = client
         .query_opt("SELECT (SELECT count(*) FROM pg_publication_tables WHERE pubname = $1) FROM pg_publication WHERE pubname = $1", &[publication])
@@ -145,20 +170,37 @@ async fn logical_items(client: &Client, config: &Config, drop_schema: bool, plan
         .map_err(sql)?
         .map(|r| r.get(0));
     if let Some(n) = tables {
-        plan.rest.push(Item { what: format!("publication {publication} ({n} tables)"), sql: format!("DROP PUBLICATION IF EXISTS {};", ident(publication)) });
+        plan.rest.push(Item {
+            what: format!("publication {publication} ({n} tables)"),
+            sql: format!("DROP PUBLICATION IF EXISTS {};", ident(publication)),
+        });
     }
     if !drop_schema {
-        replica_identity_note(client, config, plan).await.map_err(sql)?;
+        replica_identity_note(client, config, plan)
+            .await
+            .map_err(sql)?;
     }
     Ok(())
 }
 
 /// Setup may have set `REPLICA IDENTITY FULL`; whether it was so before is unknown, so it stays.
-async fn replica_identity_note(client: &Client, config: &Config, plan: &mut Plan) -> Result<(), tokio_postgres::Error> {
-    let names: Vec<String> = config.tables.iter().map(|t| crate::setup::quote_table(&qualify(&t.table))).collect();
+async fn replica_identity_note(
+    client: &Client,
+    config: &Config,
+    plan: &mut Plan,
+) -> Result<(), tokio_postgres::Error> {
+    let names: Vec<String> = config
+        .tables
+        .iter()
+        .map(|t| crate::setup::quote_table(&qualify(&t.table)))
+        .collect();
     let sql = "SELECT string_agg(c.oid::regclass::text, ', ') FROM unnest($1::text[]) t(name) \
         JOIN pg_class c ON c.oid = to_regclass(t.name) WHERE c.relreplident = 'f'";
-    if let Some(tables) = client.query_one(sql, &[&names]).await?.get::<_, Option<String>>(0) {
+    if let Some(tables) = client
+        .query_one(sql, &[&names])
+        .await?
+        .get::<_, Option<String>>(0)
+    {
         plan.keeps.push(format!("REPLICA IDENTITY FULL on {tables}: ALTER TABLE ... REPLICA IDENTITY DEFAULT where nothing else needs it"));
     }
     Ok(())
@@ -166,55 +208,109 @@ async fn replica_identity_note(client: &Client, config: &Config, plan: &mut Plan
 
 /// The capture triggers, one item per table, found by the function they execute.
 async fn capture_triggers(client: &Client) -> Result<Vec<Item>, tokio_postgres::Error> {
-    let sql = "SELECT tgrelid::regclass::text, array_agg(tgname::text ORDER BY tgname) FROM pg_trigger \
+    let sql =
+        "SELECT tgrelid::regclass::text, array_agg(tgname::text ORDER BY tgname) FROM pg_trigger \
         WHERE tgfoid = to_regproc('sluice.capture') GROUP BY 1 ORDER BY 1";
     let rows = client.query(sql, &[]).await?;
     Ok(rows
         .iter()
         .map(|r| {
             let (table, names): (String, Vec<String>) = (r.get(0), r.get(1));
-            let sql = names.iter().map(|n| format!("DROP TRIGGER IF EXISTS {} ON {table};", ident(n))).collect::<Vec<_>>().join("\n");
-            Item { what: format!("{} capture triggers on {table}", names.len()), sql }
+            let sql = names
+                .iter()
+                .map(|n| format!("DROP TRIGGER IF EXISTS {} ON {table};", ident(n)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            Item {
+                what: format!("{} capture triggers on {table}", names.len()),
+                sql,
+            }
         })
         .collect())
 }
 
 /// The checkpoint row of this slot (logical), or the whole schema with `--drop-schema`.
-async fn schema_items(client: &Client, config: &Config, drop_schema: bool, plan: &mut Plan) -> Result<(), String> {
-    let exists: bool = client.query_one("SELECT to_regclass('sluice.checkpoint') IS NOT NULL", &[]).await.map_err(sql)?.get(0);
+async fn schema_items(
+    client: &Client,
+    config: &Config,
+    drop_schema: bool,
+    plan: &mut Plan,
+) -> Result<(), String> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('sluice.checkpoint') IS NOT NULL", &[])
+        .await
+        .map_err(sql)?
+        .get(0);
     if !exists {
         return Ok(());
     }
-    let own = if config.source.mode == SourceMode::Logical { config.source.slot.as_str() } else { crate::checkpoint::CHANGE_LOG };
+    let own = if config.source.mode == SourceMode::Logical {
+        config.source.slot.as_str()
+    } else {
+        crate::checkpoint::CHANGE_LOG
+    };
     let contents = schema_contents(client).await.map_err(sql)?;
     if !drop_schema {
         if config.source.mode == SourceMode::Logical {
-            let sql = format!("DELETE FROM sluice.checkpoint WHERE name = {};", literal(own));
-            plan.rest.push(Item { what: format!("checkpoint row {own} (the slot's stored position and last error)"), sql });
+            let sql = format!(
+                "DELETE FROM sluice.checkpoint WHERE name = {};",
+                literal(own)
+            );
+            plan.rest.push(Item {
+                what: format!("checkpoint row {own} (the slot's stored position and last error)"),
+                sql,
+            });
         }
-        plan.keeps.push(format!("schema sluice ({contents}); --drop-schema drops it too"));
+        plan.keeps.push(format!(
+            "schema sluice ({contents}); --drop-schema drops it too"
+        ));
         return Ok(());
     }
     let others = "SELECT string_agg(c.name, ', ') FROM sluice.checkpoint c JOIN pg_replication_slots s ON s.slot_name = c.name WHERE c.name <> $1";
-    if let Some(slots) = client.query_one(others, &[&own]).await.map_err(sql)?.get::<_, Option<String>>(0) {
+    if let Some(slots) = client
+        .query_one(others, &[&own])
+        .await
+        .map_err(sql)?
+        .get::<_, Option<String>>(0)
+    {
         return Err(format!("slot {slots} of another Sluice config still uses schema sluice; tear that down first (teardown --config with its config)"));
     }
-    plan.rest.push(Item { what: format!("schema sluice with everything in it ({contents})"), sql: "DROP SCHEMA IF EXISTS sluice CASCADE;".into() });
+    plan.rest.push(Item {
+        what: format!("schema sluice with everything in it ({contents})"),
+        sql: "DROP SCHEMA IF EXISTS sluice CASCADE;".into(),
+    });
     Ok(())
 }
 
 /// `3 open dead letters of 5, 120 change_log rows`: what dropping the schema would lose.
 async fn schema_contents(client: &Client) -> Result<String, tokio_postgres::Error> {
-    let dead = "SELECT count(*) FILTER (WHERE resolved_at IS NULL), count(*) FROM sluice.dead_letter";
-    let (open, all): (i64, i64) = match client.query_one("SELECT to_regclass('sluice.dead_letter') IS NOT NULL", &[]).await?.get(0) {
-        true => client.query_one(dead, &[]).await.map(|r| (r.get(0), r.get(1)))?,
+    let dead =
+        "SELECT count(*) FILTER (WHERE resolved_at IS NULL), count(*) FROM sluice.dead_letter";
+    let (open, all): (i64, i64) = match client
+        .query_one("SELECT to_regclass('sluice.dead_letter') IS NOT NULL", &[])
+        .await?
+        .get(0)
+    {
+        true => client
+            .query_one(dead, &[])
+            .await
+            .map(|r| (r.get(0), r.get(1)))?,
         false => (0, 0),
     };
-    let log: i64 = match client.query_one("SELECT to_regclass('sluice.change_log') IS NOT NULL", &[]).await?.get(0) {
-        true => client.query_one("SELECT count(*) FROM sluice.change_log", &[]).await?.get(0),
+    let log: i64 = match client
+        .query_one("SELECT to_regclass('sluice.change_log') IS NOT NULL", &[])
+        .await?
+        .get(0)
+    {
+        true => client
+            .query_one("SELECT count(*) FROM sluice.change_log", &[])
+            .await?
+            .get(0),
         false => 0,
     };
-    Ok(format!("{open} open dead letters of {all}, {log} change_log rows"))
+    Ok(format!(
+        "{open} open dead letters of {all}, {log} change_log rows"
+    ))
 }
 
 fn sql(e: tokio_postgres::Error) -> String {

@@ -49,26 +49,58 @@ async fn trigger_and_logical_modes_publish_the_same_data() {
     let sub = env.subscribe().await;
     let trigger_daemon = env.daemon();
     let logical_daemon = env.daemon_with(&logical);
-    wait_until(Duration::from_secs(30), || logical_daemon.log().contains("streaming from the slot"), || logical_daemon.log()).await;
+    wait_until(
+        Duration::from_secs(30),
+        || logical_daemon.log().contains("streaming from the slot"),
+        || logical_daemon.log(),
+    )
+    .await;
     env.sql(ROWS);
-    let msgs = sub.wait_for(6, Duration::from_secs(30), || format!("{}\n{}", trigger_daemon.log(), logical_daemon.log())).await;
+    let msgs = sub
+        .wait_for(6, Duration::from_secs(30), || {
+            format!("{}\n{}", trigger_daemon.log(), logical_daemon.log())
+        })
+        .await;
     let mut by_mode: HashMap<(String, String), Value> = HashMap::new();
     for m in &msgs {
-        let key = (m.event["source"]["mode"].as_str().unwrap().to_string(), m.event["recordId"].as_str().unwrap().to_string());
+        let key = (
+            m.event["source"]["mode"].as_str().unwrap().to_string(),
+            m.event["recordId"].as_str().unwrap().to_string(),
+        );
         by_mode.insert(key, m.event["data"].clone());
     }
     for id in ["1", "2", "3"] {
         let trigger = &by_mode[&("trigger".to_string(), id.to_string())];
         let logical = &by_mode[&("logical".to_string(), id.to_string())];
-        let want: Value = serde_json::from_str(env.sql(&format!("SELECT to_jsonb(x) FROM typed x WHERE id = {id}")).trim()).unwrap();
+        let want: Value = serde_json::from_str(
+            env.sql(&format!("SELECT to_jsonb(x) FROM typed x WHERE id = {id}"))
+                .trim(),
+        )
+        .unwrap();
         assert_eq!(trigger, &want, "trigger mode, row {id}");
         for (column, value) in want.as_object().unwrap() {
-            assert_eq!(&logical[column], value, "logical mode, row {id}, column {column}");
+            assert_eq!(
+                &logical[column], value,
+                "logical mode, row {id}, column {column}"
+            );
         }
-        assert_eq!(logical.as_object().unwrap().len(), want.as_object().unwrap().len(), "row {id}");
+        assert_eq!(
+            logical.as_object().unwrap().len(),
+            want.as_object().unwrap().len(),
+            "row {id}"
+        );
     }
-    let raw = |mode: &str| msgs.iter().find(|m| m.event["source"]["mode"] == mode && m.event["recordId"] == "1").unwrap().raw.clone();
+    let raw = |mode: &str| {
+        msgs.iter()
+            .find(|m| m.event["source"]["mode"] == mode && m.event["recordId"] == "1")
+            .unwrap()
+            .raw
+            .clone()
+    };
     for exact in ["12345678901234567890.123456789", "9007199254740993", "3.00"] {
-        assert!(raw("trigger").contains(exact) && raw("logical").contains(exact), "{exact} kept exactly");
+        assert!(
+            raw("trigger").contains(exact) && raw("logical").contains(exact),
+            "{exact} kept exactly"
+        );
     }
 }

@@ -14,7 +14,11 @@ fn sluice(config: &str, args: &[&str]) -> (bool, String, String) {
         .env_remove("REDIS_URL")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn config(pg_port: u16, redis_port: u16, extra: &str) -> String {
@@ -29,7 +33,10 @@ fn config(pg_port: u16, redis_port: u16, extra: &str) -> String {
 
 #[test]
 fn help_lists_the_commands() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for command in ["run", "setup", "check", "tail"] {
         assert!(help.contains(command), "{help}");
@@ -42,7 +49,10 @@ fn a_config_typo_is_one_line_naming_file_line_and_key() {
     assert!(!ok);
     let line = err.trim();
     assert_eq!(line.lines().count(), 1, "{err}");
-    assert!(line.contains("sluice.toml:9:") && line.contains("batch_sise"), "{err}");
+    assert!(
+        line.contains("sluice.toml:9:") && line.contains("batch_sise"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -50,11 +60,17 @@ fn unreachable_servers_fail_with_one_sentence_and_no_password() {
     let (pg_port, redis_port) = (sluice::testkit::free_port(), sluice::testkit::free_port());
     let (ok, stdout, _) = sluice(&config(pg_port, redis_port, ""), &["check"]);
     assert!(!ok);
-    assert!(stdout.contains("FAIL postgres postgres://postgres:***@127.0.0.1"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL postgres postgres://postgres:***@127.0.0.1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("FAIL redis"), "{stdout}");
     assert!(!stdout.contains("secret"));
     let (ok, _, err) = sluice(&config(pg_port, redis_port, ""), &["setup"]);
-    assert!(!ok && err.trim().lines().count() == 1 && err.contains("cannot connect to PostgreSQL"), "{err}");
+    assert!(
+        !ok && err.trim().lines().count() == 1 && err.contains("cannot connect to PostgreSQL"),
+        "{err}"
+    );
     let (ok, _, err) = sluice(&config(pg_port, redis_port, ""), &["run"]);
     assert!(!ok && err.contains("error: cannot reach Redis"), "{err}");
     assert!(!err.contains("secret"), "{err}");
@@ -63,9 +79,15 @@ fn unreachable_servers_fail_with_one_sentence_and_no_password() {
 #[test]
 fn run_exits_when_postgres_is_unreachable_at_start() {
     let redis = sluice::testkit::Redis::start().unwrap();
-    let (ok, _, err) = sluice(&config(sluice::testkit::free_port(), redis.port(), ""), &["run"]);
+    let (ok, _, err) = sluice(
+        &config(sluice::testkit::free_port(), redis.port(), ""),
+        &["run"],
+    );
     assert!(!ok);
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: cannot connect to PostgreSQL at postgres://postgres:***@"), "{err}");
+    assert!(
+        last.starts_with("error: cannot connect to PostgreSQL at postgres://postgres:***@"),
+        "{err}"
+    );
     assert!(last.contains("check postgres.url"), "{err}");
 }

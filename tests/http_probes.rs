@@ -23,37 +23,71 @@ const BRISK: &str = "[delivery]\nmax_backoff = \"1s\"";
 /// `GET path` on 127.0.0.1:`port`: (status, body); status 0 when nothing answered.
 fn get(port: u16, path: &str) -> (u16, String) {
     let exchange = || -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+        let mut stream =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
         let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-        Ok((head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_string()))
+        Ok((
+            head.split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
+            body.to_string(),
+        ))
     };
     exchange().unwrap_or_else(|e| (0, e.to_string()))
 }
 
 /// Polls `GET path` until `want(status, body)`; panics with the last answer and `log()`.
-async fn wait_answer(port: u16, path: &str, limit: Duration, want: impl Fn(u16, &str) -> bool, log: impl Fn() -> String) -> String {
+async fn wait_answer(
+    port: u16,
+    path: &str,
+    limit: Duration,
+    want: impl Fn(u16, &str) -> bool,
+    log: impl Fn() -> String,
+) -> String {
     let deadline = Instant::now() + limit;
     loop {
         let (status, body) = get(port, path);
         if want(status, &body) {
             return body;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?}: GET {path} answered {status} {body:?}\n{}", log());
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: GET {path} answered {status} {body:?}\n{}",
+            log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn ready(port: u16, limit: Duration, log: impl Fn() -> String) {
-    wait_answer(port, "/readyz", limit, |s, b| s == 200 && b == "ready\n", log).await;
+    wait_answer(
+        port,
+        "/readyz",
+        limit,
+        |s, b| s == 200 && b == "ready\n",
+        log,
+    )
+    .await;
 }
 
 /// Waits for /readyz to answer 503 with a reason containing `why`; returns the reason.
 async fn not_ready(port: u16, why: &str, limit: Duration, log: impl Fn() -> String) -> String {
-    wait_answer(port, "/readyz", limit, |s, b| s == 503 && b.contains(why), log).await
+    wait_answer(
+        port,
+        "/readyz",
+        limit,
+        |s, b| s == 503 && b.contains(why),
+        log,
+    )
+    .await
 }
 
 fn status(port: u16) -> serde_json::Value {
@@ -65,18 +99,26 @@ fn status(port: u16) -> serde_json::Value {
 /// An environment whose daemon serves HTTP on a free port.
 fn start(extra: &str) -> (Env, u16) {
     let port = free_port();
-    (Env::start(&format!("{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"")), port)
+    (
+        Env::start(&format!("{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"")),
+        port,
+    )
 }
 
 /// A second config on the same servers, with its own HTTP port.
 fn second(env: &Env, extra: &str) -> (std::path::PathBuf, u16) {
     let port = free_port();
-    (env.second_config(&format!("{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"")), port)
+    (
+        env.second_config(&format!("{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"")),
+        port,
+    )
 }
 
 /// The sample lines of a scrape (no comments).
 fn samples(text: &str) -> Vec<&str> {
-    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
 }
 
 /// The value of the first sample of `name` whose labels contain every one of `labels`.
@@ -95,26 +137,57 @@ async fn readyz_follows_startup_and_redis_and_postgres_going_away_and_back() {
     let daemon = env.daemon();
     let log = || daemon.log();
     not_ready(port, "starting", WAIT, log).await;
-    assert_eq!(get(port, "/healthz"), (200, "ok\n".into()), "alive while starting");
+    assert_eq!(
+        get(port, "/healthz"),
+        (200, "ok\n".into()),
+        "alive while starting"
+    );
     env.redis.restart().unwrap();
     ready(port, WAIT, log).await;
     common::insert(&env, 1, 20);
     wait_until(WAIT, || env.pending() == 0, log).await;
 
     // No change flows while the servers go away: the monitor notices on its own.
-    away_and_back(port, "Redis", |up| if up { env.redis.restart() } else { env.redis.stop() }.unwrap(), log).await;
-    away_and_back(port, "PostgreSQL", |up| if up { env.pg.restart() } else { env.pg.stop() }.unwrap(), log).await;
+    away_and_back(
+        port,
+        "Redis",
+        |up| {
+            if up {
+                env.redis.restart()
+            } else {
+                env.redis.stop()
+            }
+            .unwrap()
+        },
+        log,
+    )
+    .await;
+    away_and_back(
+        port,
+        "PostgreSQL",
+        |up| if up { env.pg.restart() } else { env.pg.stop() }.unwrap(),
+        log,
+    )
+    .await;
     common::insert(&env, 21, 30);
     wait_until(WAIT, || env.pending() == 0, log).await;
 }
 
 /// Stops a server (`switch(false)`), waits for /readyz to name it (/healthz stays 200), starts
 /// it again (`switch(true)`) and waits for ready; prints how long each took.
-async fn away_and_back(port: u16, name: &str, mut switch: impl FnMut(bool), log: impl Fn() -> String + Copy) {
+async fn away_and_back(
+    port: u16,
+    name: &str,
+    mut switch: impl FnMut(bool),
+    log: impl Fn() -> String + Copy,
+) {
     switch(false);
     let lost = Instant::now();
     let why = not_ready(port, name, NOTICE, log).await;
-    eprintln!("{name} stopped: /readyz 503 {why:?} after {:?}", lost.elapsed());
+    eprintln!(
+        "{name} stopped: /readyz 503 {why:?} after {:?}",
+        lost.elapsed()
+    );
     assert_eq!(get(port, "/healthz").0, 200, "alive while {name} is away");
     switch(true);
     let back = Instant::now();
@@ -135,12 +208,22 @@ async fn standby_takes_over(extra: &str) {
     assert_eq!(status(standby_port)["phase"], "standby");
     assert_eq!(get(standby_port, "/healthz").0, 200, "a standby is alive");
     let metrics = get(standby_port, "/metrics").1;
-    assert_eq!((sample(&metrics, m::ACTIVE, &[]), sample(&metrics, m::READY, &[])), (Some(0.0), Some(0.0)), "{metrics}");
+    assert_eq!(
+        (
+            sample(&metrics, m::ACTIVE, &[]),
+            sample(&metrics, m::READY, &[])
+        ),
+        (Some(0.0), Some(0.0)),
+        "{metrics}"
+    );
     assert_eq!(sample(&get(port, "/metrics").1, m::ACTIVE, &[]), Some(1.0));
     active.sigkill();
     let killed = Instant::now();
     ready(standby_port, WAIT, log).await;
-    eprintln!("standby ready {:?} after the active daemon was killed", killed.elapsed());
+    eprintln!(
+        "standby ready {:?} after the active daemon was killed",
+        killed.elapsed()
+    );
     assert_eq!(status(standby_port)["phase"], "streaming");
 }
 
@@ -175,8 +258,16 @@ async fn sigterm_reports_shutting_down_until_the_batch_in_flight_is_done_then_ex
     let exit = daemon.wait_exit(WAIT).expect("exits after SIGTERM");
     assert!(exit.success(), "{exit:?}\n{}", daemon.log());
     sub.wait_for(10, WAIT, || daemon.log()).await;
-    assert_eq!(env.pending(), 0, "the batch in flight was finished and stored");
-    assert_eq!(get(port, "/readyz").0, 0, "the server is gone with the process");
+    assert_eq!(
+        env.pending(),
+        0,
+        "the batch in flight was finished and stored"
+    );
+    assert_eq!(
+        get(port, "/readyz").0,
+        0,
+        "the server is gone with the process"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,20 +284,42 @@ async fn retained_wal_past_max_retained_wal_fails_readiness_until_the_slot_catch
     let why = not_ready(port, "max_retained_wal", WAIT, log).await;
     assert_eq!(why, "retained WAL is past source.max_retained_wal\n");
     let metrics = get(port, "/metrics").1;
-    assert!(sample(&metrics, m::SLOT_RETAINED_WAL_BYTES, &[]).unwrap() > 1e6, "{metrics}");
+    assert!(
+        sample(&metrics, m::SLOT_RETAINED_WAL_BYTES, &[]).unwrap() > 1e6,
+        "{metrics}"
+    );
     for name in [m::SOURCE_LAG_BYTES, m::SLOT_RETAINED_WAL_BYTES] {
-        assert!(metrics.contains(&format!("# HELP {name} ")), "{name}:\n{metrics}");
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name}:\n{metrics}"
+        );
     }
     assert!(status(port)["retained_wal_bytes"].as_u64().unwrap() > 1_000_000);
     // Streamed through, the slot is confirmed; a checkpoint lets PostgreSQL move its restart_lsn.
     let deadline = Instant::now() + WAIT;
     while get(port, "/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "still not ready: {:?}\n{}", get(port, "/readyz"), log());
+        assert!(
+            Instant::now() < deadline,
+            "still not ready: {:?}\n{}",
+            get(port, "/readyz"),
+            log()
+        );
         env.sql("CHECKPOINT");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(log().matches("more WAL than source.max_retained_wal").count(), 1, "{}", log());
-    assert!(log().contains("back under source.max_retained_wal"), "{}", log());
+    assert_eq!(
+        log()
+            .matches("more WAL than source.max_retained_wal")
+            .count(),
+        1,
+        "{}",
+        log()
+    );
+    assert!(
+        log().contains("back under source.max_retained_wal"),
+        "{}",
+        log()
+    );
 }
 
 /// Rows for tenants `acme-<from>`..`acme-<to>`, one each, routed to crm.
@@ -220,9 +333,16 @@ fn insert_tenants(env: &Env, from: i64, to: i64) {
 /// Scrapes once `count` events reached Redis and the monitor saw the queue empty.
 async fn scrape_after(port: u16, count: usize, log: impl Fn() -> String) -> String {
     let published = [r#"app="crm""#, r#"type="credit-configs""#];
-    wait_answer(port, "/metrics", WAIT, |_, b| {
-        sample(b, m::EVENTS_PUBLISHED, &published) == Some(count as f64) && sample(b, m::PENDING_CHANGES, &[]) == Some(0.0)
-    }, log)
+    wait_answer(
+        port,
+        "/metrics",
+        WAIT,
+        |_, b| {
+            sample(b, m::EVENTS_PUBLISHED, &published) == Some(count as f64)
+                && sample(b, m::PENDING_CHANGES, &[]) == Some(0.0)
+        },
+        log,
+    )
     .await
 }
 
@@ -237,29 +357,75 @@ async fn metrics_carry_the_contract_names_and_series_do_not_grow_with_tenants() 
     insert_tenants(&env, 1, 1000);
     let first = scrape_after(port, 1000, log).await;
     for name in [
-        m::CHANGES_RECEIVED, m::EVENTS_PUBLISHED, m::PUBLISH_NO_RECEIVERS, m::PUBLISH_ERRORS, m::DEAD_LETTERS,
-        m::END_TO_END_LATENCY, m::BATCH_SIZE, m::PENDING_CHANGES, m::UP, m::ACTIVE, m::READY, m::BUILD_INFO, m::LAST_CHECKPOINT,
+        m::CHANGES_RECEIVED,
+        m::EVENTS_PUBLISHED,
+        m::PUBLISH_NO_RECEIVERS,
+        m::PUBLISH_ERRORS,
+        m::DEAD_LETTERS,
+        m::END_TO_END_LATENCY,
+        m::BATCH_SIZE,
+        m::PENDING_CHANGES,
+        m::UP,
+        m::ACTIVE,
+        m::READY,
+        m::BUILD_INFO,
+        m::LAST_CHECKPOINT,
     ] {
-        assert!(first.contains(&format!("# HELP {name} ")), "no HELP for {name}:\n{first}");
-        assert!(samples(&first).iter().any(|l| l.starts_with(name)), "no sample of {name}:\n{first}");
+        assert!(
+            first.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}:\n{first}"
+        );
+        assert!(
+            samples(&first).iter().any(|l| l.starts_with(name)),
+            "no sample of {name}:\n{first}"
+        );
     }
-    assert_eq!(sample(&first, m::DEAD_LETTERS, &[r#"reason="unroutable""#]), Some(1.0));
+    assert_eq!(
+        sample(&first, m::DEAD_LETTERS, &[r#"reason="unroutable""#]),
+        Some(1.0)
+    );
     assert_eq!(sample(&first, m::UP, &[r#"component="redis""#]), Some(1.0));
-    assert_eq!(sample(&first, &format!("{}_count", m::END_TO_END_LATENCY), &[]), Some(1001.0));
-    assert_eq!(sample(&first, m::BUILD_INFO, &[r#"mode="trigger""#]), Some(1.0));
+    assert_eq!(
+        sample(&first, &format!("{}_count", m::END_TO_END_LATENCY), &[]),
+        Some(1001.0)
+    );
+    assert_eq!(
+        sample(&first, m::BUILD_INFO, &[r#"mode="trigger""#]),
+        Some(1.0)
+    );
 
     insert_tenants(&env, 1001, 2000);
     let second = scrape_after(port, 2000, log).await;
     let (a, b) = (samples(&first).len(), samples(&second).len());
     eprintln!("series after 1,000 tenants: {a}; after 2,000: {b}");
     assert_eq!(a, b, "the number of series does not grow with tenants");
-    assert!(!first.contains("acme-") && !second.contains("acme-"), "no tenant in any label");
+    assert!(
+        !first.contains("acme-") && !second.contains("acme-"),
+        "no tenant in any label"
+    );
 
     let s = status(port);
-    assert_eq!((s["mode"].as_str(), s["phase"].as_str(), s["ready"].as_str()), (Some("trigger"), Some("streaming"), Some("ready")));
-    assert!(s["position"].as_str().unwrap().starts_with("snapshot"), "{s}");
-    assert_eq!((s["published"].as_u64(), s["dead_letters"].as_u64(), s["pending"].as_u64()), (Some(2000), Some(1), Some(0)), "{s}");
-    assert!(s["uptime_seconds"].is_u64() && s["version"] == env!("CARGO_PKG_VERSION"), "{s}");
+    assert_eq!(
+        (s["mode"].as_str(), s["phase"].as_str(), s["ready"].as_str()),
+        (Some("trigger"), Some("streaming"), Some("ready"))
+    );
+    assert!(
+        s["position"].as_str().unwrap().starts_with("snapshot"),
+        "{s}"
+    );
+    assert_eq!(
+        (
+            s["published"].as_u64(),
+            s["dead_letters"].as_u64(),
+            s["pending"].as_u64()
+        ),
+        (Some(2000), Some(1), Some(0)),
+        "{s}"
+    );
+    assert!(
+        s["uptime_seconds"].is_u64() && s["version"] == env!("CARGO_PKG_VERSION"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -270,10 +436,28 @@ fn a_port_in_use_is_one_fatal_line_naming_http_listen() {
     let config = dir.path().join("sluice.toml");
     let unused = |scheme: &str| format!("{scheme}://127.0.0.1:{}", free_port());
     let extra = format!("[http]\nlisten = \"127.0.0.1:{port}\"");
-    std::fs::write(&config, common::config_text(&format!("{}/app", unused("postgres")), &unused("redis"), &extra)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--config").arg(&config).arg("run").output().unwrap();
+    std::fs::write(
+        &config,
+        common::config_text(
+            &format!("{}/app", unused("postgres")),
+            &unused("redis"),
+            &extra,
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(last.starts_with(&format!("error: cannot listen on http.listen = \"127.0.0.1:{port}\"")), "{stderr}");
+    assert!(
+        last.starts_with(&format!(
+            "error: cannot listen on http.listen = \"127.0.0.1:{port}\""
+        )),
+        "{stderr}"
+    );
 }

@@ -15,8 +15,14 @@ const REDIS_PASSWORD: &str = "redis-pw-s3cret";
 fn secret_config(env: &Env) -> std::path::PathBuf {
     // The throwaway PostgreSQL trusts local connections, so any password is accepted;
     // Redis is made to require its password.
-    redis_command(env.redis.port(), &["CONFIG", "SET", "requirepass", REDIS_PASSWORD]);
-    let pg = env.pg.url_for(DB).replace("postgres@", &format!("postgres:{PG_PASSWORD}@"));
+    redis_command(
+        env.redis.port(),
+        &["CONFIG", "SET", "requirepass", REDIS_PASSWORD],
+    );
+    let pg = env
+        .pg
+        .url_for(DB)
+        .replace("postgres@", &format!("postgres:{PG_PASSWORD}@"));
     let redis = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", env.redis.port());
     let path = env.dir.path().join("secret.toml");
     std::fs::write(&path, config_text(&pg, &redis, "")).unwrap();
@@ -55,17 +61,35 @@ async fn no_log_line_and_no_finding_shows_a_password() {
         env.pg.restart().unwrap();
         insert(&env, offset + 21, offset + 40);
         wait_until(WAIT, || env.pending() == 0, log).await;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         child.wait().unwrap();
         let text = log();
-        assert!(text.contains("***"), "the URLs are logged, redacted:\n{text}");
+        assert!(
+            text.contains("***"),
+            "the URLs are logged, redacted:\n{text}"
+        );
         if format == "json" {
-            assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "every line is JSON:\n{text}");
+            assert!(
+                text.lines()
+                    .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+                "every line is JSON:\n{text}"
+            );
         }
         assert_no_secret(&format!("the {format} log"), &text);
     }
-    let check = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--config").arg(&config).arg("check").output().unwrap();
-    let findings = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    let check = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     assert!(findings.contains("***"), "{findings}");
     assert_no_secret("check", &findings);
 }

@@ -15,13 +15,18 @@ const WAIT: Duration = Duration::from_secs(60);
 fn ids(messages: &[Msg]) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for m in messages {
-        *out.entry(m.event["eventId"].as_str().unwrap().to_string()).or_default() += 1;
+        *out.entry(m.event["eventId"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     out
 }
 
 fn now(env: &Env) -> String {
-    env.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").trim().to_string()
+    env.sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .trim()
+    .to_string()
 }
 
 fn replay(env: &Env, args: &[&str]) -> String {
@@ -29,7 +34,11 @@ fn replay(env: &Env, args: &[&str]) -> String {
     all.extend_from_slice(args);
     let out = env.sluice(&all);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "replay {args:?} failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -45,8 +54,15 @@ async fn three_batches(env: &Env, live: &Subscriber) -> (String, String, Vec<Msg
     let t2 = now(env);
     insert(env, 201, 220);
     let all = live.wait_for(60, WAIT, String::new).await;
-    let key = |m: &Msg| m.event["data"]["config_id"].as_str().unwrap()[1..].parse::<i64>().unwrap();
-    let middle = all.into_iter().filter(|m| (101..=120).contains(&key(m))).collect();
+    let key = |m: &Msg| {
+        m.event["data"]["config_id"].as_str().unwrap()[1..]
+            .parse::<i64>()
+            .unwrap()
+    };
+    let middle = all
+        .into_iter()
+        .filter(|m| (101..=120).contains(&key(m)))
+        .collect();
     (t1, t2, middle)
 }
 
@@ -59,14 +75,27 @@ async fn assert_window_replayed(env: &Env) {
     assert!(dry.contains("would replay 20 changes"), "{dry}");
     let sub = env.subscribe().await;
     let summary = replay(env, &["--from", &t1, "--to", &t2, "--rate", "0"]);
-    assert!(summary.starts_with("replayed 20 events, 0 skipped"), "{summary}");
+    assert!(
+        summary.starts_with("replayed 20 events, 0 skipped"),
+        "{summary}"
+    );
     let got = sub.wait_for(20, WAIT, String::new).await;
     let expected: HashMap<String, usize> = ids(&middle);
-    assert_eq!(ids(&fenced(env, &sub).await), expected, "the window's events, each once, with their original ids");
+    assert_eq!(
+        ids(&fenced(env, &sub).await),
+        expected,
+        "the window's events, each once, with their original ids"
+    );
     for m in &got {
         assert_eq!(m.event["replay"], "change_log", "{}", m.raw);
-        let first = middle.iter().find(|l| l.event["eventId"] == m.event["eventId"]).unwrap();
-        assert_eq!((&m.channel, &m.event["data"]), (&first.channel, &first.event["data"]));
+        let first = middle
+            .iter()
+            .find(|l| l.event["eventId"] == m.event["eventId"])
+            .unwrap();
+        assert_eq!(
+            (&m.channel, &m.event["data"]),
+            (&first.channel, &first.event["data"])
+        );
     }
 }
 
@@ -94,20 +123,39 @@ async fn tenant_app_and_table_filters_narrow_a_replay() {
     live.wait_for(10 + 8, WAIT, || daemon.log()).await;
 
     let sub = env.subscribe().await;
-    replay(&env, &["--from", "1", "--tenant", "tenant-1", "--rate", "0"]);
+    replay(
+        &env,
+        &["--from", "1", "--tenant", "tenant-1", "--rate", "0"],
+    );
     let got = fenced(&env, &sub).await;
-    let tenants: Vec<&str> = got.iter().map(|m| m.event["tenantId"].as_str().unwrap()).collect();
+    let tenants: Vec<&str> = got
+        .iter()
+        .map(|m| m.event["tenantId"].as_str().unwrap())
+        .collect();
     // credit configurations k1 and k6, users 1 and 3 to two apps each
     assert_eq!(got.len(), 2 + 4, "{tenants:?}");
     assert!(tenants.iter().all(|t| *t == "tenant-1"), "{tenants:?}");
 
     let sub = env.subscribe().await;
-    let summary = replay(&env, &["--from", "1", "--app", "hrms", "--table", "users", "--rate", "0"]);
+    let summary = replay(
+        &env,
+        &[
+            "--from", "1", "--app", "hrms", "--table", "users", "--rate", "0",
+        ],
+    );
     let got = fenced(&env, &sub).await;
     let channels: Vec<&str> = got.iter().map(|m| m.channel.as_str()).collect();
     assert_eq!(got.len(), 4, "{channels:?}");
-    assert!(channels.iter().all(|c| c.starts_with("hrms:") && c.ends_with(":users")), "{channels:?}");
-    assert!(summary.starts_with("replayed 4 events, 0 skipped"), "{summary}");
+    assert!(
+        channels
+            .iter()
+            .all(|c| c.starts_with("hrms:") && c.ends_with(":users")),
+        "{channels:?}"
+    );
+    assert!(
+        summary.starts_with("replayed 4 events, 0 skipped"),
+        "{summary}"
+    );
 
     let out = env.sluice(&["replay", "change-log", "--from", "1", "--app", "payroll"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such app"));
@@ -122,15 +170,32 @@ async fn a_replay_killed_half_way_and_run_again_loses_nothing() {
     let first = live.wait_for(3000, WAIT, || daemon.log()).await;
 
     let sub = env.subscribe().await;
-    let mut slow = env.command().args(["replay", "change-log", "--from", "1", "--rate", "1000"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut slow = env
+        .command()
+        .args(["replay", "change-log", "--from", "1", "--rate", "1000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     sub.wait_for(500, WAIT, String::new).await;
     slow.kill().unwrap();
     slow.wait().unwrap();
     let partial = sub.count();
-    assert!(partial < 3000, "the first replay finished before it was killed ({partial} events)");
+    assert!(
+        partial < 3000,
+        "the first replay finished before it was killed ({partial} events)"
+    );
 
     replay(&env, &["--from", "1", "--rate", "0"]);
     let got = ids(&fenced(&env, &sub).await);
-    let missing: Vec<String> = ids(&first).into_keys().filter(|id| !got.contains_key(id)).collect();
-    assert!(missing.is_empty(), "{} events never replayed, e.g. {:?}", missing.len(), missing.first());
+    let missing: Vec<String> = ids(&first)
+        .into_keys()
+        .filter(|id| !got.contains_key(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} events never replayed, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
 }

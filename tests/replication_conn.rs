@@ -9,18 +9,32 @@ use sluice::testkit::Postgres;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_pgoutput_and_confirms_the_flush_position() {
     let pg = Postgres::start().unwrap();
-    pg.psql("postgres", "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE t").unwrap();
-    pg.psql("postgres", "SELECT pg_create_logical_replication_slot('s', 'pgoutput')").unwrap();
-    let mut conn = ReplicationConn::connect(&pg.url(), Duration::from_secs(10)).await.unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE t",
+    )
+    .unwrap();
+    pg.psql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('s', 'pgoutput')",
+    )
+    .unwrap();
+    let mut conn = ReplicationConn::connect(&pg.url(), Duration::from_secs(10))
+        .await
+        .unwrap();
     let system = conn.simple_query("IDENTIFY_SYSTEM").await.unwrap();
     assert_eq!(system.len(), 1);
     assert!(lsn::parse(system[0][2].as_deref().unwrap()).is_some());
     conn.start("s", "p", 0).await.unwrap();
-    pg.psql("postgres", "INSERT INTO t VALUES (1, 'x')").unwrap();
+    pg.psql("postgres", "INSERT INTO t VALUES (1, 'x')")
+        .unwrap();
     let mut tags = Vec::new();
     let mut commit_end = 0;
     while !tags.contains(&b'C') {
-        let frame = tokio::time::timeout(Duration::from_secs(20), conn.next_frame()).await.expect("a frame").unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(20), conn.next_frame())
+            .await
+            .expect("a frame")
+            .unwrap();
         if let Frame::XLogData { data, end, .. } = frame {
             tags.push(data[0]);
             if data[0] == b'C' {
@@ -30,13 +44,40 @@ async fn streams_pgoutput_and_confirms_the_flush_position() {
         }
     }
     assert_eq!(tags, [b'B', b'R', b'I', b'C']);
-    conn.send_status(StandbyStatus { write: commit_end, flush: commit_end, apply: commit_end, time: 0, reply: false }).await.unwrap();
-    let confirmed = || pg.psql("postgres", "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's'").unwrap();
+    conn.send_status(StandbyStatus {
+        write: commit_end,
+        flush: commit_end,
+        apply: commit_end,
+        time: 0,
+        reply: false,
+    })
+    .await
+    .unwrap();
+    let confirmed = || {
+        pg.psql(
+            "postgres",
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's'",
+        )
+        .unwrap()
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while lsn::parse(&confirmed()) != Some(commit_end) {
-        assert!(std::time::Instant::now() < deadline, "slot confirmed {} not {}", confirmed(), lsn::format(commit_end));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot confirmed {} not {}",
+            confirmed(),
+            lsn::format(commit_end)
+        );
         // the walsender applies feedback when it next reads from the socket; a keepalive round nudges it
-        conn.send_status(StandbyStatus { write: commit_end, flush: commit_end, apply: commit_end, time: 0, reply: false }).await.unwrap();
+        conn.send_status(StandbyStatus {
+            write: commit_end,
+            flush: commit_end,
+            apply: commit_end,
+            time: 0,
+            reply: false,
+        })
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -44,10 +85,16 @@ async fn streams_pgoutput_and_confirms_the_flush_position() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_slot_is_a_server_error_with_its_sqlstate() {
     let pg = Postgres::start().unwrap();
-    pg.psql("postgres", "CREATE PUBLICATION p FOR ALL TABLES").unwrap();
-    let mut conn = ReplicationConn::connect(&pg.url(), Duration::from_secs(10)).await.unwrap();
+    pg.psql("postgres", "CREATE PUBLICATION p FOR ALL TABLES")
+        .unwrap();
+    let mut conn = ReplicationConn::connect(&pg.url(), Duration::from_secs(10))
+        .await
+        .unwrap();
     let e = conn.start("nope", "p", 0).await.unwrap_err();
-    assert!(matches!(&e, sluice::source::replication::ReplicationError::Server { code: Some(c), .. } if c == "42704"), "{e}");
+    assert!(
+        matches!(&e, sluice::source::replication::ReplicationError::Server { code: Some(c), .. } if c == "42704"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,12 +102,29 @@ async fn authenticates_with_scram_and_rejects_a_wrong_password() {
     let pg = Postgres::start().unwrap();
     let hba = pg.psql("postgres", "SHOW hba_file").unwrap();
     let rules = std::fs::read_to_string(hba.trim()).unwrap();
-    std::fs::write(hba.trim(), format!("host all scrammer 127.0.0.1/32 scram-sha-256\n{rules}")).unwrap();
+    std::fs::write(
+        hba.trim(),
+        format!("host all scrammer 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .unwrap();
     pg.psql("postgres", "SET password_encryption = 'scram-sha-256'; CREATE ROLE scrammer LOGIN REPLICATION PASSWORD 's3cr:t'; SELECT pg_reload_conf()").unwrap();
-    let url = |password: &str| format!("postgres://scrammer:{password}@127.0.0.1:{}/postgres", pg.port());
-    let mut conn = ReplicationConn::connect(&url("s3cr%3At"), Duration::from_secs(10)).await.expect("SCRAM login");
+    let url = |password: &str| {
+        format!(
+            "postgres://scrammer:{password}@127.0.0.1:{}/postgres",
+            pg.port()
+        )
+    };
+    let mut conn = ReplicationConn::connect(&url("s3cr%3At"), Duration::from_secs(10))
+        .await
+        .expect("SCRAM login");
     assert_eq!(conn.simple_query("IDENTIFY_SYSTEM").await.unwrap().len(), 1);
-    let wrong = ReplicationConn::connect(&url("nope"), Duration::from_secs(10)).await.err().expect("a wrong password fails");
-    assert!(matches!(&wrong, sluice::source::replication::ReplicationError::Server { code: Some(c), .. } if c == "28P01")
-        || wrong.to_string().contains("SCRAM"), "{wrong}");
+    let wrong = ReplicationConn::connect(&url("nope"), Duration::from_secs(10))
+        .await
+        .err()
+        .expect("a wrong password fails");
+    assert!(
+        matches!(&wrong, sluice::source::replication::ReplicationError::Server { code: Some(c), .. } if c == "28P01")
+            || wrong.to_string().contains("SCRAM"),
+        "{wrong}"
+    );
 }

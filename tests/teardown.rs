@@ -25,16 +25,26 @@ fn scalar(env: &Env, sql: &str) -> String {
 }
 
 fn triggers(env: &Env) -> String {
-    scalar(env, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sluice_capture_%'")
+    scalar(
+        env,
+        "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sluice_capture_%'",
+    )
 }
 
 fn schema_exists(env: &Env) -> bool {
-    scalar(env, "SELECT count(*) FROM pg_namespace WHERE nspname = 'sluice'") == "1"
+    scalar(
+        env,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'sluice'",
+    ) == "1"
 }
 
 fn setup_again(env: &Env) {
     let out = env.sluice(&["setup"]);
-    assert!(out.status.success(), "setup after teardown: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "setup after teardown: {}",
+        text(&out.stderr)
+    );
 }
 
 /// The config with `[http] listen` off, so the daemon here needs no port.
@@ -52,38 +62,75 @@ async fn trigger_mode_teardown_drops_the_triggers_and_keeps_the_schema() {
     assert_eq!(triggers(&env), "12");
     let (code, listing, err) = teardown(&env, &[]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.trim().ends_with("rerun with --yes to drop the above") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.trim().ends_with("rerun with --yes to drop the above")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
     for table in ["credit_configurations", "roles", "users"] {
-        assert!(listing.contains(&format!("  - 4 capture triggers on {table}\n")), "{listing}");
+        assert!(
+            listing.contains(&format!("  - 4 capture triggers on {table}\n")),
+            "{listing}"
+        );
     }
     assert!(listing.contains("schema sluice (0 open dead letters of 0, 0 change_log rows); --drop-schema drops it too"), "{listing}");
     assert_eq!(triggers(&env), "12", "nothing dropped without --yes");
 
     let mut daemon = env.daemon();
-    let reading = || scalar(&env, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") != "0";
+    let reading = || {
+        scalar(
+            &env,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        ) != "0"
+    };
     wait_until(WAIT, reading, || daemon.log()).await;
     let (code, _, err) = teardown(&env, &["--yes"]);
-    assert!(code == Some(1) && err.contains("is reading the change_log; stop `sluice run` first"), "{err}");
+    assert!(
+        code == Some(1) && err.contains("is reading the change_log; stop `sluice run` first"),
+        "{err}"
+    );
     assert_eq!(triggers(&env), "12");
-    assert!(daemon.terminate().is_some_and(|s| s.success()), "{}", daemon.log());
+    assert!(
+        daemon.terminate().is_some_and(|s| s.success()),
+        "{}",
+        daemon.log()
+    );
     wait_until(WAIT, || !reading(), || "the reader lock stayed".into()).await;
 
     env.sql("INSERT INTO users (user_id, tenant_id, email) VALUES (1, 't1', 'a@example.com')");
     let (code, out, err) = teardown(&env, &["--yes"]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.starts_with("dropped:\n") && out.trim_end().ends_with("teardown complete"), "{out}");
+    assert!(
+        out.starts_with("dropped:\n") && out.trim_end().ends_with("teardown complete"),
+        "{out}"
+    );
     assert_eq!(triggers(&env), "0");
-    assert!(schema_exists(&env) && env.pending() == 1, "the pending change stays for a later run");
+    assert!(
+        schema_exists(&env) && env.pending() == 1,
+        "the pending change stays for a later run"
+    );
     env.sql("INSERT INTO users (user_id, tenant_id, email) VALUES (2, 't1', 'b@example.com')");
-    assert_eq!(scalar(&env, "SELECT count(*) FROM sluice.change_log"), "1", "writers no longer pay for capture");
+    assert_eq!(
+        scalar(&env, "SELECT count(*) FROM sluice.change_log"),
+        "1",
+        "writers no longer pay for capture"
+    );
     let (code, out, _) = teardown(&env, &["--yes"]);
-    assert!(code == Some(0) && out.starts_with("nothing to tear down"), "{out}");
+    assert!(
+        code == Some(0) && out.starts_with("nothing to tear down"),
+        "{out}"
+    );
 
     setup_again(&env);
     assert_eq!(triggers(&env), "12");
     let (code, out, err) = teardown(&env, &["--yes", "--drop-schema"]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("schema sluice with everything in it (0 open dead letters of 0, 1 change_log rows)"), "{out}");
+    assert!(
+        out.contains(
+            "schema sluice with everything in it (0 open dead letters of 0, 1 change_log rows)"
+        ),
+        "{out}"
+    );
     assert!(!schema_exists(&env) && triggers(&env) == "0");
     setup_again(&env);
     assert_eq!((triggers(&env), env.pending()), ("12".to_string(), 0));
@@ -93,20 +140,49 @@ async fn trigger_mode_teardown_drops_the_triggers_and_keeps_the_schema() {
 async fn logical_mode_teardown_refuses_an_active_slot_then_drops_slot_and_publication() {
     let env = Env::start("mode = \"logical\"");
     no_http(&env);
-    let slot = || scalar(&env, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice'");
-    let publication = || scalar(&env, "SELECT count(*) FROM pg_publication WHERE pubname = 'sluice'");
+    let slot = || {
+        scalar(
+            &env,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice'",
+        )
+    };
+    let publication = || {
+        scalar(
+            &env,
+            "SELECT count(*) FROM pg_publication WHERE pubname = 'sluice'",
+        )
+    };
     let (code, listing, _) = teardown(&env, &[]);
     assert_eq!(code, Some(1));
-    assert!(listing.contains("  - replication slot sluice (confirmed up to ") && listing.contains("  - publication sluice (3 tables)\n"), "{listing}");
-    assert!(listing.contains("REPLICA IDENTITY FULL on credit_configurations, roles, users"), "{listing}");
+    assert!(
+        listing.contains("  - replication slot sluice (confirmed up to ")
+            && listing.contains("  - publication sluice (3 tables)\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("REPLICA IDENTITY FULL on credit_configurations, roles, users"),
+        "{listing}"
+    );
 
     let mut daemon = env.daemon();
-    let active = || scalar(&env, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice' AND active") == "1";
+    let active = || {
+        scalar(
+            &env,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice' AND active",
+        ) == "1"
+    };
     wait_until(WAIT, active, || daemon.log()).await;
     let (code, _, err) = teardown(&env, &["--yes"]);
-    assert!(code == Some(1) && err.contains("slot sluice is active (streamed by backend pid "), "{err}");
+    assert!(
+        code == Some(1) && err.contains("slot sluice is active (streamed by backend pid "),
+        "{err}"
+    );
     assert_eq!((slot(), publication()), ("1".to_string(), "1".to_string()));
-    assert!(daemon.terminate().is_some_and(|s| s.success()), "{}", daemon.log());
+    assert!(
+        daemon.terminate().is_some_and(|s| s.success()),
+        "{}",
+        daemon.log()
+    );
     wait_until(WAIT, || !active(), || "the walsender kept the slot".into()).await;
 
     let (code, out, err) = teardown(&env, &["--yes"]);
@@ -114,13 +190,23 @@ async fn logical_mode_teardown_refuses_an_active_slot_then_drops_slot_and_public
     assert!(out.contains("checkpoint row sluice"), "{out}");
     assert_eq!((slot(), publication()), ("0".to_string(), "0".to_string()));
     assert!(schema_exists(&env));
-    assert_eq!(scalar(&env, "SELECT count(*) FROM sluice.checkpoint WHERE name = 'sluice'"), "0");
+    assert_eq!(
+        scalar(
+            &env,
+            "SELECT count(*) FROM sluice.checkpoint WHERE name = 'sluice'"
+        ),
+        "0"
+    );
 
     setup_again(&env);
     assert_eq!((slot(), publication()), ("1".to_string(), "1".to_string()));
     env.sql("SELECT pg_create_logical_replication_slot('other', 'pgoutput'); INSERT INTO sluice.checkpoint (name, position) VALUES ('other', 'start')");
     let (code, _, err) = teardown(&env, &["--yes", "--drop-schema"]);
-    assert!(code == Some(1) && err.contains("slot other of another Sluice config still uses schema sluice"), "{err}");
+    assert!(
+        code == Some(1)
+            && err.contains("slot other of another Sluice config still uses schema sluice"),
+        "{err}"
+    );
     env.sql("SELECT pg_drop_replication_slot('other')");
     let (code, _, err) = teardown(&env, &["--yes", "--drop-schema"]);
     assert_eq!(code, Some(0), "{err}");

@@ -18,7 +18,10 @@ fn costs_of(msgs: &[Msg], id: &str) -> Vec<String> {
 }
 
 async fn xid(c: &Client) -> String {
-    c.query_one("SELECT pg_current_xact_id()::text", &[]).await.unwrap().get(0)
+    c.query_one("SELECT pg_current_xact_id()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,12 +50,27 @@ async fn a_record_straddling_the_xmin_horizon_is_published_in_order() {
     let xb = xid(&b).await; // B takes its xid first
     long.batch_execute("BEGIN").await.unwrap();
     let xl = xid(&long).await; // then a long transaction, which will hold xmin
-    a.batch_execute("BEGIN; UPDATE credit_configurations SET credit_cost = 10 WHERE config_id = 'r'").await.unwrap();
+    a.batch_execute(
+        "BEGIN; UPDATE credit_configurations SET credit_cost = 10 WHERE config_id = 'r'",
+    )
+    .await
+    .unwrap();
     let xa = xid(&a).await; // A takes a later xid, updates r, commits
     a.batch_execute("COMMIT").await.unwrap();
-    b.batch_execute("UPDATE credit_configurations SET credit_cost = 20 WHERE config_id = 'r'; COMMIT").await.unwrap();
-    let (xb, xl, xa): (u64, u64, u64) = (xb.parse().unwrap(), xl.parse().unwrap(), xa.parse().unwrap());
-    assert!(xb < xl && xl < xa, "the straddle: B {xb} < long {xl} < A {xa}");
+    b.batch_execute(
+        "UPDATE credit_configurations SET credit_cost = 20 WHERE config_id = 'r'; COMMIT",
+    )
+    .await
+    .unwrap();
+    let (xb, xl, xa): (u64, u64, u64) = (
+        xb.parse().unwrap(),
+        xl.parse().unwrap(),
+        xa.parse().unwrap(),
+    );
+    assert!(
+        xb < xl && xl < xa,
+        "the straddle: B {xb} < long {xl} < A {xa}"
+    );
 
     // started now, the daemon finds A and B in one backlog: both must arrive while the long
     // transaction is still open, A's (older) value first
@@ -66,8 +84,10 @@ async fn a_record_straddling_the_xmin_horizon_is_published_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_of_the_same_rows_are_published_in_commit_order() {
     let env = Env::start("batch_size = 7");
-    env.sql("INSERT INTO credit_configurations (config_id, tenant_id, operation_code, credit_cost) \
-             SELECT 'row' || g, 't1', 'crm.a', 0 FROM generate_series(1, 3) g");
+    env.sql(
+        "INSERT INTO credit_configurations (config_id, tenant_id, operation_code, credit_cost) \
+             SELECT 'row' || g, 't1', 'crm.a', 0 FROM generate_series(1, 3) g",
+    );
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     let long = env.client().await;
@@ -84,7 +104,9 @@ async fn concurrent_writers_of_the_same_rows_are_published_in_commit_order() {
             }
         }));
         if w == 1 {
-            long.batch_execute("BEGIN; SELECT pg_current_xact_id()").await.unwrap(); // hold xmin mid-run
+            long.batch_execute("BEGIN; SELECT pg_current_xact_id()")
+                .await
+                .unwrap(); // hold xmin mid-run
         }
     }
     for w in writers {
@@ -93,7 +115,10 @@ async fn concurrent_writers_of_the_same_rows_are_published_in_commit_order() {
     let msgs = sub.wait_for(3 + 160, WAIT, || daemon.log()).await;
     let mut total = 0;
     for row in ["row1", "row2", "row3"] {
-        let costs: Vec<f64> = costs_of(&msgs, row).iter().map(|c| c.parse().unwrap()).collect();
+        let costs: Vec<f64> = costs_of(&msgs, row)
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
         let expected: Vec<f64> = (1..=costs.len()).map(|n| n as f64).collect();
         assert_eq!(costs, expected, "{row}: every increment once, in order");
         total += costs.len();

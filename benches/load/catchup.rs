@@ -66,9 +66,16 @@ pub fn catchup(env: &Env, rows: u64, txn: u64, ceiling: Ceiling) -> Drained {
         Mode::Logical => logical(env, rows, txn, ceiling),
         Mode::Trigger => {
             let backlog = env.backlog(rows, txn);
-            let last = backlog.last_row.clone().expect("trigger mode notes the last row");
+            let last = backlog
+                .last_row
+                .clone()
+                .expect("trigger mode notes the last row");
             let drained = drain(env, &backlog, None, |env| env.checkpoint_covers(&last));
-            assert_eq!(env.pending(), 0, "the checkpoint covers the backlog, yet rows are pending");
+            assert_eq!(
+                env.pending(),
+                0,
+                "the checkpoint covers the backlog, yet rows are pending"
+            );
             drained
         }
     }
@@ -84,7 +91,9 @@ fn logical(env: &Env, rows: u64, txn: u64, ceiling: Ceiling) -> Drained {
     env.reset_slot("ceiling", ceiling != Ceiling::None);
     let backlog = env.backlog(rows, txn);
     let first = (ceiling == Ceiling::First).then(|| pg_recvlogical(env, backlog.end_lsn));
-    let mut drained = drain(env, &backlog, first, |env| env.slot("sluice").0 >= backlog.end_lsn);
+    let mut drained = drain(env, &backlog, first, |env| {
+        env.slot("sluice").0 >= backlog.end_lsn
+    });
     if ceiling == Ceiling::Last {
         drained.ceiling = Some(pg_recvlogical(env, backlog.end_lsn));
     }
@@ -97,8 +106,24 @@ fn pg_recvlogical(env: &Env, end: u64) -> Side {
     let log_path = env.dir.path().join("recvlogical.log");
     let (before, started) = (children_ticks(), Instant::now());
     let mut child = Command::new(env.pg_recvlogical())
-        .args(["-d", &env.url(), "--slot", "ceiling", "--start", "--no-loop", "-f", "/dev/null"])
-        .args(["-o", "proto_version=1", "-o", "publication_names=sluice", "--endpos", &lsn::format(end)])
+        .args([
+            "-d",
+            &env.url(),
+            "--slot",
+            "ceiling",
+            "--start",
+            "--no-loop",
+            "-f",
+            "/dev/null",
+        ])
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=sluice",
+            "--endpos",
+            &lsn::format(end),
+        ])
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -110,17 +135,38 @@ fn pg_recvlogical(env: &Env, end: u64) -> Side {
         }
         hwm_kib = usage(child.id()).map_or(hwm_kib, |u| u.hwm_kib);
         walsender = walsender.or_else(|| env.slot("ceiling").1);
-        walsender_ticks = walsender.and_then(usage).map_or(walsender_ticks, |u| u.ticks);
-        assert!(started.elapsed() < LIMIT, "pg_recvlogical did not finish in {LIMIT:?}");
+        walsender_ticks = walsender
+            .and_then(usage)
+            .map_or(walsender_ticks, |u| u.ticks);
+        assert!(
+            started.elapsed() < LIMIT,
+            "pg_recvlogical did not finish in {LIMIT:?}"
+        );
         std::thread::sleep(POLL);
     };
     let secs = started.elapsed().as_secs_f64();
-    assert!(status.success(), "pg_recvlogical failed ({status}): {}", std::fs::read_to_string(&log_path).unwrap_or_default());
-    Side { secs, usage: Usage { ticks: children_ticks() - before, hwm_kib }, walsender_ticks }
+    assert!(
+        status.success(),
+        "pg_recvlogical failed ({status}): {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    Side {
+        secs,
+        usage: Usage {
+            ticks: children_ticks() - before,
+            hwm_kib,
+        },
+        walsender_ticks,
+    }
 }
 
 /// `sluice run` until `caught_up`; asserts Redis counted one PUBLISH per row.
-fn drain(env: &Env, backlog: &Backlog, ceiling: Option<Side>, mut caught_up: impl FnMut(&Env) -> bool) -> Drained {
+fn drain(
+    env: &Env,
+    backlog: &Backlog,
+    ceiling: Option<Side>,
+    mut caught_up: impl FnMut(&Env) -> bool,
+) -> Drained {
     let mut stats = RedisStats::connect(&env.redis_addr());
     stats.reset();
     let redis_cpu = stats.cpu_secs();
@@ -130,23 +176,49 @@ fn drain(env: &Env, backlog: &Backlog, ceiling: Option<Side>, mut caught_up: imp
     let sluice = loop {
         let now = started.elapsed().as_secs_f64();
         if env.mode == Mode::Logical {
-            walsender_ticks = env.slot("sluice").1.and_then(usage).map_or(walsender_ticks, |u| u.ticks);
+            walsender_ticks = env
+                .slot("sluice")
+                .1
+                .and_then(usage)
+                .map_or(walsender_ticks, |u| u.ticks);
         }
         if caught_up(env) {
             let usage = usage(child.id()).expect("sluice is running");
             terminate(&mut child);
-            break Side { secs: now, usage, walsender_ticks };
+            break Side {
+                secs: now,
+                usage,
+                walsender_ticks,
+            };
         }
         if first.is_none() && stats.publishes() > 0 {
             first = Some(now);
         }
-        assert!(child.try_wait().unwrap().is_none(), "sluice run exited early:\n{}", env.daemon_log());
-        assert!(started.elapsed() < LIMIT, "sluice did not catch up in {LIMIT:?}:\n{}", env.daemon_log());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sluice run exited early:\n{}",
+            env.daemon_log()
+        );
+        assert!(
+            started.elapsed() < LIMIT,
+            "sluice did not catch up in {LIMIT:?}:\n{}",
+            env.daemon_log()
+        );
         std::thread::sleep(POLL);
     };
     let published = stats.publishes();
-    assert_eq!(published, backlog.rows, "each row is one event, but Redis counted another number of PUBLISH calls");
+    assert_eq!(
+        published, backlog.rows,
+        "each row is one event, but Redis counted another number of PUBLISH calls"
+    );
     let redis_cpu_secs = stats.cpu_secs() - redis_cpu;
     let first_publish = first.unwrap_or(sluice.secs);
-    Drained { mode: env.mode, rows: backlog.rows, sluice, ceiling, first_publish, redis_cpu_secs }
+    Drained {
+        mode: env.mode,
+        rows: backlog.rows,
+        sluice,
+        ceiling,
+        first_publish,
+        redis_cpu_secs,
+    }
 }

@@ -18,7 +18,8 @@ const DB: &str = "app";
 const SEED: &str = include_str!("../../tests/fixtures/seed.sql");
 
 /// Operation codes cycle through the three apps, so each row is exactly one event.
-pub const CODES: &str = "ARRAY['crm.leads.create', 'hrms.leave.approve', 'finance.invoice.generate']";
+pub const CODES: &str =
+    "ARRAY['crm.leads.create', 'hrms.leave.approve', 'finance.invoice.generate']";
 
 pub struct Env {
     pub mode: Mode,
@@ -73,19 +74,53 @@ app = {{ operation_code = "operation_code" }}
 impl Env {
     /// Servers, the seed schema, the config, `sluice setup`, and a connection for polling.
     pub fn start(mode: Mode, pg_settings: &[(String, String)]) -> Env {
-        let pg = Postgres::start_with(&PgOptions { settings: pg_settings.to_vec(), files: vec![] }).expect("start postgres");
+        let pg = Postgres::start_with(&PgOptions {
+            settings: pg_settings.to_vec(),
+            files: vec![],
+        })
+        .expect("start postgres");
         let redis = Redis::start().expect("start redis");
-        pg.psql("postgres", &format!("CREATE DATABASE {DB}")).unwrap();
+        pg.psql("postgres", &format!("CREATE DATABASE {DB}"))
+            .unwrap();
         pg.psql(DB, SEED).unwrap();
-        let dir = tempfile::Builder::new().prefix("sluice-load-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-load-")
+            .tempdir()
+            .unwrap();
         let config = dir.path().join("sluice.toml");
         std::fs::write(&config, config_text(mode, &pg.url_for(DB), &redis.url())).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let (client, conn) = rt.block_on(tokio_postgres::connect(&pg.url_for(DB), tokio_postgres::NoTls)).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (client, conn) = rt
+            .block_on(tokio_postgres::connect(
+                &pg.url_for(DB),
+                tokio_postgres::NoTls,
+            ))
+            .unwrap();
         rt.spawn(conn);
-        let env = Env { mode, pg, redis, dir, config, rt, client, next_id: Cell::new(0) };
-        let out = env.sluice_cmd().arg("setup").output().expect("run sluice setup");
-        assert!(out.status.success(), "sluice setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        let env = Env {
+            mode,
+            pg,
+            redis,
+            dir,
+            config,
+            rt,
+            client,
+            next_id: Cell::new(0),
+        };
+        let out = env
+            .sluice_cmd()
+            .arg("setup")
+            .output()
+            .expect("run sluice setup");
+        assert!(
+            out.status.success(),
+            "sluice setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         env
     }
 
@@ -97,7 +132,11 @@ impl Env {
     }
 
     pub fn psql(&self, sql: &str) -> String {
-        self.pg.psql(DB, sql).unwrap_or_else(|e| panic!("{e}")).trim().to_string()
+        self.pg
+            .psql(DB, sql)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim()
+            .to_string()
     }
 
     pub fn url(&self) -> String {
@@ -110,14 +149,23 @@ impl Env {
 
     fn sluice_cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        c.arg("--config").arg(&self.config).env_remove("DATABASE_URL").env_remove("REDIS_URL");
+        c.arg("--config")
+            .arg(&self.config)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL");
         c
     }
 
     /// `sluice run`, its log in the temp dir (see [`Env::daemon_log`]).
     pub fn spawn_daemon(&self) -> Child {
         let log = std::fs::File::create(self.dir.path().join("daemon.log")).unwrap();
-        self.sluice_cmd().arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn sluice run")
+        self.sluice_cmd()
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice run")
     }
 
     /// The last 30 lines of the latest daemon's log.
@@ -154,12 +202,25 @@ impl Env {
             let (xid, id) = row.split_once(' ').expect("change_log has rows");
             (xid.to_string(), id.parse().expect("an id"))
         });
-        println!("  backlog of {rows} rows written in {:.1} s", started.elapsed().as_secs_f64());
-        Backlog { rows, end_lsn, last_row }
+        println!(
+            "  backlog of {rows} rows written in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Backlog {
+            rows,
+            end_lsn,
+            last_row,
+        }
     }
 
-    fn query_one(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> tokio_postgres::Row {
-        self.rt.block_on(self.client.query_one(sql, params)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> tokio_postgres::Row {
+        self.rt
+            .block_on(self.client.query_one(sql, params))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// A slot's confirmed position and the pid of the walsender streaming it.
@@ -167,14 +228,19 @@ impl Env {
         let q = "SELECT confirmed_flush_lsn::text, active_pid FROM pg_replication_slots WHERE slot_name = $1";
         let row = self.query_one(q, &[&name]);
         let (confirmed, pid): (Option<String>, Option<i32>) = (row.get(0), row.get(1));
-        (confirmed.as_deref().and_then(lsn::parse).unwrap_or(0), pid.map(|p| p as u32))
+        (
+            confirmed.as_deref().and_then(lsn::parse).unwrap_or(0),
+            pid.map(|p| p as u32),
+        )
     }
 
     /// Drops the slot if it exists; creates a fresh pgoutput one when `create`.
     pub fn reset_slot(&self, name: &str, create: bool) {
         self.psql(&format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}'"));
         if create {
-            self.psql(&format!("SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"));
+            self.psql(&format!(
+                "SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"
+            ));
         }
     }
 
@@ -187,16 +253,21 @@ impl Env {
         let q = "SELECT pg_visible_in_snapshot($1::text::xid8, done) \
                  OR coalesce(pg_visible_in_snapshot($1::text::xid8, round) AND round_after >= $2, false) \
                  FROM sluice.checkpoint WHERE name = 'change_log'";
-        self.query_one(q, &[xid, id]).get::<_, Option<bool>>(0).unwrap_or(false)
+        self.query_one(q, &[xid, id])
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false)
     }
 
     /// Rows of sluice.pending_changes (a full scan: for checks after timing, not for polling).
     pub fn pending(&self) -> i64 {
-        self.psql("SELECT count(*) FROM sluice.pending_changes").parse().expect("a count")
+        self.psql("SELECT count(*) FROM sluice.pending_changes")
+            .parse()
+            .expect("a count")
     }
 
     /// pg_recvlogical of the server's own BINDIR.
     pub fn pg_recvlogical(&self) -> PathBuf {
-        PathBuf::from(self.psql("SELECT setting FROM pg_config WHERE name = 'BINDIR'")).join("pg_recvlogical")
+        PathBuf::from(self.psql("SELECT setting FROM pg_config WHERE name = 'BINDIR'"))
+            .join("pg_recvlogical")
     }
 }

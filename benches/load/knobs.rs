@@ -56,11 +56,22 @@ fn var(name: &str) -> Option<String> {
 }
 
 fn num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    var(name).map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))).unwrap_or(default)
+    var(name)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
+        .unwrap_or(default)
 }
 
 fn list(name: &str, default: &str) -> Vec<String> {
-    var(name).unwrap_or_else(|| default.into()).split(',').map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect()
+    var(name)
+        .unwrap_or_else(|| default.into())
+        .split(',')
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn pg_settings() -> Vec<(String, String)> {
@@ -69,7 +80,11 @@ fn pg_settings() -> Vec<(String, String)> {
         Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
         None => panic!("PG_SETTINGS: {item:?} is not key=value"),
     };
-    text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(pair).collect()
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(pair)
+        .collect()
 }
 
 impl Knobs {
@@ -87,7 +102,10 @@ impl Knobs {
             .collect();
         let sections = list("SECTIONS", "catchup,steady,big");
         for s in &sections {
-            assert!(["catchup", "steady", "big"].contains(&s.as_str()), "SECTIONS: unknown section {s:?} (catchup, steady, big)");
+            assert!(
+                ["catchup", "steady", "big"].contains(&s.as_str()),
+                "SECTIONS: unknown section {s:?} (catchup, steady, big)"
+            );
         }
         Knobs {
             quick,
@@ -105,7 +123,9 @@ impl Knobs {
             big_rows: num("BIG_ROWS", pick(1_000_000, 5_000)).max(1),
             modes,
             sections,
-            out: var("OUT").map(PathBuf::from).unwrap_or_else(|| default_out(quick)),
+            out: var("OUT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| default_out(quick)),
             pg_settings: pg_settings(),
         }
     }
@@ -117,8 +137,16 @@ impl Knobs {
     /// The command that reruns exactly this configuration.
     pub fn command(&self) -> String {
         let modes: Vec<&str> = self.modes.iter().map(|m| m.name()).collect();
-        let pg: Vec<String> = self.pg_settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let pg = if pg.is_empty() { String::new() } else { format!("PG_SETTINGS='{}' ", pg.join(";")) };
+        let pg: Vec<String> = self
+            .pg_settings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let pg = if pg.is_empty() {
+            String::new()
+        } else {
+            format!("PG_SETTINGS='{}' ", pg.join(";"))
+        };
         format!(
             "{}{pg}ROWS={} TXN={} ROUNDS={} CEILING={} STEADY_RATE={} STEADY_SECS={} WRITERS={} BIG_ROWS={} MODES={} SECTIONS={} cargo bench --bench load",
             if self.quick { "QUICK=1 " } else { "" },
@@ -132,7 +160,11 @@ impl Knobs {
 /// The target dir is found from this executable, `<target>/<profile>/deps/load-<hash>`.
 fn default_out(quick: bool) -> PathBuf {
     let exe = std::env::current_exe().expect("the bench's own path");
-    let target = exe.ancestors().nth(3).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
     let out = target.join("load");
     if quick {
         out.join("quick")

@@ -43,8 +43,20 @@ use report::Figures;
 
 fn main() {
     let knobs = Knobs::from_env();
-    let machine = format!("{} cores, {}, {}", procs::cores(), procs::cpu_model(), kernel());
-    println!("sluice load benchmark{} on {machine}", if knobs.quick { " (QUICK smoke run)" } else { "" });
+    let machine = format!(
+        "{} cores, {}, {}",
+        procs::cores(),
+        procs::cpu_model(),
+        kernel()
+    );
+    println!(
+        "sluice load benchmark{} on {machine}",
+        if knobs.quick {
+            " (QUICK smoke run)"
+        } else {
+            ""
+        }
+    );
     let mut figures = Figures::default();
     for &mode in &knobs.modes {
         run_mode(mode, &knobs, &mut figures);
@@ -55,8 +67,15 @@ fn main() {
     }
     let png = knobs.out.join("load.png");
     match chart::draw(&figures, &png, &format!("Sluice load benchmark: {machine}")) {
-        Ok(()) => println!("figures: {} (.json, .md), chart: {}", knobs.out.join("figures").display(), png.display()),
-        Err(e) => println!("figures: {} (.json, .md); no chart: {e}", knobs.out.join("figures").display()),
+        Ok(()) => println!(
+            "figures: {} (.json, .md), chart: {}",
+            knobs.out.join("figures").display(),
+            png.display()
+        ),
+        Err(e) => println!(
+            "figures: {} (.json, .md); no chart: {e}",
+            knobs.out.join("figures").display()
+        ),
     }
     println!("rerun: {}", knobs.command());
 }
@@ -67,23 +86,46 @@ fn run_mode(mode: Mode, knobs: &Knobs, figures: &mut Figures) {
     let env = Env::start(mode, &knobs.pg_settings);
     if knobs.runs("catchup") {
         for round in 1..=knobs.rounds {
-            println!("catch-up of {} rows in {}-row transactions, round {round}", knobs.rows, knobs.txn);
-            let ceiling = if knobs.ceiling_last { catchup::Ceiling::Last } else { catchup::Ceiling::First };
+            println!(
+                "catch-up of {} rows in {}-row transactions, round {round}",
+                knobs.rows, knobs.txn
+            );
+            let ceiling = if knobs.ceiling_last {
+                catchup::Ceiling::Last
+            } else {
+                catchup::Ceiling::First
+            };
             let drained = catchup::catchup(&env, knobs.rows, knobs.txn, ceiling);
-            println!("  drained in {:.2} s ({:.0} events/s)", drained.sluice.secs, knobs.rows as f64 / drained.sluice.secs);
+            println!(
+                "  drained in {:.2} s ({:.0} events/s)",
+                drained.sluice.secs,
+                knobs.rows as f64 / drained.sluice.secs
+            );
             figures.drained("catch-up", &drained);
         }
     }
     if knobs.runs("steady") {
-        println!("steady: {} changes/s for {} s over {} connections", knobs.steady_rate, knobs.steady_secs, knobs.writers);
+        println!(
+            "steady: {} changes/s for {} s over {} connections",
+            knobs.steady_rate, knobs.steady_secs, knobs.writers
+        );
         let steady = steady::steady(&env, knobs);
-        println!("  {} events, p99 {:.2} ms, writer reached {:.0}/s", steady.latencies_us.len(), steady.quantile_ms(0.99), steady.write_rate);
+        println!(
+            "  {} events, p99 {:.2} ms, writer reached {:.0}/s",
+            steady.latencies_us.len(),
+            steady.quantile_ms(0.99),
+            steady.write_rate
+        );
         figures.steady(&steady);
     }
     if knobs.runs("big") && mode == Mode::Logical {
         println!("one transaction of {} rows", knobs.big_rows);
         let drained = catchup::big_txn(&env, knobs.big_rows);
-        println!("  published in {:.2} s, peak RSS {:.1} MiB", drained.sluice.secs, drained.sluice.usage.rss_mib());
+        println!(
+            "  published in {:.2} s, peak RSS {:.1} MiB",
+            drained.sluice.secs,
+            drained.sluice.usage.rss_mib()
+        );
         figures.drained("big txn", &drained);
     }
     if !knobs.pg_settings.is_empty() {

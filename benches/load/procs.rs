@@ -34,7 +34,10 @@ pub fn usage(pid: u32) -> Option<Usage> {
     let ticks = stat_fields(&format!("/proc/{pid}/stat"), 11, 12)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-    Some(Usage { ticks, hwm_kib: hwm.trim().trim_end_matches("kB").trim().parse().ok()? })
+    Some(Usage {
+        ticks,
+        hwm_kib: hwm.trim().trim_end_matches("kB").trim().parse().ok()?,
+    })
 }
 
 /// cutime+cstime of this process: the CPU of every child reaped so far.
@@ -53,7 +56,8 @@ fn clk_tck() -> u64 {
     static TCK: OnceLock<u64> = OnceLock::new();
     *TCK.get_or_init(|| {
         let out = Command::new("getconf").arg("CLK_TCK").output().ok();
-        out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100)
+        out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
     })
 }
 
@@ -64,13 +68,19 @@ pub fn cores() -> usize {
 /// The CPU model, from /proc/cpuinfo.
 pub fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()));
+    let model = info.lines().find_map(|l| {
+        l.strip_prefix("model name")?
+            .split_once(':')
+            .map(|(_, m)| m.trim().to_string())
+    });
     model.unwrap_or_else(|| "unknown".into())
 }
 
 /// SIGTERM, wait up to 30 s, then SIGKILL.
 pub fn terminate(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
         std::thread::sleep(Duration::from_millis(20));

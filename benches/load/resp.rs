@@ -22,10 +22,16 @@ pub enum Reply {
 fn read(r: &mut impl BufRead) -> io::Result<Reply> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "redis closed the connection"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "redis closed the connection",
+        ));
     }
     let (kind, rest) = line.trim_end().split_at(1);
-    let n = || rest.parse::<i64>().map_err(|e| io::Error::other(format!("bad RESP length {rest:?}: {e}")));
+    let n = || {
+        rest.parse::<i64>()
+            .map_err(|e| io::Error::other(format!("bad RESP length {rest:?}: {e}")))
+    };
     Ok(match kind {
         "+" => Reply::Line(rest.to_string()),
         "-" => return Err(io::Error::other(format!("redis: {rest}"))),
@@ -40,7 +46,11 @@ fn read(r: &mut impl BufRead) -> io::Result<Reply> {
             buf.truncate(buf.len() - 2);
             Reply::Bulk(Some(buf))
         }
-        "*" => Reply::Array((0..n()?.max(0)).map(|_| read(r)).collect::<io::Result<_>>()?),
+        "*" => Reply::Array(
+            (0..n()?.max(0))
+                .map(|_| read(r))
+                .collect::<io::Result<_>>()?,
+        ),
         _ => return Err(io::Error::other(format!("unexpected RESP line {line:?}"))),
     })
 }
@@ -58,7 +68,9 @@ pub struct RedisStats(BufReader<TcpStream>);
 
 impl RedisStats {
     pub fn connect(addr: &str) -> RedisStats {
-        RedisStats(BufReader::new(TcpStream::connect(addr).expect("connect to redis")))
+        RedisStats(BufReader::new(
+            TcpStream::connect(addr).expect("connect to redis"),
+        ))
     }
 
     pub fn command(&mut self, args: &[&str]) -> Reply {
@@ -80,14 +92,22 @@ impl RedisStats {
     /// PUBLISH calls since the last reset.
     pub fn publishes(&mut self) -> u64 {
         let info = self.info("commandstats");
-        let calls = info.lines().find_map(|l| l.strip_prefix("cmdstat_publish:calls="));
-        calls.and_then(|c| c.split(',').next()?.parse().ok()).unwrap_or(0)
+        let calls = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_publish:calls="));
+        calls
+            .and_then(|c| c.split(',').next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// used_cpu_sys + used_cpu_user of the server, in seconds.
     pub fn cpu_secs(&mut self) -> f64 {
         let info = self.info("cpu");
-        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         field("used_cpu_sys:") + field("used_cpu_user:")
     }
 }
@@ -123,10 +143,18 @@ impl Subscriber {
         send(&mut stream, &["PSUBSCRIBE", "*"]).unwrap();
         let mut reader = BufReader::with_capacity(1 << 16, stream.try_clone().unwrap());
         read(&mut reader).expect("the psubscribe confirmation");
-        let (seen, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
+        let (seen, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
         let (sink, stopped) = (seen.clone(), stop.clone());
         let thread = std::thread::spawn(move || receive(&mut reader, &sink, &stopped));
-        Subscriber { seen, stop, stream, thread: Some(thread) }
+        Subscriber {
+            seen,
+            stop,
+            stream,
+            thread: Some(thread),
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -151,14 +179,28 @@ fn receive(reader: &mut BufReader<TcpStream>, sink: &Mutex<Vec<Seen>>, stop: &At
             Err(_) if stop.load(Ordering::Relaxed) => return,
             Err(e) => panic!("the subscriber's connection failed: {e}"),
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64;
-        let Reply::Array(mut parts) = reply else { continue };
-        let Some(Reply::Bulk(Some(payload))) = parts.pop() else { continue };
-        let event: Event = serde_json::from_slice(&payload).expect("an event is JSON with a timestamp");
-        let stamp = time::OffsetDateTime::parse(&event.timestamp, &time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|e| panic!("timestamp {:?}: {e}", event.timestamp));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let Reply::Array(mut parts) = reply else {
+            continue;
+        };
+        let Some(Reply::Bulk(Some(payload))) = parts.pop() else {
+            continue;
+        };
+        let event: Event =
+            serde_json::from_slice(&payload).expect("an event is JSON with a timestamp");
+        let stamp = time::OffsetDateTime::parse(
+            &event.timestamp,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("timestamp {:?}: {e}", event.timestamp));
         let latency_us = now - (stamp.unix_timestamp_nanos() / 1000) as i64;
         let record_id = event.record_id.map(|r| r.into_owned()).unwrap_or_default();
-        sink.lock().unwrap().push(Seen { record_id, latency_us });
+        sink.lock().unwrap().push(Seen {
+            record_id,
+            latency_us,
+        });
     }
 }

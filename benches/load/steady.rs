@@ -41,7 +41,8 @@ impl Steady {
     /// The latency at quantile `q` (nearest rank), in ms.
     pub fn quantile_ms(&self, q: f64) -> f64 {
         let v = &self.latencies_us;
-        v.get(((v.len().max(1) - 1) as f64 * q).round() as usize).map_or(f64::NAN, |us| *us as f64 / 1000.0)
+        v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+            .map_or(f64::NAN, |us| *us as f64 / 1000.0)
     }
 }
 
@@ -64,28 +65,64 @@ pub fn steady(env: &Env, knobs: &Knobs) -> Steady {
     let total = (knobs.steady_rate as f64 * knobs.steady_secs).round() as u64;
     let from = env.take_ids(total);
     let url = env.url();
-    let (secs, max_in_flight) = env.rt.block_on(write(&url, from, total, knobs.steady_rate, knobs.writers));
-    let received = |sub: &Subscriber| sub.seen.lock().unwrap().iter().filter(|s| s.record_id.starts_with('s')).count() as u64;
+    let (secs, max_in_flight) =
+        env.rt
+            .block_on(write(&url, from, total, knobs.steady_rate, knobs.writers));
+    let received = |sub: &Subscriber| {
+        sub.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.record_id.starts_with('s'))
+            .count() as u64
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while received(&sub) < total && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let after = usage(child.id()).expect("sluice is running");
     terminate(&mut child);
-    let arrivals: Vec<(String, i64)> = sub.seen.lock().unwrap().iter().filter(|s| s.record_id.starts_with('s')).map(|s| (s.record_id.clone(), s.latency_us)).collect();
+    let arrivals: Vec<(String, i64)> = sub
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.record_id.starts_with('s'))
+        .map(|s| (s.record_id.clone(), s.latency_us))
+        .collect();
     write_arrivals(knobs, env.mode, &arrivals);
     let mut latencies_us: Vec<i64> = arrivals.iter().map(|(_, us)| *us).collect();
     latencies_us.sort_unstable();
-    assert_eq!(latencies_us.len() as u64, total, "every steady change arrives once:\n{}", env.daemon_log());
-    let usage = Usage { ticks: after.ticks - before.ticks, hwm_kib: after.hwm_kib };
-    Steady { mode: env.mode, written: total, write_rate: total as f64 / secs, max_in_flight, latencies_us, usage }
+    assert_eq!(
+        latencies_us.len() as u64,
+        total,
+        "every steady change arrives once:\n{}",
+        env.daemon_log()
+    );
+    let usage = Usage {
+        ticks: after.ticks - before.ticks,
+        hwm_kib: after.hwm_kib,
+    };
+    Steady {
+        mode: env.mode,
+        written: total,
+        write_rate: total as f64 / secs,
+        max_in_flight,
+        latencies_us,
+        usage,
+    }
 }
 
 /// `steady-<mode>-arrivals.txt` in OUT: "record latency_us" per event, in arrival order, to see
 /// when in the window the slow ones came (the sorted figures hide that).
 fn write_arrivals(knobs: &Knobs, mode: Mode, arrivals: &[(String, i64)]) {
-    let text: String = arrivals.iter().map(|(id, us)| format!("{id} {us}\n")).collect();
-    let path = knobs.out.join(format!("steady-{}-arrivals.txt", mode.name()));
+    let text: String = arrivals
+        .iter()
+        .map(|(id, us)| format!("{id} {us}\n"))
+        .collect();
+    let path = knobs
+        .out
+        .join(format!("steady-{}-arrivals.txt", mode.name()));
     if let Err(e) = std::fs::create_dir_all(&knobs.out).and_then(|()| std::fs::write(&path, text)) {
         eprintln!("could not write {}: {e}", path.display());
     }
@@ -103,16 +140,25 @@ fn wait_streaming(env: &Env, sub: &Subscriber) {
         if sub.count() > 0 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no probe event arrived in 60 s:\n{}", env.daemon_log());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no probe event arrived in 60 s:\n{}",
+            env.daemon_log()
+        );
     }
     std::thread::sleep(Duration::from_millis(300)); // let the last probes' events arrive too
     sub.seen.lock().unwrap().clear();
 }
 
 async fn connect(url: &str) -> Arc<(Client, Statement)> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect a writer");
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect a writer");
     tokio::spawn(conn);
-    let statement = client.prepare(&insert_sql()).await.expect("prepare the INSERT");
+    let statement = client
+        .prepare(&insert_sql())
+        .await
+        .expect("prepare the INSERT");
     Arc::new((client, statement))
 }
 

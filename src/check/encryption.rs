@@ -15,7 +15,9 @@ use crate::tls::Verify;
 
 /// What PostgreSQL says about this session's TLS, next to what `sslmode` asked for.
 pub async fn postgres(client: &Client, url: &str) -> Finding {
-    let Ok((_, tls)) = split(url) else { return fail("postgres.url: bad TLS settings") };
+    let Ok((_, tls)) = split(url) else {
+        return fail("postgres.url: bad TLS settings");
+    };
     let sql = "SELECT ssl, coalesce(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     let (ssl, version): (bool, String) = match client.query_one(sql, &[]).await {
         Ok(r) => (r.get(0), r.get(1)),
@@ -23,15 +25,23 @@ pub async fn postgres(client: &Client, url: &str) -> Finding {
     };
     let mode = tls.mode.as_str();
     if !ssl {
-        let why = if tls.mode == SslMode::Disable { "sslmode=disable" } else { "sslmode=prefer, and the server offers no TLS" };
+        let why = if tls.mode == SslMode::Disable {
+            "sslmode=disable"
+        } else {
+            "sslmode=prefer, and the server offers no TLS"
+        };
         return ok(format!("postgres: plain, not encrypted ({why})"));
     }
     let verified = match tls.verify() {
         Verify::Full => "certificate and host name verified",
         Verify::Chain => "certificate chain verified, host name not checked",
-        Verify::Nothing => "certificate not verified; sslmode=verify-full with sslrootcert also proves who answers",
+        Verify::Nothing => {
+            "certificate not verified; sslmode=verify-full with sslrootcert also proves who answers"
+        }
     };
-    ok(format!("postgres: TLS {version} (sslmode={mode}: {verified})"))
+    ok(format!(
+        "postgres: TLS {version} (sslmode={mode}: {verified})"
+    ))
 }
 
 /// Connects the way the daemon does (TLS, AUTH, SELECT, PING) and says how.
@@ -57,7 +67,10 @@ fn redis_transport(config: &RedisConfig) -> String {
         return "plain, not encrypted (rediss:// would use TLS)".into();
     }
     match &config.ca_file {
-        Some(path) => format!("TLS (certificate and host name verified against redis.ca_file {})", path.display()),
+        Some(path) => format!(
+            "TLS (certificate and host name verified against redis.ca_file {})",
+            path.display()
+        ),
         None => "TLS (certificate and host name verified against the system's trust store)".into(),
     }
 }

@@ -34,10 +34,13 @@ pub async fn check(client: &Client, config: &Config) -> Vec<Finding> {
 async fn publication(client: &Client, name: &str, tables: usize) -> Finding {
     let sql = "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = $1), (SELECT count(*) FROM pg_publication_tables WHERE pubname = $1)";
     match client.query_one(sql, &[&name]).await {
-        Ok(r) if r.get::<_, i64>(0) == 0 => fail(format!("publication {name}: missing; run `sluice setup`")),
-        Ok(r) if (r.get::<_, i64>(1) as usize) < tables => {
-            fail(format!("publication {name}: holds {} of the {tables} configured tables; run `sluice setup`", r.get::<_, i64>(1)))
+        Ok(r) if r.get::<_, i64>(0) == 0 => {
+            fail(format!("publication {name}: missing; run `sluice setup`"))
         }
+        Ok(r) if (r.get::<_, i64>(1) as usize) < tables => fail(format!(
+            "publication {name}: holds {} of the {tables} configured tables; run `sluice setup`",
+            r.get::<_, i64>(1)
+        )),
         Ok(_) => ok(format!("publication {name}: all {tables} tables")),
         Err(e) => fail(format!("publication {name}: {}", pg::describe(&e))),
     }
@@ -51,7 +54,8 @@ async fn slot(client: &Client, name: &str) -> Finding {
         Ok(None) => return fail(format!("slot {name}: missing; run `sluice setup`")),
         Err(e) => return fail(format!("slot {name}: {}", pg::describe(&e))),
     };
-    let (plugin, status, pid, retained): (String, String, Option<i32>, Option<String>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (plugin, status, pid, retained): (String, String, Option<i32>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     let retained = retained.unwrap_or_else(|| "0 bytes".into());
     if plugin != "pgoutput" {
         return fail(format!("slot {name}: uses plugin {plugin}, not pgoutput; drop it or choose another source.slot"));
@@ -60,13 +64,25 @@ async fn slot(client: &Client, name: &str) -> Finding {
         return fail(format!("slot {name}: invalidated, its WAL is gone; `sluice setup --recreate-slot`, then backfill"));
     }
     let holder = pid.map_or("inactive".to_string(), |p| format!("in use by pid {p}"));
-    ok(format!("slot {name}: {holder}, wal_status {status}, retaining {retained} of WAL"))
+    ok(format!(
+        "slot {name}: {holder}, wal_status {status}, retaining {retained} of WAL"
+    ))
 }
 
 /// A table whose routing columns are outside its primary key needs REPLICA IDENTITY FULL.
-pub async fn replica_identity(client: &Client, t: &TableConfig, table: &str, shape: &TableShape) -> Vec<Finding> {
-    let routing: Vec<&str> = std::iter::once(t.tenant.as_str()).chain(t.app.column()).collect();
-    if routing.iter().all(|c| shape.primary_key.iter().any(|k| k == c)) {
+pub async fn replica_identity(
+    client: &Client,
+    t: &TableConfig,
+    table: &str,
+    shape: &TableShape,
+) -> Vec<Finding> {
+    let routing: Vec<&str> = std::iter::once(t.tenant.as_str())
+        .chain(t.app.column())
+        .collect();
+    if routing
+        .iter()
+        .all(|c| shape.primary_key.iter().any(|k| k == c))
+    {
         return Vec::new();
     }
     let sql = "SELECT relreplident::text FROM pg_class WHERE oid = to_regclass($1)";

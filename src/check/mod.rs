@@ -30,20 +30,37 @@ impl fmt::Display for Finding {
 }
 
 pub(crate) fn ok(text: impl Into<String>) -> Finding {
-    Finding { ok: true, warn: false, text: text.into() }
+    Finding {
+        ok: true,
+        warn: false,
+        text: text.into(),
+    }
 }
 
 pub(crate) fn warn(text: impl Into<String>) -> Finding {
-    Finding { ok: true, warn: true, text: text.into() }
+    Finding {
+        ok: true,
+        warn: true,
+        text: text.into(),
+    }
 }
 
 pub(crate) fn fail(text: impl Into<String>) -> Finding {
-    Finding { ok: false, warn: false, text: text.into() }
+    Finding {
+        ok: false,
+        warn: false,
+        text: text.into(),
+    }
 }
 
 /// Runs every check; the config itself was validated when it was loaded.
 pub async fn check(config: &Config) -> Vec<Finding> {
-    let mut out = vec![ok(format!("config: {} tables, {} apps, mode {}", config.tables.len(), config.apps.len(), config.source.mode.as_str()))];
+    let mut out = vec![ok(format!(
+        "config: {} tables, {} apps, mode {}",
+        config.tables.len(),
+        config.apps.len(),
+        config.source.mode.as_str()
+    ))];
     out.extend(check_postgres(config).await);
     out.push(encryption::redis(&config.redis).await);
     out
@@ -54,17 +71,29 @@ async fn check_postgres(config: &Config) -> Vec<Finding> {
     let conn = match pg::connect(&config.postgres.url, config.postgres.connect_timeout).await {
         Ok(c) => c,
         Err(e @ pg::PgError::Tls(_)) => return vec![fail(format!("postgres {url}: {e}"))],
-        Err(e) => return vec![fail(format!("postgres {url}: {e}; check postgres.url (or DATABASE_URL) and that the server runs"))],
+        Err(e) => return vec![fail(format!(
+            "postgres {url}: {e}; check postgres.url (or DATABASE_URL) and that the server runs"
+        ))],
     };
-    let mut out = vec![ok(format!("postgres {url}: connected")), encryption::postgres(&conn.client, &config.postgres.url).await];
-    let version: i32 = match conn.client.query_one("SELECT current_setting('server_version_num')::int", &[]).await {
+    let mut out = vec![
+        ok(format!("postgres {url}: connected")),
+        encryption::postgres(&conn.client, &config.postgres.url).await,
+    ];
+    let version: i32 = match conn
+        .client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+    {
         Ok(r) => r.get(0),
         Err(e) => return vec![fail(format!("postgres: {}", pg::describe(&e)))],
     };
     out.push(if version >= 130000 {
         ok(format!("postgres version {}", version / 10000))
     } else {
-        fail(format!("postgres version {} is too old: Sluice needs PostgreSQL 13 or newer", version / 10000))
+        fail(format!(
+            "postgres version {} is too old: Sluice needs PostgreSQL 13 or newer",
+            version / 10000
+        ))
     });
     let logical = config.source.mode == SourceMode::Logical;
     out.push(check_schema(&conn.client, logical).await);
@@ -85,7 +114,10 @@ async fn check_schema(client: &tokio_postgres::Client, logical: bool) -> Finding
         "SELECT to_regclass('sluice.change_log') IS NOT NULL AND to_regclass('sluice.dead_letter') IS NOT NULL \
          AND EXISTS (SELECT 1 FROM sluice.checkpoint WHERE name = 'change_log')"
     };
-    match client.query_one("SELECT to_regclass('sluice.checkpoint') IS NOT NULL", &[]).await {
+    match client
+        .query_one("SELECT to_regclass('sluice.checkpoint') IS NOT NULL", &[])
+        .await
+    {
         Ok(r) if r.get::<_, bool>(0) => {}
         Ok(_) => return fail("schema sluice: missing; run `sluice setup`"),
         Err(e) => return fail(format!("schema sluice: {}", pg::describe(&e))),
@@ -97,26 +129,42 @@ async fn check_schema(client: &tokio_postgres::Client, logical: bool) -> Finding
     }
 }
 
-async fn check_table(client: &tokio_postgres::Client, t: &crate::config::TableConfig, logical: bool) -> Vec<Finding> {
+async fn check_table(
+    client: &tokio_postgres::Client,
+    t: &crate::config::TableConfig,
+    logical: bool,
+) -> Vec<Finding> {
     let table = qualify(&t.table);
     let shape = match table_shape(client, &table).await {
         Ok(Some(s)) => s,
-        Ok(None) => return vec![fail(format!("table {table}: does not exist; create it or remove it from [[tables]]"))],
+        Ok(None) => {
+            return vec![fail(format!(
+                "table {table}: does not exist; create it or remove it from [[tables]]"
+            ))]
+        }
         Err(e) => return vec![fail(format!("table {table}: {}", pg::describe(&e)))],
     };
     let mut out = Vec::new();
-    for (column, key) in std::iter::once((t.tenant.as_str(), "tenant")).chain(t.app.column().map(|c| (c, "app"))) {
+    for (column, key) in
+        std::iter::once((t.tenant.as_str(), "tenant")).chain(t.app.column().map(|c| (c, "app")))
+    {
         if !shape.columns.iter().any(|c| c == column) {
-            out.push(fail(format!("table {table}: no column {column} (its {key} in the config)")));
+            out.push(fail(format!(
+                "table {table}: no column {column} (its {key} in the config)"
+            )));
         }
     }
     if shape.primary_key.is_empty() {
-        out.push(fail(format!("table {table}: no primary key; add one so events carry a recordId and old values")));
+        out.push(fail(format!(
+            "table {table}: no primary key; add one so events carry a recordId and old values"
+        )));
     }
     if logical {
         out.extend(logical::replica_identity(client, t, &table, &shape).await);
         if out.is_empty() {
-            out.push(ok(format!("table {table}: columns, primary key and replica identity fit the routes")));
+            out.push(ok(format!(
+                "table {table}: columns, primary key and replica identity fit the routes"
+            )));
         }
         return out;
     }
@@ -128,10 +176,14 @@ async fn check_table(client: &tokio_postgres::Client, t: &crate::config::TableCo
         Err(e) => return vec![fail(format!("table {table}: {}", pg::describe(&e)))],
     };
     if triggers < 4 {
-        out.push(fail(format!("table {table}: capture triggers missing ({triggers} of 4); run `sluice setup`")));
+        out.push(fail(format!(
+            "table {table}: capture triggers missing ({triggers} of 4); run `sluice setup`"
+        )));
     }
     if out.is_empty() {
-        out.push(ok(format!("table {table}: columns, primary key and capture triggers present")));
+        out.push(ok(format!(
+            "table {table}: columns, primary key and capture triggers present"
+        )));
     }
     out
 }

@@ -23,7 +23,10 @@ pub async fn check(client: &Client, config: &Config) -> Vec<Finding> {
 /// The privileges `run` and the recovery commands need on the sluice tables, checked only
 /// where the table exists (a missing one is reported as "run setup" already).
 async fn privileges(client: &Client, config: &Config) -> Vec<Finding> {
-    let mut needs = vec![("sluice.checkpoint", "SELECT,UPDATE"), ("sluice.dead_letter", "SELECT,INSERT,UPDATE,DELETE")];
+    let mut needs = vec![
+        ("sluice.checkpoint", "SELECT,UPDATE"),
+        ("sluice.dead_letter", "SELECT,INSERT,UPDATE,DELETE"),
+    ];
     if config.source.mode == SourceMode::Trigger || config.source.keep_history {
         needs.push(("sluice.change_log", "SELECT,INSERT,DELETE"));
     }
@@ -37,15 +40,25 @@ async fn privileges(client: &Client, config: &Config) -> Vec<Finding> {
         }
     }
     if config.source.mode == SourceMode::Logical && config.source.keep_history {
-        if let Ok(r) = client.query_one("SELECT to_regclass('sluice.change_log') IS NULL", &[]).await {
+        if let Ok(r) = client
+            .query_one("SELECT to_regclass('sluice.change_log') IS NULL", &[])
+            .await
+        {
             if r.get::<_, bool>(0) {
-                return vec![fail("source.keep_history: sluice.change_log is missing; run `sluice setup`")];
+                return vec![fail(
+                    "source.keep_history: sluice.change_log is missing; run `sluice setup`",
+                )];
             }
         }
     }
     match missing.is_empty() {
-        true => vec![ok("privileges: the role may read and write the sluice tables")],
-        false => vec![fail(format!("privileges missing on the sluice tables; as their owner: {}", missing.join("; ")))],
+        true => vec![ok(
+            "privileges: the role may read and write the sluice tables",
+        )],
+        false => vec![fail(format!(
+            "privileges missing on the sluice tables; as their owner: {}",
+            missing.join("; ")
+        ))],
     }
 }
 
@@ -64,7 +77,9 @@ async fn wal_settings(client: &Client, status_interval: Duration) -> Vec<Finding
              set it (e.g. ALTER SYSTEM SET max_slot_wal_keep_size = '10GB') and rely on source.max_retained_wal to alert first",
         )
     } else {
-        ok(format!("max_slot_wal_keep_size = {keep}: WAL kept for the slot is bounded"))
+        ok(format!(
+            "max_slot_wal_keep_size = {keep}: WAL kept for the slot is bounded"
+        ))
     }];
     if timeout > 0.0 && status_interval.as_secs_f64() * 2.0 > timeout {
         out.push(fail(format!(
@@ -79,7 +94,8 @@ async fn wal_settings(client: &Client, status_interval: Duration) -> Vec<Finding
 async fn dead_letters(client: &Client) -> Finding {
     let sql = "SELECT coalesce(string_agg(reason || ' ' || n, ', ' ORDER BY n DESC), ''), coalesce(sum(n), 0)::int8 \
         FROM (SELECT reason, count(*) AS n FROM sluice.dead_letter WHERE resolved_at IS NULL GROUP BY reason) r";
-    if !matches!(client.query_one("SELECT to_regclass('sluice.dead_letter') IS NOT NULL", &[]).await, Ok(r) if r.get::<_, bool>(0)) {
+    if !matches!(client.query_one("SELECT to_regclass('sluice.dead_letter') IS NOT NULL", &[]).await, Ok(r) if r.get::<_, bool>(0))
+    {
         return ok("dead letters: table not set up yet");
     }
     match client.query_one(sql, &[]).await {

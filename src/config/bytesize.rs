@@ -10,21 +10,35 @@ use serde::de::{self, Deserializer, Visitor};
 /// Parses a size; `Err` says what is wrong in words for the config error.
 pub fn parse(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = (&t[..split], t[split..].trim());
-    let factor = unit_factor(unit).ok_or_else(|| format!("unknown unit {unit:?} (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)"))?;
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') || number.matches('.').count() > 1 {
+    let factor = unit_factor(unit).ok_or_else(|| {
+        format!("unknown unit {unit:?} (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)")
+    })?;
+    if number.is_empty()
+        || number.starts_with('.')
+        || number.ends_with('.')
+        || number.matches('.').count() > 1
+    {
         return Err("expected a number followed by a unit".into());
     }
     let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    let whole: u64 = whole.parse().map_err(|_| "the number is too large".to_string())?;
+    let whole: u64 = whole
+        .parse()
+        .map_err(|_| "the number is too large".to_string())?;
     let mut bytes = whole.checked_mul(factor).ok_or("the size is too large")?;
     if !frac.is_empty() {
         // exact for the few digits a size needs; anything below one byte is dropped
         let digits = &frac[..frac.len().min(9)];
         let scale = 10u128.pow(digits.len() as u32);
-        let part = u128::from(digits.parse::<u64>().map_err(|e| e.to_string())?) * u128::from(factor) / scale;
-        bytes = bytes.checked_add(part as u64).ok_or("the size is too large")?;
+        let part = u128::from(digits.parse::<u64>().map_err(|e| e.to_string())?)
+            * u128::from(factor)
+            / scale;
+        bytes = bytes
+            .checked_add(part as u64)
+            .ok_or("the size is too large")?;
     }
     Ok(bytes)
 }
@@ -61,7 +75,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
             u64::try_from(v).map_err(|_| E::custom("a byte size cannot be negative"))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
-            parse(v).map_err(|why| E::custom(format!("invalid byte size {v:?}: {why}; write it like \"8GiB\", \"512MB\" or \"0\"")))
+            parse(v).map_err(|why| {
+                E::custom(format!(
+                    "invalid byte size {v:?}: {why}; write it like \"8GiB\", \"512MB\" or \"0\""
+                ))
+            })
         }
     }
     d.deserialize_any(Size)
@@ -86,7 +104,17 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_read() {
-        for bad in ["", "GB", "8XB", "-1GB", "1.2.3MB", ".5GB", "5.GB", "99999999999999999999", "20000000TiB"] {
+        for bad in [
+            "",
+            "GB",
+            "8XB",
+            "-1GB",
+            "1.2.3MB",
+            ".5GB",
+            "5.GB",
+            "99999999999999999999",
+            "20000000TiB",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse("8 furlongs").unwrap_err().contains("unknown unit"));

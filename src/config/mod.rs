@@ -88,7 +88,10 @@ pub struct SourceConfig {
     #[serde(default = "default_status_interval", with = "duration")]
     pub heartbeat_interval: Duration,
     /// logical: readiness fails while the slot retains more WAL than this many bytes (0: never).
-    #[serde(default = "default_max_retained_wal", deserialize_with = "bytesize::deserialize")]
+    #[serde(
+        default = "default_max_retained_wal",
+        deserialize_with = "bytesize::deserialize"
+    )]
     pub max_retained_wal: u64,
 }
 

@@ -6,7 +6,11 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     let config = Config::parse(text, Path::new("sluice.toml"))?;
     match config.problems().into_iter().next() {
         None => Ok(config),
-        Some((_, message)) => Err(ConfigError::Invalid { path: "sluice.toml".into(), line: 0, message }),
+        Some((_, message)) => Err(ConfigError::Invalid {
+            path: "sluice.toml".into(),
+            line: 0,
+            message,
+        }),
     }
 }
 
@@ -37,7 +41,10 @@ fn the_example_config_parses_and_validates() {
     assert_eq!(config.http.listen, "127.0.0.1:9750");
     assert_eq!(config.tables.len(), 3);
     assert_eq!(config.tables[1].app, AppRule::AnyOf("permissions".into()));
-    assert_eq!(config.tables[2].app, AppRule::Fixed(vec!["crm".into(), "hrms".into()]));
+    assert_eq!(
+        config.tables[2].app,
+        AppRule::Fixed(vec!["crm".into(), "hrms".into()])
+    );
 }
 
 #[test]
@@ -56,7 +63,9 @@ fn defaults_match_the_contract() {
 #[test]
 fn an_unknown_key_names_the_key_and_the_line() {
     let text = MINIMAL.replace("[source]\n", "[source]\npoll_intervall = \"1s\"\n");
-    let e = Config::parse(&text, Path::new("sluice.toml")).unwrap_err().to_string();
+    let e = Config::parse(&text, Path::new("sluice.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("sluice.toml:5: "), "{e}");
     assert!(e.contains("poll_intervall"), "{e}");
     assert!(!e.contains('\n'), "one line: {e}");
@@ -64,19 +73,42 @@ fn an_unknown_key_names_the_key_and_the_line() {
 
 #[test]
 fn a_bad_duration_says_how_to_write_one() {
-    let text = MINIMAL.replace("mode = \"trigger\"", "mode = \"trigger\"\npoll_interval = \"fast\"");
-    let e = Config::parse(&text, Path::new("c.toml")).unwrap_err().to_string();
+    let text = MINIMAL.replace(
+        "mode = \"trigger\"",
+        "mode = \"trigger\"\npoll_interval = \"fast\"",
+    );
+    let e = Config::parse(&text, Path::new("c.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("c.toml:6: ") && e.contains("250ms"), "{e}");
 }
 
 #[test]
 fn semantic_errors_are_caught_before_connecting() {
-    let unknown_app = MINIMAL.replace("app = { operation_code = \"code\" }", "app = { fixed = [\"crmm\"] }");
-    assert!(parse(&unknown_app).unwrap_err().to_string().contains("unknown app \"crmm\""));
-    let bad_channel = MINIMAL.replace("tenant = \"tenant_id\"", "tenant = \"tenant_id\"\nchannel = \"{app}:{tenat}\"");
-    assert!(parse(&bad_channel).unwrap_err().to_string().contains("{tenat}"));
-    let no_tenant = MINIMAL.replace("tenant = \"tenant_id\"", "tenant = \"tenant_id\"\nchannel = \"{app}:{type}\"");
-    assert!(parse(&no_tenant).unwrap_err().to_string().contains("{tenant}"));
+    let unknown_app = MINIMAL.replace(
+        "app = { operation_code = \"code\" }",
+        "app = { fixed = [\"crmm\"] }",
+    );
+    assert!(parse(&unknown_app)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown app \"crmm\""));
+    let bad_channel = MINIMAL.replace(
+        "tenant = \"tenant_id\"",
+        "tenant = \"tenant_id\"\nchannel = \"{app}:{tenat}\"",
+    );
+    assert!(parse(&bad_channel)
+        .unwrap_err()
+        .to_string()
+        .contains("{tenat}"));
+    let no_tenant = MINIMAL.replace(
+        "tenant = \"tenant_id\"",
+        "tenant = \"tenant_id\"\nchannel = \"{app}:{type}\"",
+    );
+    assert!(parse(&no_tenant)
+        .unwrap_err()
+        .to_string()
+        .contains("{tenant}"));
     let zero = MINIMAL.replace("mode = \"trigger\"", "mode = \"trigger\"\nbatch_size = 0");
     assert!(parse(&zero).is_err());
 }
@@ -86,7 +118,14 @@ fn validation_errors_point_at_the_offending_line() {
     let dir = std::env::temp_dir().join(format!("sluice-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sluice.toml");
-    std::fs::write(&path, MINIMAL.replace("app = { operation_code = \"code\" }", "app = { fixed = [\"crmm\"] }")).unwrap();
+    std::fs::write(
+        &path,
+        MINIMAL.replace(
+            "app = { operation_code = \"code\" }",
+            "app = { fixed = [\"crmm\"] }",
+        ),
+    )
+    .unwrap();
     let e = Config::load(&path).unwrap_err().to_string();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(e.contains("sluice.toml:12: "), "{e}");
@@ -106,18 +145,40 @@ fn environment_overrides_urls() {
 
 #[test]
 fn keep_history_is_a_logical_mode_key() {
-    let trigger = MINIMAL.replace("mode = \"trigger\"", "mode = \"trigger\"\nkeep_history = true");
-    assert!(parse(&trigger).unwrap_err().to_string().contains("keep_history is for logical mode"));
-    let logical = MINIMAL.replace("mode = \"trigger\"", "mode = \"logical\"\nkeep_history = true");
+    let trigger = MINIMAL.replace(
+        "mode = \"trigger\"",
+        "mode = \"trigger\"\nkeep_history = true",
+    );
+    assert!(parse(&trigger)
+        .unwrap_err()
+        .to_string()
+        .contains("keep_history is for logical mode"));
+    let logical = MINIMAL.replace(
+        "mode = \"trigger\"",
+        "mode = \"logical\"\nkeep_history = true",
+    );
     assert!(parse(&logical).unwrap().source.keep_history);
 }
 
 #[test]
 fn max_retained_wal_is_a_byte_size_defaulting_to_8_gib() {
     assert_eq!(parse(MINIMAL).unwrap().source.max_retained_wal, 8 << 30);
-    let set = |v: &str| MINIMAL.replace("mode = \"trigger\"", &format!("mode = \"trigger\"\nmax_retained_wal = {v}"));
-    assert_eq!(parse(&set("\"512MB\"")).unwrap().source.max_retained_wal, 512_000_000);
+    let set = |v: &str| {
+        MINIMAL.replace(
+            "mode = \"trigger\"",
+            &format!("mode = \"trigger\"\nmax_retained_wal = {v}"),
+        )
+    };
+    assert_eq!(
+        parse(&set("\"512MB\"")).unwrap().source.max_retained_wal,
+        512_000_000
+    );
     assert_eq!(parse(&set("0")).unwrap().source.max_retained_wal, 0);
-    let e = Config::parse(&set("\"8 GX\""), Path::new("sluice.toml")).unwrap_err().to_string();
-    assert!(e.starts_with("sluice.toml:6: ") && e.contains("invalid byte size \"8 GX\""), "{e}");
+    let e = Config::parse(&set("\"8 GX\""), Path::new("sluice.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("sluice.toml:6: ") && e.contains("invalid byte size \"8 GX\""),
+        "{e}"
+    );
 }

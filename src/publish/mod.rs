@@ -82,7 +82,9 @@ impl Publisher {
     pub fn new(config: &RedisConfig) -> Result<Publisher, PublishError> {
         let (parsed, tls) = parse_url(config)?;
         let ServerConfig::Centralized { server } = &parsed.server else {
-            return Err(PublishError::BadUrl("only a single Redis server (redis://host:port) is supported".into()));
+            return Err(PublishError::BadUrl(
+                "only a single Redis server (redis://host:port) is supported".into(),
+            ));
         };
         let target = Target {
             host: server.host.to_string(),
@@ -92,7 +94,11 @@ impl Publisher {
             database: parsed.database,
             tls,
         };
-        Ok(Publisher { target, timeout: config.command_timeout, conn: Mutex::new(None) })
+        Ok(Publisher {
+            target,
+            timeout: config.command_timeout,
+            conn: Mutex::new(None),
+        })
     }
 
     /// Connects now (TLS, AUTH, SELECT, PING), reporting why not: for `check` and `tail`.
@@ -126,7 +132,9 @@ impl Publisher {
         if guard.is_none() {
             let conn = tokio::time::timeout(self.timeout, Conn::open(&self.target))
                 .await
-                .map_err(|_| PublishError::Unavailable(format!("no connection within {:?}", self.timeout)))??;
+                .map_err(|_| {
+                    PublishError::Unavailable(format!("no connection within {:?}", self.timeout))
+                })??;
             *guard = Some(conn);
         }
         Ok(guard)
@@ -147,7 +155,10 @@ impl Publisher {
             }
             Err(_) => {
                 *guard = None;
-                Err(PublishError::Unavailable(format!("no answer within {:?}", self.timeout)))
+                Err(PublishError::Unavailable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
             }
         }
     }
@@ -159,14 +170,24 @@ impl Publisher {
 
 impl Conn {
     async fn open(t: &Target) -> Result<Conn, PublishError> {
-        let unavailable = |e: std::io::Error| PublishError::Unavailable(format!("{}:{}: {}", t.host, t.port, io_text(&e)));
-        let tcp = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(unavailable)?;
+        let unavailable = |e: std::io::Error| {
+            PublishError::Unavailable(format!("{}:{}: {}", t.host, t.port, io_text(&e)))
+        };
+        let tcp = TcpStream::connect((t.host.as_str(), t.port))
+            .await
+            .map_err(unavailable)?;
         tcp.set_nodelay(true).map_err(unavailable)?;
         let stream: Stream = match &t.tls {
-            Some(config) => tls::handshake(config.clone(), &t.host, tcp).await.map_err(unavailable)?,
+            Some(config) => tls::handshake(config.clone(), &t.host, tcp)
+                .await
+                .map_err(unavailable)?,
             None => Box::new(tcp),
         };
-        let mut conn = Conn { stream, read: BytesMut::with_capacity(16 * 1024), write: Vec::with_capacity(64 * 1024) };
+        let mut conn = Conn {
+            stream,
+            read: BytesMut::with_capacity(16 * 1024),
+            write: Vec::with_capacity(64 * 1024),
+        };
         let mut setup: Vec<Vec<&[u8]>> = Vec::new();
         match (&t.username, &t.password) {
             (Some(user), Some(pass)) => setup.push(vec![b"AUTH", user.as_bytes(), pass.as_bytes()]),
@@ -181,9 +202,15 @@ impl Conn {
         for args in &setup {
             resp::command(&mut conn.write, args);
         }
-        for reply in conn.exchange(setup.len()).await.map_err(PublishError::Unavailable)? {
+        for reply in conn
+            .exchange(setup.len())
+            .await
+            .map_err(PublishError::Unavailable)?
+        {
             if let Reply::Error(e) = reply {
-                return Err(PublishError::Unavailable(format!("Redis refused the connection setup: {e}")));
+                return Err(PublishError::Unavailable(format!(
+                    "Redis refused the connection setup: {e}"
+                )));
             }
         }
         Ok(conn)
@@ -193,7 +220,10 @@ impl Conn {
     async fn round_trip(&mut self, events: &[Event]) -> Result<Vec<Delivery>, String> {
         let mut expected = 0;
         for e in events {
-            resp::command(&mut self.write, &[b"PUBLISH", e.channel.as_bytes(), &e.payload]);
+            resp::command(
+                &mut self.write,
+                &[b"PUBLISH", e.channel.as_bytes(), &e.payload],
+            );
             expected += 1;
             if !e.invalidate.is_empty() {
                 let mut args: Vec<&[u8]> = vec![b"DEL"];
@@ -206,7 +236,11 @@ impl Conn {
         let mut out = Vec::with_capacity(events.len());
         for e in events {
             let published = replies.next().ok_or("short reply")?;
-            let deleted = if e.invalidate.is_empty() { None } else { replies.next() };
+            let deleted = if e.invalidate.is_empty() {
+                None
+            } else {
+                replies.next()
+            };
             out.push(delivery(published, deleted));
         }
         Ok(out)
@@ -222,7 +256,13 @@ impl Conn {
             match resp::take_reply(&mut self.read)? {
                 Some(r) => replies.push(r),
                 None => {
-                    if self.stream.read_buf(&mut self.read).await.map_err(|e| io_text(&e))? == 0 {
+                    if self
+                        .stream
+                        .read_buf(&mut self.read)
+                        .await
+                        .map_err(|e| io_text(&e))?
+                        == 0
+                    {
                         return Err("Redis closed the connection".into());
                     }
                 }
@@ -249,11 +289,20 @@ fn delivery(published: Reply, deleted: Option<Reply>) -> Delivery {
 
 /// fred's view of `redis.url`, and the TLS settings for `rediss://`. fred is handed a plain
 /// `redis://` URL and our TLS settings, so it never builds a client config of its own.
-fn parse_url(config: &RedisConfig) -> Result<(FredConfig, Option<Arc<ClientConfig>>), PublishError> {
-    let plain = config.url.strip_prefix("rediss://").map(|rest| format!("redis://{rest}"));
-    let parsed = FredConfig::from_url(plain.as_deref().unwrap_or(&config.url)).map_err(|e| PublishError::BadUrl(e.to_string()))?;
+fn parse_url(
+    config: &RedisConfig,
+) -> Result<(FredConfig, Option<Arc<ClientConfig>>), PublishError> {
+    let plain = config
+        .url
+        .strip_prefix("rediss://")
+        .map(|rest| format!("redis://{rest}"));
+    let parsed = FredConfig::from_url(plain.as_deref().unwrap_or(&config.url))
+        .map_err(|e| PublishError::BadUrl(e.to_string()))?;
     let tls = match plain {
-        Some(_) => Some(tls::client_config(&tls_settings(config)).map_err(|e| PublishError::BadUrl(e.to_string()))?),
+        Some(_) => Some(
+            tls::client_config(&tls_settings(config))
+                .map_err(|e| PublishError::BadUrl(e.to_string()))?,
+        ),
         None => None,
     };
     Ok((parsed, tls))
@@ -262,10 +311,20 @@ fn parse_url(config: &RedisConfig) -> Result<(FredConfig, Option<Arc<ClientConfi
 /// The TLS files `[redis]` names (used for `rediss://`).
 pub fn tls_settings(config: &RedisConfig) -> tls::Settings<'_> {
     let identity = match (&config.cert_file, &config.key_file) {
-        (Some(cert), Some(key)) => Some(tls::Identity { cert, cert_key: "redis.cert_file", key, key_key: "redis.key_file" }),
+        (Some(cert), Some(key)) => Some(tls::Identity {
+            cert,
+            cert_key: "redis.cert_file",
+            key,
+            key_key: "redis.key_file",
+        }),
         _ => None,
     };
-    tls::Settings { verify: Verify::Full, ca_file: config.ca_file.as_deref(), ca_key: "redis.ca_file", identity }
+    tls::Settings {
+        verify: Verify::Full,
+        ca_file: config.ca_file.as_deref(),
+        ca_key: "redis.ca_file",
+        identity,
+    }
 }
 
 /// A client that reconnects forever with capped exponential backoff and times commands out.

@@ -55,15 +55,23 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, String> {
 
 /// Parses the reply starting at `at`: its end offset and value.
 fn reply_len(buf: &[u8], at: usize) -> Result<Option<(usize, Reply)>, String> {
-    let Some(line_end) = find_crlf(buf, at) else { return Ok(None) };
-    let line = std::str::from_utf8(&buf[at + 1..line_end]).map_err(|_| "reply is not UTF-8".to_string())?;
+    let Some(line_end) = find_crlf(buf, at) else {
+        return Ok(None);
+    };
+    let line = std::str::from_utf8(&buf[at + 1..line_end])
+        .map_err(|_| "reply is not UTF-8".to_string())?;
     let next = line_end + 2;
     match buf.get(at) {
         Some(b'+') => Ok(Some((next, Reply::Other))),
         Some(b'-') => Ok(Some((next, Reply::Error(line.to_string())))),
-        Some(b':') => line.parse().map(|n| Some((next, Reply::Integer(n)))).map_err(|_| format!("bad integer reply {line:?}")),
+        Some(b':') => line
+            .parse()
+            .map(|n| Some((next, Reply::Integer(n))))
+            .map_err(|_| format!("bad integer reply {line:?}")),
         Some(b'$') => {
-            let len: i64 = line.parse().map_err(|_| format!("bad bulk length {line:?}"))?;
+            let len: i64 = line
+                .parse()
+                .map_err(|_| format!("bad bulk length {line:?}"))?;
             if len < 0 {
                 return Ok(Some((next, Reply::Other)));
             }
@@ -71,7 +79,9 @@ fn reply_len(buf: &[u8], at: usize) -> Result<Option<(usize, Reply)>, String> {
             Ok((buf.len() >= end).then_some((end, Reply::Other)))
         }
         Some(b'*') => {
-            let n: i64 = line.parse().map_err(|_| format!("bad array length {line:?}"))?;
+            let n: i64 = line
+                .parse()
+                .map_err(|_| format!("bad array length {line:?}"))?;
             let mut end = next;
             for _ in 0..n.max(0) {
                 match reply_len(buf, end)? {
@@ -86,7 +96,10 @@ fn reply_len(buf: &[u8], at: usize) -> Result<Option<(usize, Reply)>, String> {
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?.windows(2).position(|w| w == b"\r\n").map(|p| from + p)
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| from + p)
 }
 
 #[cfg(test)]
@@ -97,7 +110,10 @@ mod tests {
     fn encodes_commands_as_bulk_string_arrays() {
         let mut out = Vec::new();
         command(&mut out, &[b"PUBLISH", b"crm:t1:x", b"{\"a\":1}"]);
-        assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$8\r\ncrm:t1:x\r\n$7\r\n{\"a\":1}\r\n");
+        assert_eq!(
+            out,
+            b"*3\r\n$7\r\nPUBLISH\r\n$8\r\ncrm:t1:x\r\n$7\r\n{\"a\":1}\r\n"
+        );
     }
 
     #[test]
@@ -109,7 +125,18 @@ mod tests {
             got.push(r);
         }
         use Reply::*;
-        assert_eq!(got, [Integer(3), Error("ERR wrong".into()), Other, Other, Other, Other, Integer(0)]);
+        assert_eq!(
+            got,
+            [
+                Integer(3),
+                Error("ERR wrong".into()),
+                Other,
+                Other,
+                Other,
+                Other,
+                Integer(0)
+            ]
+        );
         for cut in 0..all.len() {
             let mut partial = BytesMut::from(&all[..cut]);
             let mut n = 0;

@@ -24,7 +24,13 @@ use super::filter::{time_or_ago, Filters, Where};
 use crate::config::Config;
 
 /// The reasons the daemon writes (`dead_letter::Reason`), for checking `--reason`.
-pub const REASONS: [&str; 5] = ["unroutable", "missing_tenant", "invalid_tenant", "payload_too_large", "publish_rejected"];
+pub const REASONS: [&str; 5] = [
+    "unroutable",
+    "missing_tenant",
+    "invalid_tenant",
+    "payload_too_large",
+    "publish_rejected",
+];
 
 /// Ids deleted per statement by `purge`.
 pub const PURGE_CHUNK: i64 = 10_000;
@@ -76,7 +82,10 @@ pub enum State {
 /// `--reason` is an error that lists the known ones.
 pub fn filter_where(filters: &Filters, state: State) -> Result<Where, String> {
     if let Some(reason) = filters.reason.as_deref().filter(|r| !REASONS.contains(r)) {
-        return Err(format!("--reason {reason:?} is not a dead-letter reason; use one of {}", REASONS.join(", ")));
+        return Err(format!(
+            "--reason {reason:?} is not a dead-letter reason; use one of {}",
+            REASONS.join(", ")
+        ));
     }
     let mut w = Where::default();
     match state {
@@ -104,37 +113,80 @@ pub fn sql_error(e: tokio_postgres::Error) -> String {
 pub async fn run(config: &Config, command: Command) -> Result<ExitCode, String> {
     let conn = super::connect(config).await?;
     let client = &conn.client;
-    client.batch_execute("SET TIME ZONE 'UTC'").await.map_err(sql_error)?;
+    client
+        .batch_execute("SET TIME ZONE 'UTC'")
+        .await
+        .map_err(sql_error)?;
     match command {
-        Command::List { filters, json, all, limit } => list(client, &filters, json, all, limit).await,
+        Command::List {
+            filters,
+            json,
+            all,
+            limit,
+        } => list(client, &filters, json, all, limit).await,
         Command::Show { id } => show(client, id).await,
-        Command::Purge { filters, before, dry_run } => purge(client, &filters, before, dry_run).await,
+        Command::Purge {
+            filters,
+            before,
+            dry_run,
+        } => purge(client, &filters, before, dry_run).await,
     }
 }
 
 /// The columns of the table `list` prints, in order.
-const LIST_COLUMNS: &str = "id::text, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), reason, app, tenant_id, table_name, \
+const LIST_COLUMNS: &str =
+    "id::text, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), reason, app, tenant_id, table_name, \
     event_id, attempts::text, error, to_char(resolved_at, 'YYYY-MM-DD HH24:MI:SS')";
 
-async fn list(client: &Client, filters: &Filters, json: bool, all: bool, limit: i64) -> Result<ExitCode, String> {
+async fn list(
+    client: &Client,
+    filters: &Filters,
+    json: bool,
+    all: bool,
+    limit: i64,
+) -> Result<ExitCode, String> {
     if limit < 0 {
         return Err(format!("--limit {limit}: give a number of rows, 0 or more"));
     }
     let w = filter_where(filters, if all { State::Any } else { State::Open })?;
-    let columns = if json { "to_jsonb(d)::text" } else { LIST_COLUMNS };
-    let sql = format!("SELECT {columns} FROM sluice.dead_letter d {} ORDER BY id DESC LIMIT ${}", w.clause(), w.next());
+    let columns = if json {
+        "to_jsonb(d)::text"
+    } else {
+        LIST_COLUMNS
+    };
+    let sql = format!(
+        "SELECT {columns} FROM sluice.dead_letter d {} ORDER BY id DESC LIMIT ${}",
+        w.clause(),
+        w.next()
+    );
     let mut params = w.params();
     params.push(&limit);
-    let rows = client.query(sql.as_str(), &params).await.map_err(sql_error)?;
+    let rows = client
+        .query(sql.as_str(), &params)
+        .await
+        .map_err(sql_error)?;
     if json {
-        rows.iter().for_each(|r| println!("{}", r.get::<_, String>(0)));
+        rows.iter()
+            .for_each(|r| println!("{}", r.get::<_, String>(0)));
     } else if !rows.is_empty() {
-        let cells: Vec<Vec<Option<String>>> = rows.iter().map(|r| (0..r.len()).map(|i| r.get(i)).collect()).collect();
+        let cells: Vec<Vec<Option<String>>> = rows
+            .iter()
+            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+            .collect();
         print!("{}", render::table(&cells, all, render::width()));
     }
-    let count = format!("SELECT count(*), count(*) FILTER (WHERE resolved_at IS NULL) FROM sluice.dead_letter {}", w.clause());
-    let totals = client.query_one(count.as_str(), &w.params()).await.map_err(sql_error)?;
-    eprintln!("{}", list_summary(totals.get(0), totals.get(1), rows.len(), all));
+    let count = format!(
+        "SELECT count(*), count(*) FILTER (WHERE resolved_at IS NULL) FROM sluice.dead_letter {}",
+        w.clause()
+    );
+    let totals = client
+        .query_one(count.as_str(), &w.params())
+        .await
+        .map_err(sql_error)?;
+    eprintln!(
+        "{}",
+        list_summary(totals.get(0), totals.get(1), rows.len(), all)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -156,29 +208,60 @@ const SHOW: &str = "SELECT id::text, to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI
 
 /// The labels of [`SHOW`]'s columns but the payload.
 const SHOW_LABELS: [&str; 12] = [
-    "id", "created_at", "event_id", "channel", "app", "tenant_id", "table_name", "reason", "error", "attempts",
-    "last_attempt_at", "resolved_at",
+    "id",
+    "created_at",
+    "event_id",
+    "channel",
+    "app",
+    "tenant_id",
+    "table_name",
+    "reason",
+    "error",
+    "attempts",
+    "last_attempt_at",
+    "resolved_at",
 ];
 
 async fn show(client: &Client, id: i64) -> Result<ExitCode, String> {
     let row = client.query_opt(SHOW, &[&id]).await.map_err(sql_error)?;
     let Some(row) = row else {
-        return Err(format!("no dead letter has id {id}; `sluice dead-letters list --all` shows the ids"));
+        return Err(format!(
+            "no dead letter has id {id}; `sluice dead-letters list --all` shows the ids"
+        ));
     };
     let values: Vec<Option<String>> = (0..SHOW_LABELS.len()).map(|i| row.get(i)).collect();
     print!("{}", render::record(&SHOW_LABELS, &values));
-    println!("payload:\n{}", render::clean_lines(&row.get::<_, String>(SHOW_LABELS.len())));
+    println!(
+        "payload:\n{}",
+        render::clean_lines(&row.get::<_, String>(SHOW_LABELS.len()))
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-async fn purge(client: &Client, filters: &Filters, before: Option<String>, dry_run: bool) -> Result<ExitCode, String> {
-    let mut w = filter_where(filters, if before.is_some() { State::Any } else { State::Resolved })?;
+async fn purge(
+    client: &Client,
+    filters: &Filters,
+    before: Option<String>,
+    dry_run: bool,
+) -> Result<ExitCode, String> {
+    let mut w = filter_where(
+        filters,
+        if before.is_some() {
+            State::Any
+        } else {
+            State::Resolved
+        },
+    )?;
     if let Some(time) = before {
         w.add("created_at < $::text::timestamptz", time);
     }
     if dry_run {
         let sql = format!("SELECT count(*) FROM sluice.dead_letter {}", w.clause());
-        let n: i64 = client.query_one(sql.as_str(), &w.params()).await.map_err(sql_error)?.get(0);
+        let n: i64 = client
+            .query_one(sql.as_str(), &w.params())
+            .await
+            .map_err(sql_error)?
+            .get(0);
         println!("would purge {n} dead letters");
         return Ok(ExitCode::SUCCESS);
     }
@@ -188,7 +271,10 @@ async fn purge(client: &Client, filters: &Filters, before: Option<String>, dry_r
     );
     let mut purged = 0;
     loop {
-        let n = client.execute(sql.as_str(), &w.params()).await.map_err(sql_error)?;
+        let n = client
+            .execute(sql.as_str(), &w.params())
+            .await
+            .map_err(sql_error)?;
         purged += n;
         if n < PURGE_CHUNK as u64 {
             break;
@@ -212,18 +298,45 @@ mod tests {
         };
         let w = filter_where(&filters, State::Open).unwrap();
         assert_eq!(w.clause(), "WHERE resolved_at IS NULL AND tenant_id = $1 AND app = $2 AND table_name = $3 AND reason = $4");
-        assert!(format!("{:?}", w.params()[2]).contains("public.roles"), "a bare table is qualified");
-        assert_eq!(filter_where(&Filters::default(), State::Resolved).unwrap().clause(), "WHERE resolved_at IS NOT NULL");
-        assert_eq!(filter_where(&Filters::default(), State::Any).unwrap().clause(), "WHERE true");
-        let bad = Filters { reason: Some("too_big".into()), ..Filters::default() };
-        assert!(filter_where(&bad, State::Open).unwrap_err().contains("payload_too_large"));
+        assert!(
+            format!("{:?}", w.params()[2]).contains("public.roles"),
+            "a bare table is qualified"
+        );
+        assert_eq!(
+            filter_where(&Filters::default(), State::Resolved)
+                .unwrap()
+                .clause(),
+            "WHERE resolved_at IS NOT NULL"
+        );
+        assert_eq!(
+            filter_where(&Filters::default(), State::Any)
+                .unwrap()
+                .clause(),
+            "WHERE true"
+        );
+        let bad = Filters {
+            reason: Some("too_big".into()),
+            ..Filters::default()
+        };
+        assert!(filter_where(&bad, State::Open)
+            .unwrap_err()
+            .contains("payload_too_large"));
     }
 
     #[test]
     fn the_summary_counts_what_matched_and_what_is_shown() {
-        assert_eq!(list_summary(12, 12, 12, false), "12 open dead letters (showing 12)");
-        assert_eq!(list_summary(250, 250, 100, false), "250 open dead letters (showing 100)");
+        assert_eq!(
+            list_summary(12, 12, 12, false),
+            "12 open dead letters (showing 12)"
+        );
+        assert_eq!(
+            list_summary(250, 250, 100, false),
+            "250 open dead letters (showing 100)"
+        );
         assert_eq!(list_summary(0, 0, 0, false), "no open dead letters");
-        assert_eq!(list_summary(15, 12, 15, true), "15 dead letters, 12 open (showing 15)");
+        assert_eq!(
+            list_summary(15, 12, 15, true),
+            "15 dead letters, 12 open (showing 15)"
+        );
     }
 }

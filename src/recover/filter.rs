@@ -60,7 +60,10 @@ impl Bound {
 pub fn time_or_ago(s: &str) -> Result<String, String> {
     match Bound::parse(s) {
         Ok(Bound::Time(t)) => Ok(t),
-        _ => Err(format!("{:?} is neither a time (2026-11-01T00:00:00Z) nor a duration ago (7d)", s.trim())),
+        _ => Err(format!(
+            "{:?} is neither a time (2026-11-01T00:00:00Z) nor a duration ago (7d)",
+            s.trim()
+        )),
     }
 }
 
@@ -80,9 +83,14 @@ impl Where {
     }
 
     /// A condition on one value, e.g. `created_at < $::text::timestamptz`.
-    pub fn add(&mut self, condition: &str, value: impl ToSql + Sync + Send + 'static) -> &mut Where {
+    pub fn add(
+        &mut self,
+        condition: &str,
+        value: impl ToSql + Sync + Send + 'static,
+    ) -> &mut Where {
         self.params.push(Box::new(value));
-        self.conditions.push(condition.replace('$', &format!("${}", self.params.len())));
+        self.conditions
+            .push(condition.replace('$', &format!("${}", self.params.len())));
         self
     }
 
@@ -109,12 +117,17 @@ impl Where {
 
     /// The parameters, in order, to pass with the statement (extend it with later ones).
     pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
     }
 }
 
 fn ago_rfc3339(ago: Duration) -> String {
-    let at = SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH);
+    let at = SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     humantime::format_rfc3339_micros(at).to_string()
 }
 
@@ -131,18 +144,32 @@ mod tests {
     #[test]
     fn bounds_are_ids_times_or_durations_ago() {
         assert_eq!(Bound::parse("42"), Ok(Bound::Id(42)));
-        assert_eq!(Bound::parse("2026-11-22T10:00:00Z"), Ok(Bound::Time("2026-11-22T10:00:00Z".into())));
-        assert_eq!(Bound::parse("2026-11-22 10:00:00+02:00"), Ok(Bound::Time("2026-11-22 10:00:00+02:00".into())));
-        let Ok(Bound::Time(t)) = Bound::parse("1h") else { panic!("1h is a time ago") };
+        assert_eq!(
+            Bound::parse("2026-11-22T10:00:00Z"),
+            Ok(Bound::Time("2026-11-22T10:00:00Z".into()))
+        );
+        assert_eq!(
+            Bound::parse("2026-11-22 10:00:00+02:00"),
+            Ok(Bound::Time("2026-11-22 10:00:00+02:00".into()))
+        );
+        let Ok(Bound::Time(t)) = Bound::parse("1h") else {
+            panic!("1h is a time ago")
+        };
         let at = humantime::parse_rfc3339(&t).unwrap();
         let ago = SystemTime::now().duration_since(at).unwrap();
-        assert!(ago >= Duration::from_secs(3599) && ago < Duration::from_secs(3700), "{ago:?}");
+        assert!(
+            ago >= Duration::from_secs(3599) && ago < Duration::from_secs(3700),
+            "{ago:?}"
+        );
         assert!(Bound::parse("yesterday").is_err());
     }
 
     #[test]
     fn before_is_a_time_or_a_duration_ago_never_an_id() {
-        assert_eq!(time_or_ago("2026-11-01T00:00:00Z"), Ok("2026-11-01T00:00:00Z".into()));
+        assert_eq!(
+            time_or_ago("2026-11-01T00:00:00Z"),
+            Ok("2026-11-01T00:00:00Z".into())
+        );
         assert!(time_or_ago("7d").unwrap().ends_with('Z'));
         assert!(time_or_ago("42").unwrap_err().contains("neither a time"));
     }
@@ -151,8 +178,14 @@ mod tests {
     fn where_numbers_its_parameters_and_never_splices_values() {
         let mut w = Where::default();
         assert_eq!((w.clause().as_str(), w.next()), ("WHERE true", 1));
-        w.fixed("resolved_at IS NULL").eq("tenant_id", Some("x' OR true --".into())).eq("app", None);
-        w.add("created_at < $::text::timestamptz", "2026-11-01T00:00:00Z".to_string()).eq("reason", Some("unroutable".into()));
+        w.fixed("resolved_at IS NULL")
+            .eq("tenant_id", Some("x' OR true --".into()))
+            .eq("app", None);
+        w.add(
+            "created_at < $::text::timestamptz",
+            "2026-11-01T00:00:00Z".to_string(),
+        )
+        .eq("reason", Some("unroutable".into()));
         assert_eq!(w.clause(), "WHERE resolved_at IS NULL AND tenant_id = $1 AND created_at < $2::text::timestamptz AND reason = $3");
         assert_eq!((w.params().len(), w.next()), (3, 4));
         assert!(format!("{:?}", w.params()[0]).contains("x' OR true --"));

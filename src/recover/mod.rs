@@ -25,18 +25,24 @@ use crate::pg;
 
 /// Connects for an operator command, or says in one sentence why it cannot.
 pub async fn connect(config: &Config) -> Result<pg::Conn, String> {
-    pg::connect(&config.postgres.url, config.postgres.connect_timeout).await.map_err(|e| {
-        format!(
-            "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL)",
-            pg::redact(&config.postgres.url)
-        )
-    })
+    pg::connect(&config.postgres.url, config.postgres.connect_timeout)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL)",
+                pg::redact(&config.postgres.url)
+            )
+        })
 }
 
 /// A publisher for a re-publishing command, connected; or one sentence saying why not.
 pub async fn publisher(config: &Config) -> Result<crate::publish::Publisher, String> {
-    let publisher = crate::publish::Publisher::new(&config.redis).map_err(|e| format!("redis.url: {e}"))?;
-    if let Err(e) = publisher.connect_within(std::time::Duration::from_secs(5)).await {
+    let publisher =
+        crate::publish::Publisher::new(&config.redis).map_err(|e| format!("redis.url: {e}"))?;
+    if let Err(e) = publisher
+        .connect_within(std::time::Duration::from_secs(5))
+        .await
+    {
         return Err(format!(
             "cannot reach Redis at {}: {e}; check redis.url (or REDIS_URL) and that Redis is running",
             pg::redact(&config.redis.url)

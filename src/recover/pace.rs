@@ -21,13 +21,19 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(rate: u32) -> Pacer {
-        Pacer { rate: (rate > 0).then_some(f64::from(rate)), started: Instant::now(), sent: 0 }
+        Pacer {
+            rate: (rate > 0).then_some(f64::from(rate)),
+            started: Instant::now(),
+            sent: 0,
+        }
     }
 
     /// How long to wait after `n` more events to stay at the rate.
     pub fn delay_after(&mut self, n: u64) -> Duration {
         self.sent += n;
-        let Some(rate) = self.rate else { return Duration::ZERO };
+        let Some(rate) = self.rate else {
+            return Duration::ZERO;
+        };
         let due = Duration::from_secs_f64(self.sent as f64 / rate);
         due.saturating_sub(self.started.elapsed())
     }
@@ -57,8 +63,18 @@ mod tests {
     fn the_delay_keeps_the_average_rate() {
         let mut p = Pacer::new(1000);
         let wait = p.delay_after(500);
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         assert_eq!(Pacer::new(0).delay_after(1_000_000), Duration::ZERO);
-        assert_eq!((Pacer::new(1000).batch(1000), Pacer::new(5).batch(1000), Pacer::new(0).batch(700)), (100, 1, 700));
+        assert_eq!(
+            (
+                Pacer::new(1000).batch(1000),
+                Pacer::new(5).batch(1000),
+                Pacer::new(0).batch(700)
+            ),
+            (100, 1, 700)
+        );
     }
 }

@@ -20,7 +20,14 @@ pub struct Progress {
 impl Progress {
     /// `what` names the unit (`events`, `rows`); `total` when it is known up front.
     pub fn new(what: &'static str, total: Option<u64>) -> Progress {
-        Progress { what, total, done: 0, started: Instant::now(), drawn: None, tty: std::io::stderr().is_terminal() }
+        Progress {
+            what,
+            total,
+            done: 0,
+            started: Instant::now(),
+            drawn: None,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     pub fn add(&mut self, n: u64) {
@@ -84,11 +91,25 @@ mod tests {
 
     #[test]
     fn the_line_shows_count_total_and_bar() {
-        let mut p = Progress { tty: false, drawn: Some(Instant::now()), ..Progress::new("events", Some(100)) };
+        let mut p = Progress {
+            tty: false,
+            drawn: Some(Instant::now()),
+            ..Progress::new("events", Some(100))
+        };
         p.add(50);
         let line = p.line();
-        assert!(line.starts_with(&format!("[{}{}] 50/100 events", "#".repeat(15), ".".repeat(15))), "{line}");
-        let p = Progress { tty: false, ..Progress::new("rows", None) };
+        assert!(
+            line.starts_with(&format!(
+                "[{}{}] 50/100 events",
+                "#".repeat(15),
+                ".".repeat(15)
+            )),
+            "{line}"
+        );
+        let p = Progress {
+            tty: false,
+            ..Progress::new("rows", None)
+        };
         assert!(p.line().starts_with("0 rows"), "{}", p.line());
     }
 }

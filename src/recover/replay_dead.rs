@@ -55,25 +55,49 @@ const MARK: &str = "UPDATE sluice.dead_letter d SET attempts = d.attempts + 1, l
 /// The most rows read (and published as one pipeline) at a time.
 const MAX_BATCH: usize = 1000;
 
-pub async fn run(config: &Config, args: Args, mut shutdown: watch::Receiver<bool>) -> Result<ExitCode, String> {
+pub async fn run(
+    config: &Config,
+    args: Args,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ExitCode, String> {
     let mut filter = filter_where(&args.filters, State::Open)?;
     let conn = super::connect(config).await?;
     let client = &conn.client;
     if args.dry_run {
         return dry_run(client, &filter).await;
     }
-    if !client.query_one(LOCK, &[]).await.map_err(sql_error)?.get::<_, bool>(0) {
+    if !client
+        .query_one(LOCK, &[])
+        .await
+        .map_err(sql_error)?
+        .get::<_, bool>(0)
+    {
         return Err("another `sluice replay dead-letters` is running on this database; wait for it to finish".into());
     }
     // what is parked now; rows the daemon parks meanwhile wait for the next run
-    let count = format!("SELECT count(*), coalesce(max(id), 0) FROM sluice.dead_letter {}", filter.clause());
-    let row = client.query_one(count.as_str(), &filter.params()).await.map_err(sql_error)?;
+    let count = format!(
+        "SELECT count(*), coalesce(max(id), 0) FROM sluice.dead_letter {}",
+        filter.clause()
+    );
+    let row = client
+        .query_one(count.as_str(), &filter.params())
+        .await
+        .map_err(sql_error)?;
     let total: i64 = row.get(0);
     filter.add("id <= $", row.get::<_, i64>(1));
-    let publisher = Publisher::new(&config.redis).map_err(|e| format!("{e}; check redis.url (or REDIS_URL)"))?;
+    let publisher = Publisher::new(&config.redis)
+        .map_err(|e| format!("{e}; check redis.url (or REDIS_URL)"))?;
     let router = Router::new(config);
-    let mut replay = Replay { config, client, router: &router, publisher: &publisher, tally: Tally::default() };
-    let finished = replay.all(&filter, total as u64, args.rate, &mut shutdown).await;
+    let mut replay = Replay {
+        config,
+        client,
+        router: &router,
+        publisher: &publisher,
+        tally: Tally::default(),
+    };
+    let finished = replay
+        .all(&filter, total as u64, args.rate, &mut shutdown)
+        .await;
     publisher.close().await;
     let finished = finished?;
     println!("{}", replay.tally.summary());
@@ -86,8 +110,14 @@ pub async fn run(config: &Config, args: Args, mut shutdown: watch::Receiver<bool
 
 /// `--dry-run`: how many open dead letters match, by reason.
 async fn dry_run(client: &Client, filter: &Where) -> Result<ExitCode, String> {
-    let sql = format!("SELECT reason, count(*) FROM sluice.dead_letter {} GROUP BY reason ORDER BY reason", filter.clause());
-    let rows = client.query(sql.as_str(), &filter.params()).await.map_err(sql_error)?;
+    let sql = format!(
+        "SELECT reason, count(*) FROM sluice.dead_letter {} GROUP BY reason ORDER BY reason",
+        filter.clause()
+    );
+    let rows = client
+        .query(sql.as_str(), &filter.params())
+        .await
+        .map_err(sql_error)?;
     let total: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
     if total == 0 {
         println!("no open dead letters to replay; nothing published");
@@ -114,12 +144,18 @@ struct Tally {
 impl Tally {
     /// `replayed N events, M skipped`, as the contract words it, and what the skipped are.
     fn summary(&self) -> String {
-        let mut line = format!("replayed {} events, {} skipped", self.published, self.failed);
+        let mut line = format!(
+            "replayed {} events, {} skipped",
+            self.published, self.failed
+        );
         if self.failed > 0 {
             line.push_str(" (still failing, left open: see `sluice dead-letters list`)");
         }
         if self.dropped > 0 {
-            line.push_str(&format!(", {} resolved as dropped by on_unroutable = \"drop\"", self.dropped));
+            line.push_str(&format!(
+                ", {} resolved as dropped by on_unroutable = \"drop\"",
+                self.dropped
+            ));
         }
         line
     }
@@ -140,7 +176,10 @@ enum Fate {
     /// The current config drops it (`on_unroutable = "drop"`): resolved, nothing published.
     Dropped,
     /// Still undeliverable: the new reason (`None`: keep the old one) and error.
-    Failed { reason: Option<&'static str>, error: String },
+    Failed {
+        reason: Option<&'static str>,
+        error: String,
+    },
 }
 
 struct Replay<'a> {
@@ -154,7 +193,13 @@ struct Replay<'a> {
 impl Replay<'_> {
     /// Replays every matching row, batch by batch; `Ok(false)` when stopped by shutdown after
     /// a batch, `Err` when stopped while Redis was unavailable (that batch stays open).
-    async fn all(&mut self, filter: &Where, total: u64, rate: u32, shutdown: &mut watch::Receiver<bool>) -> Result<bool, String> {
+    async fn all(
+        &mut self,
+        filter: &Where,
+        total: u64,
+        rate: u32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, String> {
         let mut pacer = Pacer::new(rate);
         let limit = pacer.batch(MAX_BATCH) as i64;
         let read = format!(
@@ -168,8 +213,19 @@ impl Replay<'_> {
         let finished = loop {
             let mut params = filter.params();
             params.extend([&after as &(dyn ToSql + Sync), &limit]);
-            let rows = self.client.query(read.as_str(), &params).await.map_err(sql_error)?;
-            let rows: Vec<Parked> = rows.iter().map(|r| Parked { id: r.get(0), app: r.get(1), payload: r.get(2) }).collect();
+            let rows = self
+                .client
+                .query(read.as_str(), &params)
+                .await
+                .map_err(sql_error)?;
+            let rows: Vec<Parked> = rows
+                .iter()
+                .map(|r| Parked {
+                    id: r.get(0),
+                    app: r.get(1),
+                    payload: r.get(2),
+                })
+                .collect();
             let Some(last) = rows.last() else { break true };
             after = last.id;
             let sent = self.batch(&rows, shutdown).await?;
@@ -187,9 +243,21 @@ impl Replay<'_> {
     }
 
     /// Routes, publishes and marks one batch; returns how many events were published.
-    async fn batch(&mut self, rows: &[Parked], shutdown: &mut watch::Receiver<bool>) -> Result<u64, String> {
+    async fn batch(
+        &mut self,
+        rows: &[Parked],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<u64, String> {
         let (events, owner, mut fates) = route_rows(self.router, rows);
-        let Some(done) = publish_routed(self.publisher, &events, Vec::new(), &self.config.delivery, shutdown).await else {
+        let Some(done) = publish_routed(
+            self.publisher,
+            &events,
+            Vec::new(),
+            &self.config.delivery,
+            shutdown,
+        )
+        .await
+        else {
             return Err(format!(
                 "interrupted while Redis was unavailable; {} events published so far, the rest stay open: run again once Redis is back",
                 self.tally.published
@@ -212,7 +280,11 @@ impl Replay<'_> {
 /// Routes each row's change with the current config. Returns the events to publish, the row
 /// each came from, and each row's fate as routing sees it.
 fn route_rows(router: &Router, rows: &[Parked]) -> (Vec<Event>, Vec<usize>, Vec<Fate>) {
-    let (mut events, mut owner, mut fates) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()), Vec::new());
+    let (mut events, mut owner, mut fates) = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::new(),
+    );
     let (mut routed, mut buf) = (Vec::new(), Vec::with_capacity(1024));
     for (i, row) in rows.iter().enumerate() {
         let fate = match parked_change(&row.payload) {
@@ -223,7 +295,10 @@ fn route_rows(router: &Router, rows: &[Parked]) -> (Vec<Event>, Vec<usize>, Vec<
                     owner.push(i);
                 })
             }
-            Err(why) => Fate::Failed { reason: None, error: format!("the payload is not a Sluice event ({why}); it cannot be replayed") },
+            Err(why) => Fate::Failed {
+                reason: None,
+                error: format!("the payload is not a Sluice event ({why}); it cannot be replayed"),
+            },
         };
         fates.push(fate);
     }
@@ -233,7 +308,11 @@ fn route_rows(router: &Router, rows: &[Parked]) -> (Vec<Event>, Vec<usize>, Vec<
 /// One row's fate from what its change routed to. Events for the row's app (any app when the
 /// row has none) go to `publish`; a routing dead letter for that app, or for the whole change,
 /// fails the row.
-fn fate_of(app: Option<&str>, routed: impl Iterator<Item = Routed>, mut publish: impl FnMut(Event)) -> Fate {
+fn fate_of(
+    app: Option<&str>,
+    routed: impl Iterator<Item = Routed>,
+    mut publish: impl FnMut(Event),
+) -> Fate {
     let (mut kept, mut dropped, mut failed) = (0, false, None);
     for r in routed {
         match r {
@@ -241,8 +320,13 @@ fn fate_of(app: Option<&str>, routed: impl Iterator<Item = Routed>, mut publish:
                 kept += 1;
                 publish(e);
             }
-            Routed::DeadLetter(d) if failed.is_none() && (d.app.is_none() || d.app.as_deref() == app) => {
-                failed = Some(Fate::Failed { reason: Some(d.reason.as_str()), error: d.error });
+            Routed::DeadLetter(d)
+                if failed.is_none() && (d.app.is_none() || d.app.as_deref() == app) =>
+            {
+                failed = Some(Fate::Failed {
+                    reason: Some(d.reason.as_str()),
+                    error: d.error,
+                });
             }
             Routed::Dropped => dropped = true,
             Routed::Publish(_) | Routed::DeadLetter(_) => {}
@@ -263,14 +347,20 @@ fn fate_of(app: Option<&str>, routed: impl Iterator<Item = Routed>, mut publish:
 fn settle(fates: &mut [Fate], owner: &[usize], done: &Delivered) {
     let rejected_dead = &done.dead[done.dead.len() - done.rejected.len()..];
     for (&event, d) in done.rejected.iter().zip(rejected_dead) {
-        fates[owner[event]] = Fate::Failed { reason: Some(d.reason.as_str()), error: d.error.clone() };
+        fates[owner[event]] = Fate::Failed {
+            reason: Some(d.reason.as_str()),
+            error: d.error.clone(),
+        };
     }
 }
 
 /// Stores a batch's fates in one statement.
 async fn mark(client: &Client, rows: &[Parked], fates: &[Fate]) -> Result<(), String> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let ok: Vec<bool> = fates.iter().map(|f| !matches!(f, Fate::Failed { .. })).collect();
+    let ok: Vec<bool> = fates
+        .iter()
+        .map(|f| !matches!(f, Fate::Failed { .. }))
+        .collect();
     let (reasons, errors): (Vec<Option<&str>>, Vec<Option<String>>) = fates
         .iter()
         .map(|f| match f {
@@ -278,7 +368,10 @@ async fn mark(client: &Client, rows: &[Parked], fates: &[Fate]) -> Result<(), St
             _ => (None, None),
         })
         .unzip();
-    client.execute(MARK, &[&ids, &ok, &reasons, &errors]).await.map_err(sql_error)?;
+    client
+        .execute(MARK, &[&ids, &ok, &reasons, &errors])
+        .await
+        .map_err(sql_error)?;
     Ok(())
 }
 
@@ -313,7 +406,8 @@ struct PayloadSource {
 /// and `old` are kept as the text PostgreSQL's jsonb printed, which is `to_jsonb`'s.
 fn parked_change(payload: &str) -> Result<Change, String> {
     let p: Payload = serde_json::from_str(payload).map_err(|e| e.to_string())?;
-    let operation = Operation::parse(&p.operation).ok_or_else(|| format!("unknown operation {:?}", p.operation))?;
+    let operation = Operation::parse(&p.operation)
+        .ok_or_else(|| format!("unknown operation {:?}", p.operation))?;
     let mode = match p.source.mode.as_str() {
         "trigger" => "trigger",
         "logical" => "logical",
@@ -329,7 +423,12 @@ fn parked_change(payload: &str) -> Result<Change, String> {
         changed_fields: p.changed_fields,
         unchanged_columns: p.unchanged_columns,
         timestamp: p.timestamp,
-        source: SourceRef { mode, lsn: p.source.lsn, xid: p.source.xid, id: p.source.id },
+        source: SourceRef {
+            mode,
+            lsn: p.source.lsn,
+            xid: p.source.xid,
+            id: p.source.id,
+        },
         replay: Some("dead_letter"),
     })
 }

@@ -65,19 +65,34 @@ impl Window {
             Some(Bound::Time(t)) => w.add("created_at < $::text::timestamptz", t.clone()),
             None => &mut w,
         };
-        w.eq("table_name", args.filters.table()).eq("tenant_id", args.filters.tenant.clone());
+        w.eq("table_name", args.filters.table())
+            .eq("tenant_id", args.filters.tenant.clone());
         Ok(Window(w))
     }
 
     /// The first and last id in the window, and how many rows it holds (`None` if empty).
-    async fn range(&self, client: &Client) -> Result<Option<(i64, i64, i64)>, tokio_postgres::Error> {
-        let sql = format!("SELECT min(id), max(id), count(*) FROM sluice.change_log {}", self.0.clause());
+    async fn range(
+        &self,
+        client: &Client,
+    ) -> Result<Option<(i64, i64, i64)>, tokio_postgres::Error> {
+        let sql = format!(
+            "SELECT min(id), max(id), count(*) FROM sluice.change_log {}",
+            self.0.clause()
+        );
         let row = client.query_one(sql.as_str(), &self.0.params()).await?;
-        Ok(row.get::<_, Option<i64>>(0).map(|first| (first, row.get(1), row.get(2))))
+        Ok(row
+            .get::<_, Option<i64>>(0)
+            .map(|first| (first, row.get(1), row.get(2))))
     }
 
     /// One batch: rows of the window with `first <= id <= last`, in id order.
-    async fn batch(&self, client: &Client, first: i64, last: i64, limit: i64) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    async fn batch(
+        &self,
+        client: &Client,
+        first: i64,
+        last: i64,
+        limit: i64,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
         let n = self.0.next();
         let sql = format!(
             "SELECT {} FROM sluice.change_log {} AND id >= ${n} AND id <= ${} ORDER BY id LIMIT ${}",
@@ -100,7 +115,11 @@ struct Tally {
     skipped: u64,
 }
 
-pub async fn run(config: &Config, args: Args, mut shutdown: watch::Receiver<bool>) -> Result<ExitCode, String> {
+pub async fn run(
+    config: &Config,
+    args: Args,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ExitCode, String> {
     if let Some(app) = &args.filters.app {
         if !config.apps.contains_key(app) {
             return Err(format!("--app {app}: no such app in [apps]"));
@@ -108,26 +127,49 @@ pub async fn run(config: &Config, args: Args, mut shutdown: watch::Receiver<bool
     }
     let window = Window::new(&args)?;
     let conn = super::connect(config).await?;
-    let range = window.range(&conn.client).await.map_err(|e| history_error(&e))?;
+    let range = window
+        .range(&conn.client)
+        .await
+        .map_err(|e| history_error(&e))?;
     let Some((first, last, count)) = range else {
         println!("replayed 0 events, 0 skipped (the window holds no change)");
         return Ok(ExitCode::SUCCESS);
     };
     if args.dry_run {
-        println!("would replay {count} changes (change_log ids {first} to {last}); nothing published");
+        println!(
+            "would replay {count} changes (change_log ids {first} to {last}); nothing published"
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let publisher = super::publisher(config).await?;
     let router = Router::new(config);
-    let mut replay = Replay { config, router: &router, publisher: &publisher, app: args.filters.app.as_deref(), tally: Tally::default() };
+    let mut replay = Replay {
+        config,
+        router: &router,
+        publisher: &publisher,
+        app: args.filters.app.as_deref(),
+        tally: Tally::default(),
+    };
     let mut pacer = Pacer::new(args.rate);
     let mut progress = Progress::new("changes", Some(count as u64));
     let mut next = first;
     while next <= last {
-        let rows = window.batch(&conn.client, next, last, pacer.batch(1000) as i64).await.map_err(|e| history_error(&e))?;
-        let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else { break };
-        let changes = rows.iter().map(change_of).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-        let sent = replay.batch(changes, &mut shutdown).await.ok_or_else(|| interrupted(&replay.tally, next))?;
+        let rows = window
+            .batch(&conn.client, next, last, pacer.batch(1000) as i64)
+            .await
+            .map_err(|e| history_error(&e))?;
+        let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+            break;
+        };
+        let changes = rows
+            .iter()
+            .map(change_of)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let sent = replay
+            .batch(changes, &mut shutdown)
+            .await
+            .ok_or_else(|| interrupted(&replay.tally, next))?;
         progress.add(rows.len() as u64);
         next = end + 1;
         if *shutdown.borrow() && next <= last {
@@ -138,7 +180,10 @@ pub async fn run(config: &Config, args: Args, mut shutdown: watch::Receiver<bool
     }
     progress.finish();
     let t = &replay.tally;
-    println!("replayed {} events, {} skipped ({} changes, change_log ids {first} to {last})", t.published, t.skipped, t.changes);
+    println!(
+        "replayed {} events, {} skipped ({} changes, change_log ids {first} to {last})",
+        t.published, t.skipped, t.changes
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -153,7 +198,11 @@ struct Replay<'a> {
 impl Replay<'_> {
     /// Routes and publishes one batch; returns how many events went out, `None` on shutdown
     /// while Redis was unavailable.
-    async fn batch(&mut self, mut changes: Vec<Change>, shutdown: &mut watch::Receiver<bool>) -> Option<u64> {
+    async fn batch(
+        &mut self,
+        mut changes: Vec<Change>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<u64> {
         let mut routed = Vec::with_capacity(changes.len());
         let mut buf = Vec::with_capacity(1024);
         for change in &mut changes {
@@ -169,7 +218,14 @@ impl Replay<'_> {
                 Routed::DeadLetter(_) | Routed::Dropped => self.tally.skipped += 1,
             }
         }
-        let done = publish_routed(self.publisher, &events, Vec::new(), &self.config.delivery, shutdown).await?;
+        let done = publish_routed(
+            self.publisher,
+            &events,
+            Vec::new(),
+            &self.config.delivery,
+            shutdown,
+        )
+        .await?;
         for d in &done.dead {
             tracing::warn!(event_id = %d.event_id, error = %d.error, "Redis rejected a replayed event; skipped");
         }
@@ -201,16 +257,34 @@ mod tests {
     use super::*;
 
     fn args(from: Bound, to: Option<Bound>, filters: Filters) -> Args {
-        Args { from, to, filters, dry_run: false, rate: 0 }
+        Args {
+            from,
+            to,
+            filters,
+            dry_run: false,
+            rate: 0,
+        }
     }
 
     #[test]
     fn the_window_numbers_its_parameters_in_order() {
-        let filters = Filters { tenant: Some("t1".into()), table: Some("users".into()), ..Filters::default() };
-        let w = Window::new(&args(Bound::Time("2026-11-22T10:00:00Z".into()), Some(Bound::Id(9)), filters)).unwrap();
+        let filters = Filters {
+            tenant: Some("t1".into()),
+            table: Some("users".into()),
+            ..Filters::default()
+        };
+        let w = Window::new(&args(
+            Bound::Time("2026-11-22T10:00:00Z".into()),
+            Some(Bound::Id(9)),
+            filters,
+        ))
+        .unwrap();
         assert_eq!(w.0.clause(), "WHERE created_at >= $1::text::timestamptz AND id <= $2 AND table_name = $3 AND tenant_id = $4");
         assert_eq!(w.0.next(), 5);
-        let reason = Filters { reason: Some("unroutable".into()), ..Filters::default() };
+        let reason = Filters {
+            reason: Some("unroutable".into()),
+            ..Filters::default()
+        };
         assert!(Window::new(&args(Bound::Id(1), None, reason)).is_err());
     }
 }

@@ -24,7 +24,10 @@ pub const MAX_TENANT_LEN: usize = 128;
 /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`: nothing that means something in a channel pattern.
 pub fn is_safe_tenant(t: &str) -> bool {
     let b = t.as_bytes();
-    !b.is_empty() && b.len() <= MAX_TENANT_LEN && b[0].is_ascii_alphanumeric() && b.iter().all(|c| is_name_byte(*c))
+    !b.is_empty()
+        && b.len() <= MAX_TENANT_LEN
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| is_name_byte(*c))
 }
 
 /// Names Sluice puts in channels itself (apps, types): the same alphabet, any first character.
@@ -92,11 +95,19 @@ pub struct Router {
 impl Router {
     /// Compiles a validated config.
     pub fn new(config: &Config) -> Router {
-        let apps: HashMap<&str, Arc<str>> = config.apps.keys().map(|a| (a.as_str(), Arc::from(a.as_str()))).collect();
+        let apps: HashMap<&str, Arc<str>> = config
+            .apps
+            .keys()
+            .map(|a| (a.as_str(), Arc::from(a.as_str())))
+            .collect();
         let mut prefixes: Vec<(String, Arc<str>)> = config
             .apps
             .iter()
-            .flat_map(|(name, app)| app.prefixes.iter().map(|p| (p.clone(), apps[name.as_str()].clone())))
+            .flat_map(|(name, app)| {
+                app.prefixes
+                    .iter()
+                    .map(|p| (p.clone(), apps[name.as_str()].clone()))
+            })
             .collect();
         prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         let tables = config
@@ -107,7 +118,9 @@ impl Router {
                 let rule = match &t.app {
                     AppRule::OperationCode(c) => Rule::OperationCode(c.clone()),
                     AppRule::AnyOf(c) => Rule::AnyOf(c.clone()),
-                    AppRule::Fixed(list) => Rule::Fixed(list.iter().map(|a| apps[a.as_str()].clone()).collect()),
+                    AppRule::Fixed(list) => {
+                        Rule::Fixed(list.iter().map(|a| apps[a.as_str()].clone()).collect())
+                    }
                 };
                 let route = TableRoute {
                     table: Arc::from(table.as_str()),
@@ -115,17 +128,29 @@ impl Router {
                     tenant: t.tenant.clone(),
                     rule,
                     channel: Template::parse(&t.channel).expect("validated"),
-                    invalidate: t.invalidate.iter().map(|k| Template::parse(k).expect("validated")).collect(),
+                    invalidate: t
+                        .invalidate
+                        .iter()
+                        .map(|k| Template::parse(k).expect("validated"))
+                        .collect(),
                 };
                 (table, route)
             })
             .collect();
-        Router { tables, prefixes, max_payload: config.delivery.max_payload_bytes, on_unroutable: config.delivery.on_unroutable }
+        Router {
+            tables,
+            prefixes,
+            max_payload: config.delivery.max_payload_bytes,
+            on_unroutable: config.delivery.on_unroutable,
+        }
     }
 
     /// The app an operation code belongs to: the longest matching prefix wins.
     pub fn app_for_code(&self, code: &str) -> Option<&Arc<str>> {
-        self.prefixes.iter().find(|(p, _)| code.starts_with(p.as_str())).map(|(_, a)| a)
+        self.prefixes
+            .iter()
+            .find(|(p, _)| code.starts_with(p.as_str()))
+            .map(|(_, a)| a)
     }
 
     /// The tenant written in a change's row, as the table's route names it (even when unsafe);
@@ -137,19 +162,36 @@ impl Router {
     /// Routes one change, appending what it became to `out`; `buf` is a reused scratch buffer.
     pub fn route(&self, change: &Change, out: &mut Vec<Routed>, buf: &mut Vec<u8>) {
         let Some(route) = self.tables.get(change.table.as_str()) else {
-            return out.push(self.dead(change, None, Reason::Unroutable, format!("table {} has no route", change.table), buf));
+            return out.push(self.dead(
+                change,
+                None,
+                Reason::Unroutable,
+                format!("table {} has no route", change.table),
+                buf,
+            ));
         };
         let (tenant, apps) = match self.resolve(route, change) {
             Ok(found) => found,
-            Err((Reason::Unroutable, _)) if self.on_unroutable == OnUnroutable::Drop => return out.push(Routed::Dropped),
-            Err((reason, why)) => return out.push(self.dead(change, Some(route), reason, why, buf)),
+            Err((Reason::Unroutable, _)) if self.on_unroutable == OnUnroutable::Drop => {
+                return out.push(Routed::Dropped)
+            }
+            Err((reason, why)) => {
+                return out.push(self.dead(change, Some(route), reason, why, buf))
+            }
         };
         for app in apps {
             out.push(self.event(route, change, app, &tenant, buf));
         }
     }
 
-    fn event(&self, route: &TableRoute, change: &Change, app: Arc<str>, tenant: &str, buf: &mut Vec<u8>) -> Routed {
+    fn event(
+        &self,
+        route: &TableRoute,
+        change: &Change,
+        app: Arc<str>,
+        tenant: &str,
+        buf: &mut Vec<u8>,
+    ) -> Routed {
         let values = Values {
             app: &app,
             tenant,
@@ -160,8 +202,20 @@ impl Router {
         let channel = route.channel.render(&values);
         change.encode_into(Some(&app), Some(tenant), &route.data_type, buf);
         if buf.len() > self.max_payload {
-            let error = format!("payload is {} bytes, over delivery.max_payload_bytes = {}", buf.len(), self.max_payload);
-            return Routed::DeadLetter(DeadLetter::new(change, Some(channel), Some(&app), Some(tenant), buf, Reason::PayloadTooLarge, error));
+            let error = format!(
+                "payload is {} bytes, over delivery.max_payload_bytes = {}",
+                buf.len(),
+                self.max_payload
+            );
+            return Routed::DeadLetter(DeadLetter::new(
+                change,
+                Some(channel),
+                Some(&app),
+                Some(tenant),
+                buf,
+                Reason::PayloadTooLarge,
+                error,
+            ));
         }
         let invalidate = route.invalidate.iter().map(|k| k.render(&values)).collect();
         Routed::Publish(Event {
@@ -176,19 +230,43 @@ impl Router {
         })
     }
 
-    fn dead(&self, change: &Change, route: Option<&TableRoute>, reason: Reason, error: String, buf: &mut Vec<u8>) -> Routed {
+    fn dead(
+        &self,
+        change: &Change,
+        route: Option<&TableRoute>,
+        reason: Reason,
+        error: String,
+        buf: &mut Vec<u8>,
+    ) -> Routed {
         let data_type = route.map_or("", |r| &r.data_type);
         change.encode_into(None, None, data_type, buf);
         let tenant = route.and_then(|r| raw_tenant(change, &r.tenant));
-        Routed::DeadLetter(DeadLetter::new(change, None, None, tenant.as_deref(), buf, reason, error))
+        Routed::DeadLetter(DeadLetter::new(
+            change,
+            None,
+            None,
+            tenant.as_deref(),
+            buf,
+            reason,
+            error,
+        ))
     }
 
     /// The tenant and the apps of a change, or why there are none.
-    fn resolve(&self, route: &TableRoute, change: &Change) -> Result<(String, Vec<Arc<str>>), Unrouted> {
+    fn resolve(
+        &self,
+        route: &TableRoute,
+        change: &Change,
+    ) -> Result<(String, Vec<Arc<str>>), Unrouted> {
         if change.operation == Operation::Truncate {
-            return Err((Reason::MissingTenant, "TRUNCATE carries no tenant to route by".into()));
+            return Err((
+                Reason::MissingTenant,
+                "TRUNCATE carries no tenant to route by".into(),
+            ));
         }
-        let wanted: Vec<&str> = std::iter::once(route.tenant.as_str()).chain(rule_column(&route.rule)).collect();
+        let wanted: Vec<&str> = std::iter::once(route.tenant.as_str())
+            .chain(rule_column(&route.rule))
+            .collect();
         let found = json::fields(&change.data, &wanted)
             .map_err(|e| (Reason::Unroutable, format!("row is not a JSON object: {e}")))?;
         let tenant = tenant_of(found[0], &route.tenant)?;
@@ -200,32 +278,68 @@ impl Router {
         Ok((tenant, apps))
     }
 
-    fn code_app(&self, raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Arc<str>, Unrouted> {
+    fn code_app(
+        &self,
+        raw: Option<&serde_json::value::RawValue>,
+        col: &str,
+    ) -> Result<Arc<str>, Unrouted> {
         let code = match raw.map(json::scalar_text) {
             Some(Ok(Some(code))) => code,
-            Some(Ok(None)) | None => return Err((Reason::Unroutable, format!("operation code column {col} is NULL"))),
-            Some(Err(json::NotScalar)) => return Err((Reason::Unroutable, format!("operation code column {col} is not text"))),
+            Some(Ok(None)) | None => {
+                return Err((
+                    Reason::Unroutable,
+                    format!("operation code column {col} is NULL"),
+                ))
+            }
+            Some(Err(json::NotScalar)) => {
+                return Err((
+                    Reason::Unroutable,
+                    format!("operation code column {col} is not text"),
+                ))
+            }
         };
-        self.app_for_code(&code)
-            .cloned()
-            .ok_or_else(|| (Reason::Unroutable, format!("no app has a prefix of operation code {:?}", truncate(&code))))
+        self.app_for_code(&code).cloned().ok_or_else(|| {
+            (
+                Reason::Unroutable,
+                format!(
+                    "no app has a prefix of operation code {:?}",
+                    truncate(&code)
+                ),
+            )
+        })
     }
 
-    fn any_of_apps(&self, raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Vec<Arc<str>>, Unrouted> {
+    fn any_of_apps(
+        &self,
+        raw: Option<&serde_json::value::RawValue>,
+        col: &str,
+    ) -> Result<Vec<Arc<str>>, Unrouted> {
         let entries: Vec<Option<String>> = match raw {
             Some(r) => serde_json::from_str::<Option<Vec<Option<String>>>>(r.get())
-                .map_err(|_| (Reason::Unroutable, format!("column {col} is not an array of text")))?
+                .map_err(|_| {
+                    (
+                        Reason::Unroutable,
+                        format!("column {col} is not an array of text"),
+                    )
+                })?
                 .unwrap_or_default(),
             None => Vec::new(),
         };
         let mut apps: Vec<Arc<str>> = Vec::new();
-        for app in entries.iter().flatten().filter_map(|e| self.app_for_code(e)) {
+        for app in entries
+            .iter()
+            .flatten()
+            .filter_map(|e| self.app_for_code(e))
+        {
             if !apps.contains(app) {
                 apps.push(app.clone());
             }
         }
         if apps.is_empty() {
-            return Err((Reason::Unroutable, format!("no entry of {col} matches an app prefix")));
+            return Err((
+                Reason::Unroutable,
+                format!("no entry of {col} matches an app prefix"),
+            ));
         }
         Ok(apps)
     }
@@ -241,11 +355,27 @@ fn rule_column(rule: &Rule) -> Option<&str> {
 fn tenant_of(raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<String, Unrouted> {
     let text = match raw.map(json::scalar_text) {
         Some(Ok(Some(t))) => t,
-        Some(Ok(None)) | None => return Err((Reason::MissingTenant, format!("tenant column {col} is NULL"))),
-        Some(Err(json::NotScalar)) => return Err((Reason::InvalidTenant, format!("tenant column {col} is not a text or number"))),
+        Some(Ok(None)) | None => {
+            return Err((
+                Reason::MissingTenant,
+                format!("tenant column {col} is NULL"),
+            ))
+        }
+        Some(Err(json::NotScalar)) => {
+            return Err((
+                Reason::InvalidTenant,
+                format!("tenant column {col} is not a text or number"),
+            ))
+        }
     };
     if !is_safe_tenant(&text) {
-        return Err((Reason::InvalidTenant, format!("tenant {:?} does not match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$", truncate(&text))));
+        return Err((
+            Reason::InvalidTenant,
+            format!(
+                "tenant {:?} does not match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$",
+                truncate(&text)
+            ),
+        ));
     }
     Ok(text.into_owned())
 }

@@ -95,7 +95,13 @@ mod tests {
     #[test]
     fn renders_the_default_channel() {
         let t = Template::parse("{app}:{tenant}:{type}").unwrap();
-        let v = Values { app: "crm", tenant: "tenant-123", data_type: "credit-configs", table: "public.t", id: "7" };
+        let v = Values {
+            app: "crm",
+            tenant: "tenant-123",
+            data_type: "credit-configs",
+            table: "public.t",
+            id: "7",
+        };
         assert_eq!(t.render(&v), "crm:tenant-123:credit-configs");
         let k = Template::parse("tenant:{tenant}:instance:{id}").unwrap();
         assert_eq!(k.render(&v), "tenant:tenant-123:instance:7");
@@ -104,7 +110,9 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_unbalanced_placeholders() {
-        assert!(Template::parse("{app}:{tenat}").unwrap_err().contains("{tenat}"));
+        assert!(Template::parse("{app}:{tenat}")
+            .unwrap_err()
+            .contains("{tenat}"));
         assert!(Template::parse("{app").is_err());
         assert!(Template::parse("app}").is_err());
     }

@@ -51,7 +51,12 @@ fn change(table: &str, data: &str) -> Change {
         changed_fields: None,
         unchanged_columns: vec![],
         timestamp: "2026-11-22T10:00:00.000000Z".into(),
-        source: SourceRef { mode: "trigger", lsn: None, xid: None, id: Some(1) },
+        source: SourceRef {
+            mode: "trigger",
+            lsn: None,
+            xid: None,
+            id: Some(1),
+        },
         replay: None,
     }
 }
@@ -74,7 +79,10 @@ fn channels(routed: &[Routed]) -> Vec<String> {
 }
 
 fn credit(code: &str, tenant: &str) -> Change {
-    change("public.credit_configurations", &format!(r#"{{"tenant_id": {tenant}, "operation_code": {code}, "credit_cost": 3.00}}"#))
+    change(
+        "public.credit_configurations",
+        &format!(r#"{{"tenant_id": {tenant}, "operation_code": {code}, "credit_cost": 3.00}}"#),
+    )
 }
 
 #[test]
@@ -90,7 +98,10 @@ fn seed_operation_codes_go_to_their_app() {
         ("finance.budget.track", "finance"),
         ("crm.reports.generate", "crm_reports"), // the longest prefix wins
     ] {
-        let got = channels(&route(&r, &credit(&format!("\"{code}\""), "\"tenant-123\"")));
+        let got = channels(&route(
+            &r,
+            &credit(&format!("\"{code}\""), "\"tenant-123\""),
+        ));
         assert_eq!(got, [format!("{app}:tenant-123:credit-configs")], "{code}");
     }
 }
@@ -99,18 +110,34 @@ fn seed_operation_codes_go_to_their_app() {
 fn unknown_and_null_codes_are_unroutable() {
     let r = router("");
     for code in ["\"sales.deal.close\"", "null", "\"\"", "42"] {
-        assert_eq!(channels(&route(&r, &credit(code, "\"t1\""))), ["dead:unroutable"], "{code}");
+        assert_eq!(
+            channels(&route(&r, &credit(code, "\"t1\""))),
+            ["dead:unroutable"],
+            "{code}"
+        );
     }
     let r = router("on_unroutable = \"drop\"");
-    assert_eq!(channels(&route(&r, &credit("\"sales.x\"", "\"t1\""))), ["dropped"]);
+    assert_eq!(
+        channels(&route(&r, &credit("\"sales.x\"", "\"t1\""))),
+        ["dropped"]
+    );
 }
 
 #[test]
 fn a_role_fans_out_to_every_app_in_its_permissions() {
     let r = router("");
-    let role = change("public.roles", r#"{"tenant_id": "t-9", "permissions": ["crm.leads.create", "hrms.leave.approve", "crm.contacts.update", null, "other"]}"#);
-    assert_eq!(channels(&route(&r, &role)), ["crm:t-9:roles", "hrms:t-9:roles"]);
-    let admin = change("public.roles", r#"{"tenant_id": "t-9", "permissions": ["user-management"]}"#);
+    let role = change(
+        "public.roles",
+        r#"{"tenant_id": "t-9", "permissions": ["crm.leads.create", "hrms.leave.approve", "crm.contacts.update", null, "other"]}"#,
+    );
+    assert_eq!(
+        channels(&route(&r, &role)),
+        ["crm:t-9:roles", "hrms:t-9:roles"]
+    );
+    let admin = change(
+        "public.roles",
+        r#"{"tenant_id": "t-9", "permissions": ["user-management"]}"#,
+    );
     assert_eq!(channels(&route(&r, &admin)), ["crm:t-9:roles"]);
     let none = change("public.roles", r#"{"tenant_id": "t-9", "permissions": []}"#);
     assert_eq!(channels(&route(&r, &none)), ["dead:unroutable"]);
@@ -119,12 +146,24 @@ fn a_role_fans_out_to_every_app_in_its_permissions() {
 #[test]
 fn users_go_to_the_fixed_apps_with_their_cache_keys() {
     let r = router("");
-    let out = route(&r, &change("public.users", r#"{"tenant_id": 77, "email": "a@b"}"#));
+    let out = route(
+        &r,
+        &change("public.users", r#"{"tenant_id": 77, "email": "a@b"}"#),
+    );
     assert_eq!(channels(&out), ["crm:77:users", "hrms:77:users"]);
-    let Routed::Publish(e) = &out[1] else { panic!() };
+    let Routed::Publish(e) = &out[1] else {
+        panic!()
+    };
     assert_eq!(e.invalidate, ["tenant:77:user:r1"]);
     let v: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
-    assert_eq!((v["app"].as_str(), v["tenantId"].as_str(), v["dataType"].as_str()), (Some("hrms"), Some("77"), Some("users")));
+    assert_eq!(
+        (
+            v["app"].as_str(),
+            v["tenantId"].as_str(),
+            v["dataType"].as_str()
+        ),
+        (Some("hrms"), Some("77"), Some("users"))
+    );
 }
 
 #[test]
@@ -139,22 +178,37 @@ fn unsafe_and_missing_tenants_are_dead_lettered() {
         ("true", "invalid_tenant"),
         ("null", "missing_tenant"),
     ] {
-        assert_eq!(channels(&route(&r, &credit("\"crm.x\"", tenant))), [format!("dead:{reason}")], "{tenant}");
+        assert_eq!(
+            channels(&route(&r, &credit("\"crm.x\"", tenant))),
+            [format!("dead:{reason}")],
+            "{tenant}"
+        );
     }
 }
 
 #[test]
 fn oversized_payloads_are_dead_lettered_with_their_channel() {
     let r = router("");
-    let big = format!(r#"{{"tenant_id": "t1", "operation_code": "crm.x", "blob": "{}"}}"#, "x".repeat(3000));
+    let big = format!(
+        r#"{{"tenant_id": "t1", "operation_code": "crm.x", "blob": "{}"}}"#,
+        "x".repeat(3000)
+    );
     let out = route(&r, &change("public.credit_configurations", &big));
-    let Routed::DeadLetter(d) = &out[0] else { panic!() };
-    assert_eq!((d.reason, d.channel.as_deref()), (Reason::PayloadTooLarge, Some("crm:t1:credit-configs")));
+    let Routed::DeadLetter(d) = &out[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (d.reason, d.channel.as_deref()),
+        (Reason::PayloadTooLarge, Some("crm:t1:credit-configs"))
+    );
 }
 
 #[test]
 fn an_unconfigured_table_is_unroutable() {
-    assert_eq!(channels(&route(&router(""), &change("public.other", "{}"))), ["dead:unroutable"]);
+    assert_eq!(
+        channels(&route(&router(""), &change("public.other", "{}"))),
+        ["dead:unroutable"]
+    );
 }
 
 proptest! {

@@ -58,12 +58,16 @@ const BOUNDS: &str = "SELECT c.s::text, r.lo, r.hi \
 /// window is at most `batch_size` ids wide, so each read is a short range of the primary key
 /// whatever plan PostgreSQL picks (an open-ended `id > $3 ... LIMIT` let it sort the whole
 /// backlog for every batch, as it misjudges the snapshot tests: see benches/README.md).
-const READ: &str = concat!("SELECT ", change_log_columns!(), " FROM sluice.change_log \
+const READ: &str = concat!(
+    "SELECT ",
+    change_log_columns!(),
+    " FROM sluice.change_log \
     WHERE id > $3 AND id <= $4 \
       AND event_id IS NULL \
       AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot) \
       AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
-    ORDER BY id");
+    ORDER BY id"
+);
 
 /// Processed rows past retention, among the 10,000 oldest: ids follow write time, so the
 /// oldest rows by id are the prunable ones, and a look at them is a short primary-key scan
@@ -100,7 +104,11 @@ enum Round {
     /// Nothing is new in this snapshot: `done` may move to it.
     Empty(String),
     /// The round `snapshot` holds rows with ids through `end`; those through `after` are read.
-    Read { snapshot: String, after: i64, end: i64 },
+    Read {
+        snapshot: String,
+        after: i64,
+        end: i64,
+    },
 }
 
 /// The change_log reader.
@@ -118,15 +126,25 @@ pub struct ChangeLog {
 impl ChangeLog {
     /// Loads the stored progress.
     pub async fn open(client: &Client, batch_size: usize) -> Result<ChangeLog, ChangeLogError> {
-        let progress = checkpoint::load(client, CHANGE_LOG).await?.ok_or(ChangeLogError::NotSetUp)?;
+        let progress = checkpoint::load(client, CHANGE_LOG)
+            .await?
+            .ok_or(ChangeLogError::NotSetUp)?;
         client.batch_execute(READER_SETTINGS).await?;
         let (bounds, read) = (client.prepare(BOUNDS).await?, client.prepare(READ).await?);
-        Ok(ChangeLog { progress, batch_size: batch_size as i64, bounds, read, round_end: None })
+        Ok(ChangeLog {
+            progress,
+            batch_size: batch_size as i64,
+            bounds,
+            read,
+            round_end: None,
+        })
     }
 
     /// Subscribes the session to the trigger's notifications.
     pub async fn listen(client: &Client) -> Result<(), ChangeLogError> {
-        client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await?;
+        client
+            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+            .await?;
         Ok(())
     }
 
@@ -143,18 +161,43 @@ impl ChangeLog {
     /// read in windows of `batch_size` ids from its smallest id to its largest.
     pub async fn next_batch(&mut self, client: &Client) -> Result<Batch, ChangeLogError> {
         let (round, after, end) = match self.round(client).await? {
-            Round::Empty(snapshot) => return Ok(Batch { changes: Vec::new(), next: Progress { done: snapshot, round: None }, full: false }),
-            Round::Read { snapshot, after, end } => (snapshot, after, end),
+            Round::Empty(snapshot) => {
+                return Ok(Batch {
+                    changes: Vec::new(),
+                    next: Progress {
+                        done: snapshot,
+                        round: None,
+                    },
+                    full: false,
+                })
+            }
+            Round::Read {
+                snapshot,
+                after,
+                end,
+            } => (snapshot, after, end),
         };
         let upto = end.min(after.saturating_add(self.batch_size));
-        let rows = client.query(&self.read, &[&self.progress.done, &round, &after, &upto]).await?;
+        let rows = client
+            .query(&self.read, &[&self.progress.done, &round, &after, &upto])
+            .await?;
         let changes = rows.iter().map(change_of).collect::<Result<Vec<_>, _>>()?;
         let full = upto < end;
         let next = match full {
-            true => Progress { done: self.progress.done.clone(), round: Some((round, upto)) },
-            false => Progress { done: round, round: None },
+            true => Progress {
+                done: self.progress.done.clone(),
+                round: Some((round, upto)),
+            },
+            false => Progress {
+                done: round,
+                round: None,
+            },
         };
-        Ok(Batch { changes, next, full })
+        Ok(Batch {
+            changes,
+            next,
+            full,
+        })
     }
 
     /// The round to read from: the stored one, or a new one at the current snapshot.
@@ -162,17 +205,31 @@ impl ChangeLog {
         let stored = self.progress.round.clone();
         if let (Some((snapshot, after)), Some((cached, end))) = (&stored, &self.round_end) {
             if snapshot == cached {
-                return Ok(Round::Read { snapshot: snapshot.clone(), after: *after, end: *end });
+                return Ok(Round::Read {
+                    snapshot: snapshot.clone(),
+                    after: *after,
+                    end: *end,
+                });
             }
         }
-        let row = client.query_one(&self.bounds, &[&self.progress.done, &stored.as_ref().map(|r| r.0.as_str())]).await?;
-        let (snapshot, lo, hi): (String, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+        let row = client
+            .query_one(
+                &self.bounds,
+                &[&self.progress.done, &stored.as_ref().map(|r| r.0.as_str())],
+            )
+            .await?;
+        let (snapshot, lo, hi): (String, Option<i64>, Option<i64>) =
+            (row.get(0), row.get(1), row.get(2));
         let after = stored.map_or(0, |r| r.1);
         let (Some(lo), Some(end)) = (lo, hi) else {
             return Ok(Round::Empty(snapshot));
         };
         self.round_end = Some((snapshot.clone(), end));
-        Ok(Round::Read { snapshot, after: after.max(lo - 1), end })
+        Ok(Round::Read {
+            snapshot,
+            after: after.max(lo - 1),
+            end,
+        })
     }
 
     /// Moves progress once a batch is delivered and stored.
@@ -184,7 +241,9 @@ impl ChangeLog {
     pub async fn prune(&self, client: &Client, retention: Duration) -> Result<u64, ChangeLogError> {
         let mut total = 0;
         loop {
-            let n = client.execute(PRUNE, &[&retention.as_secs_f64(), &self.progress.done]).await?;
+            let n = client
+                .execute(PRUNE, &[&retention.as_secs_f64(), &self.progress.done])
+                .await?;
             total += n;
             if n < 10_000 {
                 return Ok(total);
@@ -199,12 +258,15 @@ pub fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
     let id: i64 = row.get(0);
     let malformed = |why: String| ChangeLogError::Malformed { id, why };
     let op: String = row.get(3);
-    let operation = Operation::parse(&op).ok_or_else(|| malformed(format!("unknown operation {op:?}")))?;
+    let operation =
+        Operation::parse(&op).ok_or_else(|| malformed(format!("unknown operation {op:?}")))?;
     let new_row: Option<String> = row.get(5);
     let old_row: Option<String> = row.get(6);
     let event_id: Option<String> = row.get(8);
     let history = match (&event_id, row.get::<_, Option<String>>(9)) {
-        (Some(_), Some(meta)) => Some(serde_json::from_str::<Meta>(&meta).map_err(|e| malformed(format!("meta: {e}")))?),
+        (Some(_), Some(meta)) => {
+            Some(serde_json::from_str::<Meta>(&meta).map_err(|e| malformed(format!("meta: {e}")))?)
+        }
         _ => None,
     };
     let (old, changed) = match (operation, &history, &old_row, &new_row) {
@@ -223,7 +285,12 @@ pub fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
     .ok_or_else(|| malformed(format!("{op} without a row")))?;
     let source = match &history {
         Some(meta) => history::source_of(meta),
-        None => SourceRef { mode: "trigger", lsn: None, xid: row.get::<_, String>(1).parse().ok(), id: Some(id) },
+        None => SourceRef {
+            mode: "trigger",
+            lsn: None,
+            xid: row.get::<_, String>(1).parse().ok(),
+            id: Some(id),
+        },
     };
     Ok(Change {
         event_id: event_id.unwrap_or_else(|| format!("cl:{id}")),

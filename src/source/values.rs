@@ -214,7 +214,11 @@ fn write_number(text: &str, out: &mut String) -> Result<(), ValueError> {
     let digit = |i: i64| -> char {
         let (int, frac) = (int.as_bytes(), frac.as_bytes());
         let at = |s: &[u8], i: i64| usize::try_from(i).ok().and_then(|i| s.get(i).copied());
-        char::from(at(int, i).or_else(|| at(frac, i - int.len() as i64)).unwrap_or(b'0'))
+        char::from(
+            at(int, i)
+                .or_else(|| at(frac, i - int.len() as i64))
+                .unwrap_or(b'0'),
+        )
     };
     let point = (int.len() as i64).saturating_add(exponent);
     let scale = (frac.len() as i64).saturating_sub(exponent).max(0);
@@ -334,7 +338,10 @@ struct ArrayReader<'a> {
 
 impl ArrayReader<'_> {
     fn error(&self) -> ValueError {
-        ValueError::Array { at: self.pos, text: clip(self.text) }
+        ValueError::Array {
+            at: self.pos,
+            text: clip(self.text),
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -342,7 +349,10 @@ impl ArrayReader<'_> {
     }
 
     fn skip_space(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)) {
+        while matches!(
+            self.peek(),
+            Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+        ) {
             self.pos += 1;
         }
     }
@@ -408,7 +418,11 @@ impl ArrayReader<'_> {
                 return Ok(());
             }
         }
-        let value = if escaped { Cow::Owned(unescape(raw)) } else { Cow::Borrowed(raw) };
+        let value = if escaped {
+            Cow::Owned(unescape(raw))
+        } else {
+            Cow::Borrowed(raw)
+        };
         write_value(element, &value, out)
     }
 }
@@ -449,7 +463,11 @@ mod tests {
             (Int, "-9223372036854775808", s("-9223372036854775808")),
             (Numeric, "1.10", s("1.10")),
             (Numeric, "3.00", s("3.00")),
-            (Numeric, "12345678901234567890.123456789", s("12345678901234567890.123456789")),
+            (
+                Numeric,
+                "12345678901234567890.123456789",
+                s("12345678901234567890.123456789"),
+            ),
             (Numeric, "NaN", s(r#""NaN""#)),
             (Numeric, "-Infinity", s(r#""-Infinity""#)),
             (Float, "1e+100", format!("1{}", zeros(100))),
@@ -462,34 +480,87 @@ mod tests {
             (Float, "0.1", s("0.1")),
             (Float, "Infinity", s(r#""Infinity""#)),
             (Kind::of_builtin(26).unwrap(), "123", s(r#""123""#)),
-            (Text, "a\"b\\c\n\t\u{1}é€😀", s(r#""a\"b\\c\n\t\u0001é€😀""#)),
+            (
+                Text,
+                "a\"b\\c\n\t\u{1}é€😀",
+                s(r#""a\"b\\c\n\t\u0001é€😀""#),
+            ),
             (Text, "ab   ", s(r#""ab   ""#)),
             (Date, "0044-03-15 BC", s(r#""0044-03-15 BC""#)),
             (TimeTz, "03:04:05+02", s(r#""03:04:05+02""#)),
-            (Timestamp, "2026-01-02 03:04:05.123456", s(r#""2026-01-02T03:04:05.123456""#)),
-            (Timestamp, "0044-03-15 03:00:00 BC", s(r#""0044-03-15T03:00:00 BC""#)),
+            (
+                Timestamp,
+                "2026-01-02 03:04:05.123456",
+                s(r#""2026-01-02T03:04:05.123456""#),
+            ),
+            (
+                Timestamp,
+                "0044-03-15 03:00:00 BC",
+                s(r#""0044-03-15T03:00:00 BC""#),
+            ),
             (Timestamp, "infinity", s(r#""infinity""#)),
-            (TimestampTz, "2026-01-02 03:04:05.5+00", s(r#""2026-01-02T03:04:05.5+00:00""#)),
-            (TimestampTz, "2026-01-02 08:34:05+05:30", s(r#""2026-01-02T08:34:05+05:30""#)),
-            (TimestampTz, "1899-12-31 19:32:20-04:27:40", s(r#""1899-12-31T19:32:20-04:27:40""#)),
-            (TimestampTz, "0044-03-15 03:00:00+00 BC", s(r#""0044-03-15T03:00:00+00:00 BC""#)),
+            (
+                TimestampTz,
+                "2026-01-02 03:04:05.5+00",
+                s(r#""2026-01-02T03:04:05.5+00:00""#),
+            ),
+            (
+                TimestampTz,
+                "2026-01-02 08:34:05+05:30",
+                s(r#""2026-01-02T08:34:05+05:30""#),
+            ),
+            (
+                TimestampTz,
+                "1899-12-31 19:32:20-04:27:40",
+                s(r#""1899-12-31T19:32:20-04:27:40""#),
+            ),
+            (
+                TimestampTz,
+                "0044-03-15 03:00:00+00 BC",
+                s(r#""0044-03-15T03:00:00+00:00 BC""#),
+            ),
             (TimestampTz, "-infinity", s(r#""-infinity""#)),
             (Bytea, r"\x0102ff", s(r#""\\x0102ff""#)),
-            (Interval, "1 year 2 mons 3 days 04:05:06.5", s(r#""1 year 2 mons 3 days 04:05:06.5""#)),
-            (Json, r#"{"b": 1, "a": [1e5, 1.0E+2, -0, 0.5e-3], "b": {"z": "\u0041"}}"#,
-                s(r#"{"a":[100000,100,0,0.0005],"b":{"z":"A"}}"#)),
+            (
+                Interval,
+                "1 year 2 mons 3 days 04:05:06.5",
+                s(r#""1 year 2 mons 3 days 04:05:06.5""#),
+            ),
+            (
+                Json,
+                r#"{"b": 1, "a": [1e5, 1.0E+2, -0, 0.5e-3], "b": {"z": "\u0041"}}"#,
+                s(r#"{"a":[100000,100,0,0.0005],"b":{"z":"A"}}"#),
+            ),
             (Json, " \"s\" ", s(r#""s""#)),
             (Jsonb, r#"{"a": [1, 2.50]}"#, s(r#"{"a":[1,2.50]}"#)),
             (array(Int), "{1,2,NULL}", s("[1,2,null]")),
             (array(Int), "[0:1][1:2]={{1,2},{3,4}}", s("[[1,2],[3,4]]")),
             (array(Int), "{}", s("[]")),
-            (array(Text), r#"{"a b","c,d","e\"f","NULL",NULL,"","x\\y","{}"}"#,
-                s(r#"["a b","c,d","e\"f","NULL",null,"","x\\y","{}"]"#)),
-            (array(Float), "{1e+100,NaN,-0,1.5e-07}", format!(r#"[1{},"NaN",0,0.00000015]"#, zeros(100))),
-            (array(Bytea), r#"{"\\x01ff",NULL}"#, s(r#"["\\x01ff",null]"#)),
-            (array(Jsonb), r#"{"{\"a\": 1}","null","\"x\""}"#, s(r#"[{"a":1},null,"x"]"#)),
-            (array(TimestampTz), r#"{"2026-01-02 03:04:05+00",infinity}"#,
-                s(r#"["2026-01-02T03:04:05+00:00","infinity"]"#)),
+            (
+                array(Text),
+                r#"{"a b","c,d","e\"f","NULL",NULL,"","x\\y","{}"}"#,
+                s(r#"["a b","c,d","e\"f","NULL",null,"","x\\y","{}"]"#),
+            ),
+            (
+                array(Float),
+                "{1e+100,NaN,-0,1.5e-07}",
+                format!(r#"[1{},"NaN",0,0.00000015]"#, zeros(100)),
+            ),
+            (
+                array(Bytea),
+                r#"{"\\x01ff",NULL}"#,
+                s(r#"["\\x01ff",null]"#),
+            ),
+            (
+                array(Jsonb),
+                r#"{"{\"a\": 1}","null","\"x\""}"#,
+                s(r#"[{"a":1},null,"x"]"#),
+            ),
+            (
+                array(TimestampTz),
+                r#"{"2026-01-02 03:04:05+00",infinity}"#,
+                s(r#"["2026-01-02T03:04:05+00:00","infinity"]"#),
+            ),
             (array(array(Int)), r#"{"{1,2}","{3}"}"#, s("[[1,2],[3]]")),
         ]
     }
@@ -504,19 +575,44 @@ mod tests {
         assert_eq!(json(&Kind::Float, "1.5e-07"), "0.00000015");
         assert_eq!(json(&Kind::Json, "0e999999999999").len(), 1);
         assert_eq!(json(&Kind::Json, "1e131071").len(), 131072);
-        assert_eq!(json(&Kind::Json, r#"{"bb":1,"a":2,"c":3}"#), r#"{"a":2,"c":3,"bb":1}"#);
+        assert_eq!(
+            json(&Kind::Json, r#"{"bb":1,"a":2,"c":3}"#),
+            r#"{"a":2,"c":3,"bb":1}"#
+        );
     }
 
     #[test]
     fn malformed_texts_are_errors() {
         let int_array = array(Kind::Int);
-        for (kind, text) in [(&Kind::Bool, "x"), (&Kind::Int, "1-"), (&Kind::Float, "1e131072"), (&Kind::Json, "[1.5e-16383]"), (&Kind::Json, "{")] {
-            assert!(write_json(kind, text, &mut String::new()).is_err(), "{text:?}");
+        for (kind, text) in [
+            (&Kind::Bool, "x"),
+            (&Kind::Int, "1-"),
+            (&Kind::Float, "1e131072"),
+            (&Kind::Json, "[1.5e-16383]"),
+            (&Kind::Json, "{"),
+        ] {
+            assert!(
+                write_json(kind, text, &mut String::new()).is_err(),
+                "{text:?}"
+            );
         }
-        for text in ["{1,2", "{1}x", "1,2", r#"{"a}"#, "{,}", "[0:1]{1}", "{{{{{{{1}}}}}}}", "{a\"b}", "{1\\"] {
+        for text in [
+            "{1,2",
+            "{1}x",
+            "1,2",
+            r#"{"a}"#,
+            "{,}",
+            "[0:1]{1}",
+            "{{{{{{{1}}}}}}}",
+            "{a\"b}",
+            "{1\\",
+        ] {
             let mut out = String::from("[");
             let err = write_json(&int_array, text, &mut out);
-            assert!(matches!(err, Err(ValueError::Array { .. })), "{text:?}: {err:?}");
+            assert!(
+                matches!(err, Err(ValueError::Array { .. })),
+                "{text:?}: {err:?}"
+            );
             assert_eq!(out, "[", "{text:?}");
         }
     }
@@ -530,7 +626,10 @@ mod tests {
             }
             format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
         };
-        let items: Vec<String> = items.iter().map(|i| i.as_ref().map_or("NULL".into(), quote)).collect();
+        let items: Vec<String> = items
+            .iter()
+            .map(|i| i.as_ref().map_or("NULL".into(), quote))
+            .collect();
         format!("{{{}}}", items.join(","))
     }
 

@@ -37,7 +37,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn unknown(listen: &str) -> Daemon {
-        Daemon { address: connect_address(listen), ..Daemon::default() }
+        Daemon {
+            address: connect_address(listen),
+            ..Daemon::default()
+        }
     }
 }
 
@@ -52,7 +55,9 @@ pub async fn probe(listen: &str) -> Daemon {
         Ok(answer) => answer,
         Err(_) => Err(format!("no answer within {LIMIT:?}")),
     };
-    match answer.and_then(|body| serde_json::from_slice::<Value>(&body).map_err(|e| format!("the answer is not JSON: {e}"))) {
+    match answer.and_then(|body| {
+        serde_json::from_slice::<Value>(&body).map_err(|e| format!("the answer is not JSON: {e}"))
+    }) {
         Ok(v) => {
             out.reachable = true;
             out.phase = v["phase"].as_str().map(String::from);
@@ -70,7 +75,11 @@ pub async fn probe(listen: &str) -> Daemon {
 pub fn connect_address(listen: &str) -> String {
     match listen.parse::<SocketAddr>() {
         Ok(a) if a.ip().is_unspecified() => {
-            let ip = if a.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(Ipv6Addr::LOCALHOST) };
+            let ip = if a.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            };
             SocketAddr::new(ip, a.port()).to_string()
         }
         _ => listen.trim().to_string(),
@@ -79,24 +88,39 @@ pub fn connect_address(listen: &str) -> String {
 
 /// `GET path` on `address`; the body of a 200 answer.
 async fn get(address: &str, path: &str) -> Result<Vec<u8>, String> {
-    let mut stream = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
-    stream.take(MAX_ANSWER).read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
+    stream
+        .take(MAX_ANSWER)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
     body(&answer)
 }
 
 /// The body of a raw HTTP answer, if its status is 200.
 pub fn body(answer: &[u8]) -> Result<Vec<u8>, String> {
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or("the answer is not HTTP")?;
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the answer is not HTTP")?;
     let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
     let status = head.lines().next().unwrap_or_default();
     if status.split_whitespace().nth(1) != Some("200") {
         return Err(format!("it answered {status:?}, not 200"));
     }
     let rest = &answer[end + 4..];
-    if head.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked")) {
+    if head
+        .lines()
+        .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"))
+    {
         return dechunk(rest);
     }
     Ok(rest.to_vec())
@@ -106,9 +130,14 @@ pub fn body(answer: &[u8]) -> Result<Vec<u8>, String> {
 fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let line = rest.windows(2).position(|w| w == b"\r\n").ok_or("a truncated chunked answer")?;
+        let line = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a truncated chunked answer")?;
         let size_text = String::from_utf8_lossy(&rest[..line]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16).map_err(|_| "a malformed chunk size")?;
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16)
+                .map_err(|_| "a malformed chunk size")?;
         rest = &rest[line + 2..];
         if size == 0 {
             return Ok(out);
@@ -132,10 +161,15 @@ mod tests {
 
     #[test]
     fn bodies_plain_and_chunked_and_errors() {
-        assert_eq!(body(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap(), b"{}");
+        assert_eq!(
+            body(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap(),
+            b"{}"
+        );
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4;x=y\r\n\":1}\r\n0\r\n\r\n";
         assert_eq!(body(chunked).unwrap(), b"{\"a\":1}");
-        assert!(body(b"HTTP/1.1 404 Not Found\r\n\r\nno").unwrap_err().contains("404"));
+        assert!(body(b"HTTP/1.1 404 Not Found\r\n\r\nno")
+            .unwrap_err()
+            .contains("404"));
         assert!(body(b"garbage").is_err());
     }
 
@@ -148,19 +182,29 @@ mod tests {
             let mut request = [0u8; 1024];
             let n = socket.read(&mut request).await.unwrap();
             assert!(request[..n].starts_with(b"GET /status HTTP/1.1\r\n"));
-            let json = r#"{"phase":"streaming","ready":"ready","uptime_seconds":42,"version":"0.1.0"}"#;
-            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{json}", json.len());
+            let json =
+                r#"{"phase":"streaming","ready":"ready","uptime_seconds":42,"version":"0.1.0"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{json}",
+                json.len()
+            );
             socket.write_all(answer.as_bytes()).await.unwrap();
         });
         let d = probe(&address).await;
         assert!(d.reachable, "{d:?}");
-        assert_eq!((d.phase.as_deref(), d.ready.as_deref(), d.uptime_seconds), (Some("streaming"), Some("ready"), Some(42)));
+        assert_eq!(
+            (d.phase.as_deref(), d.ready.as_deref(), d.uptime_seconds),
+            (Some("streaming"), Some("ready"), Some(42))
+        );
     }
 
     #[tokio::test]
     async fn a_closed_port_is_reported_not_raised() {
         let port = crate::testkit::free_port();
         let d = probe(&format!("127.0.0.1:{port}")).await;
-        assert!(!d.reachable && d.error.is_some() && d.phase.is_none(), "{d:?}");
+        assert!(
+            !d.reachable && d.error.is_some() && d.phase.is_none(),
+            "{d:?}"
+        );
     }
 }

@@ -29,10 +29,19 @@ fn logical(r: &Report, slot: &Slot, lines: &mut Vec<(&str, String)>) {
         lines.push(("slot", format!("{name} is missing: run `sluice setup` (or `sluice setup --recreate-slot` after it was lost)")));
         return;
     }
-    let holder = r.active_pid.map_or("inactive: no daemon is streaming it".to_string(), |pid| format!("active, streamed by backend pid {pid}"));
+    let holder = r
+        .active_pid
+        .map_or("inactive: no daemon is streaming it".to_string(), |pid| {
+            format!("active, streamed by backend pid {pid}")
+        });
     lines.push(("slot", format!("{name}, {holder}")));
     lines.push(("position", position(r, "confirmed")));
-    lines.push(("lag", r.lag_bytes.map_or("unknown".into(), |b| format!("{} of WAL not yet confirmed", bytes(b)))));
+    lines.push((
+        "lag",
+        r.lag_bytes.map_or("unknown".into(), |b| {
+            format!("{} of WAL not yet confirmed", bytes(b))
+        }),
+    ));
     lines.push(("retained WAL", retained(r, slot)));
 }
 
@@ -43,7 +52,10 @@ fn retained(r: &Report, slot: &Slot) -> String {
     }
     let size = r.retained_wal_bytes.map_or("unknown".into(), bytes);
     let room = match slot.safe_wal_size_bytes {
-        Some(b) => format!("{} more before max_slot_wal_keep_size invalidates the slot", bytes(b)),
+        Some(b) => format!(
+            "{} more before max_slot_wal_keep_size invalidates the slot",
+            bytes(b)
+        ),
         None => "no max_slot_wal_keep_size limit".into(),
     };
     format!("{size} (wal_status {status}; {room})")
@@ -51,7 +63,11 @@ fn retained(r: &Report, slot: &Slot) -> String {
 
 fn trigger(r: &Report, lines: &mut Vec<(&str, String)>) {
     lines.push(("position", position(r, "published through")));
-    let reader = r.active_pid.map_or("none: no daemon reads the change_log".to_string(), |pid| format!("backend pid {pid} holds the change_log reader lock"));
+    let reader = r
+        .active_pid
+        .map_or("none: no daemon reads the change_log".to_string(), |pid| {
+            format!("backend pid {pid} holds the change_log reader lock")
+        });
     lines.push(("reader", reader));
     let pending = match (r.pending, r.oldest_pending_age_seconds) {
         (Some(0), _) | (None, _) => "0 changes".to_string(),
@@ -66,7 +82,10 @@ fn position(r: &Report, verb: &str) -> String {
         return "none stored yet".into();
     };
     match (&r.position_updated_at, r.position_age_seconds) {
-        (Some(at), Some(age)) => format!("{verb} {position} (checkpoint stored {at}, {} ago)", seconds(age)),
+        (Some(at), Some(age)) => format!(
+            "{verb} {position} (checkpoint stored {at}, {} ago)",
+            seconds(age)
+        ),
         _ => format!("{verb} {position}"),
     }
 }
@@ -75,14 +94,27 @@ fn dead_letters(r: &Report) -> String {
     if r.dead_letters.open == 0 {
         return "none open".into();
     }
-    let reasons: Vec<String> = r.dead_letters.by_reason.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
-    format!("{} open ({}); `sluice dead-letters list` shows them", r.dead_letters.open, reasons.join(", "))
+    let reasons: Vec<String> = r
+        .dead_letters
+        .by_reason
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    format!(
+        "{} open ({}); `sluice dead-letters list` shows them",
+        r.dead_letters.open,
+        reasons.join(", ")
+    )
 }
 
 fn last_error(r: &Report) -> String {
     match &r.last_error {
         None => "none recorded".into(),
-        Some(e) => format!("{} {}", e.at.as_deref().unwrap_or("(time unknown)"), e.message.replace(['\n', '\r'], " ")),
+        Some(e) => format!(
+            "{} {}",
+            e.at.as_deref().unwrap_or("(time unknown)"),
+            e.message.replace(['\n', '\r'], " ")
+        ),
     }
 }
 
@@ -95,7 +127,10 @@ fn daemon(d: &Daemon) -> String {
     }
     let mut parts = vec![d.phase.clone().unwrap_or_else(|| "phase unknown".into())];
     parts.extend(d.ready.clone());
-    parts.extend(d.uptime_seconds.map(|s| format!("up {}", seconds(s as f64))));
+    parts.extend(
+        d.uptime_seconds
+            .map(|s| format!("up {}", seconds(s as f64))),
+    );
     parts.extend(d.version.as_ref().map(|v| format!("version {v}")));
     format!("{} (at {})", parts.join(", "), d.address)
 }
@@ -134,9 +169,28 @@ mod tests {
 
     #[test]
     fn sizes_and_ages_read_like_a_person_writes_them() {
-        assert_eq!((bytes(-5), bytes(0), bytes(1023)), ("0 B".into(), "0 B".into(), "1023 B".into()));
-        assert_eq!((bytes(1024), bytes(1_258_291), bytes(3 << 30)), ("1.0 KiB".into(), "1.2 MiB".into(), "3.0 GiB".into()));
-        assert_eq!((seconds(0.4), seconds(184.0), seconds(7500.0), seconds(273_600.0)), ("0 s".into(), "3 min 4 s".into(), "2 h 5 min".into(), "3 d 4 h".into()));
+        assert_eq!(
+            (bytes(-5), bytes(0), bytes(1023)),
+            ("0 B".into(), "0 B".into(), "1023 B".into())
+        );
+        assert_eq!(
+            (bytes(1024), bytes(1_258_291), bytes(3 << 30)),
+            ("1.0 KiB".into(), "1.2 MiB".into(), "3.0 GiB".into())
+        );
+        assert_eq!(
+            (
+                seconds(0.4),
+                seconds(184.0),
+                seconds(7500.0),
+                seconds(273_600.0)
+            ),
+            (
+                "0 s".into(),
+                "3 min 4 s".into(),
+                "2 h 5 min".into(),
+                "3 d 4 h".into()
+            )
+        );
     }
 
     fn report(slot: Option<Slot>) -> Report {
@@ -151,15 +205,31 @@ mod tests {
             retained_wal_bytes: Some(2048),
             pending: Some(3),
             oldest_pending_age_seconds: Some(12.0),
-            dead_letters: DeadLetters { open: 3, by_reason: [("invalid_tenant".to_string(), 1), ("unroutable".to_string(), 2)].into() },
-            last_error: Some(LastError { message: "Redis unavailable:\nrefused".into(), at: Some("2026-11-22T09:59:00Z".into()) }),
+            dead_letters: DeadLetters {
+                open: 3,
+                by_reason: [
+                    ("invalid_tenant".to_string(), 1),
+                    ("unroutable".to_string(), 2),
+                ]
+                .into(),
+            },
+            last_error: Some(LastError {
+                message: "Redis unavailable:\nrefused".into(),
+                at: Some("2026-11-22T09:59:00Z".into()),
+            }),
             daemon: Daemon::unknown("0.0.0.0:9750"),
         }
     }
 
     #[test]
     fn lines_are_aligned_and_say_what_they_mean() {
-        let slot = Slot { name: "sluice".into(), exists: true, restart_lsn: None, wal_status: Some("reserved".into()), safe_wal_size_bytes: None };
+        let slot = Slot {
+            name: "sluice".into(),
+            exists: true,
+            restart_lsn: None,
+            wal_status: Some("reserved".into()),
+            safe_wal_size_bytes: None,
+        };
         let text = human(&report(Some(slot)));
         let expected = "\
 mode:         logical
@@ -173,7 +243,13 @@ daemon:       not reachable at 127.0.0.1:9750
 ";
         assert_eq!(text, expected);
         let text = human(&report(None));
-        assert!(text.contains("pending:      3 changes, the oldest written 12 s ago\n"), "{text}");
-        assert!(text.contains("reader:       none: no daemon reads the change_log\n"), "{text}");
+        assert!(
+            text.contains("pending:      3 changes, the oldest written 12 s ago\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reader:       none: no daemon reads the change_log\n"),
+            "{text}"
+        );
     }
 }

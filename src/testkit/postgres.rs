@@ -219,14 +219,19 @@ fn write_options(data: &Path, options: &PgOptions) -> io::Result<()> {
         std::fs::write(&path, bytes)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         if is_root() {
-            run(Command::new("chown").arg("postgres").arg(&path), "chown a server file")?;
+            run(
+                Command::new("chown").arg("postgres").arg(&path),
+                "chown a server file",
+            )?;
         }
     }
     let mut conf = String::from("\n");
     for (key, value) in &options.settings {
         let _ = writeln!(conf, "{key} = '{}'", value.replace('\'', "''"));
     }
-    let mut file = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))?;
     io::Write::write_all(&mut file, conf.as_bytes())
 }
 

@@ -38,14 +38,23 @@ impl Redis {
     /// `client_ca` (PEM), clients must show a certificate that CA signed; without it they need
     /// none. The plain port stays, for the harness's own connections: a `rediss://` client
     /// cannot fall back to it.
-    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8], client_ca: Option<&[u8]>) -> io::Result<Redis> {
+    pub fn start_tls(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        client_ca: Option<&[u8]>,
+    ) -> io::Result<Redis> {
         let dir = TempDir::new("redis")?;
         std::fs::write(dir.0.join("tls.crt"), cert_pem)?;
         std::fs::write(dir.0.join("tls.key"), key_pem)?;
         if let Some(ca) = client_ca {
             std::fs::write(dir.0.join("client-ca.crt"), ca)?;
         }
-        let mut redis = Redis { dir, child: None, port: 0, tls_port: None };
+        let mut redis = Redis {
+            dir,
+            child: None,
+            port: 0,
+            tls_port: None,
+        };
         on_free_port(&mut redis, |redis, port| {
             redis.port = port;
             redis.tls_port = Some(free_port());
@@ -100,7 +109,9 @@ impl Redis {
             cmd.arg("--tls-port").arg(tls_port.to_string());
             cmd.args("--tls-cert-file tls.crt --tls-key-file tls.key".split(' '));
             match self.dir.0.join("client-ca.crt").exists() {
-                true => cmd.args("--tls-auth-clients yes --tls-ca-cert-file client-ca.crt".split(' ')),
+                true => {
+                    cmd.args("--tls-auth-clients yes --tls-ca-cert-file client-ca.crt".split(' '))
+                }
                 false => cmd.args(["--tls-auth-clients", "no"]),
             };
         }

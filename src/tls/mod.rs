@@ -26,13 +26,21 @@ use tokio_rustls::TlsConnector;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{key} {path:?}: cannot read it: {source}")]
-    Read { key: &'static str, path: PathBuf, source: std::io::Error },
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{key} {path:?}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
     NoCertificate { key: &'static str, path: PathBuf },
     #[error("{key} {path:?}: holds no unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)")]
     NoKey { key: &'static str, path: PathBuf },
     #[error("{key} {path:?}: {reason}")]
-    BadCertificate { key: &'static str, path: PathBuf, reason: String },
+    BadCertificate {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("the system trust store has no CA certificates: install ca-certificates, or name a CA file in {0}")]
     NoSystemRoots(&'static str),
     #[error("TLS setup: {0}")]
@@ -81,10 +89,18 @@ pub struct Identity<'a> {
 /// The rustls client settings.
 pub fn client_config(s: &Settings<'_>) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let builder = match s.verify {
-        Verify::Nothing => builder.dangerous().with_custom_certificate_verifier(verify::accept_any(provider)),
-        Verify::Chain => builder.dangerous().with_custom_certificate_verifier(verify::chain_only(roots(s.ca_file, s.ca_key)?, provider)?),
+        Verify::Nothing => builder
+            .dangerous()
+            .with_custom_certificate_verifier(verify::accept_any(provider)),
+        Verify::Chain => builder
+            .dangerous()
+            .with_custom_certificate_verifier(verify::chain_only(
+                roots(s.ca_file, s.ca_key)?,
+                provider,
+            )?),
         Verify::Full => builder.with_root_certificates(roots(s.ca_file, s.ca_key)?),
     };
     let config = match &s.identity {
@@ -102,24 +118,43 @@ pub fn check_files(s: &Settings<'_>) -> Result<(), TlsError> {
     if let Some(ca) = s.ca_file {
         read_ca(ca, s.ca_key)?;
     }
-    s.identity.as_ref().map_or(Ok(()), |id| read_identity(id).map(drop))
+    s.identity
+        .as_ref()
+        .map_or(Ok(()), |id| read_identity(id).map(drop))
 }
 
 /// Reads a client certificate chain and its key.
-pub fn read_identity(id: &Identity<'_>) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+pub fn read_identity(
+    id: &Identity<'_>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let bytes = read(id.cert, id.cert_key)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadCertificate { key: id.cert_key, path: id.cert.into(), reason: e.to_string() })?;
+        .map_err(|e| TlsError::BadCertificate {
+            key: id.cert_key,
+            path: id.cert.into(),
+            reason: e.to_string(),
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate { key: id.cert_key, path: id.cert.into() });
+        return Err(TlsError::NoCertificate {
+            key: id.cert_key,
+            path: id.cert.into(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(id.key, id.key_key)?).map_err(|_| TlsError::NoKey { key: id.key_key, path: id.key.into() })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read(id.key, id.key_key)?).map_err(|_| TlsError::NoKey {
+            key: id.key_key,
+            path: id.key.into(),
+        })?;
     Ok((chain, key))
 }
 
 fn read(path: &Path, key: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { key, path: path.into(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        key,
+        path: path.into(),
+        source,
+    })
 }
 
 /// The CAs in `ca_file`, or the system's when there is none.
@@ -133,13 +168,22 @@ fn roots(ca_file: Option<&Path>, key: &'static str) -> Result<Arc<RootCertStore>
 /// Reads a PEM file of CA certificates.
 pub fn read_ca(path: &Path, key: &'static str) -> Result<RootCertStore, TlsError> {
     let bytes = read(path, key)?;
-    let bad = |reason: String| TlsError::BadCertificate { key, path: path.into(), reason };
+    let bad = |reason: String| TlsError::BadCertificate {
+        key,
+        path: path.into(),
+        reason,
+    };
     let mut store = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&bytes) {
-        store.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+        store
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
     }
     if store.is_empty() {
-        return Err(TlsError::NoCertificate { key, path: path.into() });
+        return Err(TlsError::NoCertificate {
+            key,
+            path: path.into(),
+        });
     }
     Ok(store)
 }
@@ -163,9 +207,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
 pub type Stream = Box<dyn AsyncStream>;
 
 /// Runs the TLS handshake over `tcp`, checking the certificate against `host`.
-pub async fn handshake(config: Arc<ClientConfig>, host: &str, tcp: TcpStream) -> std::io::Result<Stream> {
-    let name = ServerName::try_from(host.to_string()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host:?} is not a valid TLS server name: {e}")))?;
-    Ok(Box::new(TlsConnector::from(config).connect(name, tcp).await?))
+pub async fn handshake(
+    config: Arc<ClientConfig>,
+    host: &str,
+    tcp: TcpStream,
+) -> std::io::Result<Stream> {
+    let name = ServerName::try_from(host.to_string()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a valid TLS server name: {e}"),
+        )
+    })?;
+    Ok(Box::new(
+        TlsConnector::from(config).connect(name, tcp).await?,
+    ))
 }
 
 /// The rustls error somewhere in `e`'s chain (an `io::Error` carries it as its inner error).
@@ -175,7 +230,10 @@ fn rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error
         if let Some(found) = e.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             if let Some(found) = inner.downcast_ref::<rustls::Error>() {
                 return Some(found);
             }
@@ -194,8 +252,16 @@ pub fn explain(e: &(dyn StdError + 'static), server: Server) -> Option<String> {
 fn explain_rustls(e: &rustls::Error, server: Server) -> String {
     use rustls::CertificateError as C;
     let (ca, weaker, identity) = match server {
-        Server::Postgres => ("postgres.url as sslrootcert=/path/ca.pem", "sslmode=verify-ca to check the CA only", "postgres.url as sslcert=...&sslkey=..."),
-        Server::Redis => ("redis.ca_file", "a name listed in the certificate", "redis.cert_file and redis.key_file"),
+        Server::Postgres => (
+            "postgres.url as sslrootcert=/path/ca.pem",
+            "sslmode=verify-ca to check the CA only",
+            "postgres.url as sslcert=...&sslkey=...",
+        ),
+        Server::Redis => (
+            "redis.ca_file",
+            "a name listed in the certificate",
+            "redis.cert_file and redis.key_file",
+        ),
     };
     let cert = match e {
         rustls::Error::InvalidCertificate(cert) => cert,
@@ -214,7 +280,9 @@ fn explain_rustls(e: &rustls::Error, server: Server) -> String {
         C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
             format!("TLS certificate problem: the server's certificate is outside its validity period ({cert:?}); renew it on the server")
         }
-        other => format!("TLS certificate problem: {other:?}; fix the server's certificate or {ca}"),
+        other => {
+            format!("TLS certificate problem: {other:?}; fix the server's certificate or {ca}")
+        }
     }
 }
 
@@ -223,16 +291,33 @@ fn is_about_client_certificate(alert: rustls::AlertDescription) -> bool {
     use rustls::AlertDescription as A;
     matches!(
         alert,
-        A::CertificateRequired | A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::CertificateExpired | A::CertificateRevoked | A::UnsupportedCertificate | A::AccessDenied
+        A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::AccessDenied
     )
 }
 
 fn presented(cert: &rustls::CertificateError) -> String {
     match cert {
-        rustls::CertificateError::NotValidForNameContext { expected, presented } => {
+        rustls::CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
             // rustls shows the names as `DnsName("x")` / `IpAddress(1.2.3.4)`: keep the x.
-            let names: Vec<&str> = presented.iter().map(|n| n.split(['(', ')']).nth(1).unwrap_or(n).trim_matches('"')).collect();
-            format!("expected {}, it lists {}", expected.to_str(), names.join(", "))
+            let names: Vec<&str> = presented
+                .iter()
+                .map(|n| n.split(['(', ')']).nth(1).unwrap_or(n).trim_matches('"'))
+                .collect();
+            format!(
+                "expected {}, it lists {}",
+                expected.to_str(),
+                names.join(", ")
+            )
         }
         _ => "name mismatch".into(),
     }

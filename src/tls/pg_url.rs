@@ -18,7 +18,9 @@ pub(super) fn take_params(url: &str) -> (String, Vec<(String, String)>) {
 }
 
 fn take_from_query(url: &str) -> (String, Vec<(String, String)>) {
-    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), Vec::new()) };
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), Vec::new());
+    };
     let mut kept = Vec::new();
     let mut taken = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -30,7 +32,11 @@ fn take_from_query(url: &str) -> (String, Vec<(String, String)>) {
             kept.push(pair);
         }
     }
-    let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    let rest = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
     (rest, taken)
 }
 
@@ -39,7 +45,10 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
             (b'%', Some(byte)) => {
                 out.push(byte);
@@ -60,9 +69,14 @@ fn take_from_key_values(text: &str) -> (String, Vec<(String, String)>) {
     let mut taken = Vec::new();
     let mut rest = text.trim_start();
     while !rest.is_empty() {
-        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
+        let key_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
         let key = rest[..key_end].to_string();
-        let after_eq = rest[key_end..].trim_start().strip_prefix('=').map(str::trim_start);
+        let after_eq = rest[key_end..]
+            .trim_start()
+            .strip_prefix('=')
+            .map(str::trim_start);
         let Some(after_eq) = after_eq else {
             // Not key=value: leave the text as it is for tokio-postgres to report.
             return (text.to_string(), Vec::new());
@@ -101,24 +115,37 @@ mod tests {
     use super::take_params;
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn takes_our_parameters_out_of_a_url() {
         let (rest, taken) = take_params("postgres://u:p@h:5/db?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca%20b.pem");
         assert_eq!(rest, "postgres://u:p@h:5/db?application_name=x");
-        assert_eq!(taken, pairs(&[("sslmode", "verify-full"), ("sslrootcert", "/etc/ca b.pem")]));
+        assert_eq!(
+            taken,
+            pairs(&[("sslmode", "verify-full"), ("sslrootcert", "/etc/ca b.pem")])
+        );
         let (rest, taken) = take_params("postgresql://h/db?sslmode=require");
-        assert_eq!((rest.as_str(), taken), ("postgresql://h/db", pairs(&[("sslmode", "require")])));
+        assert_eq!(
+            (rest.as_str(), taken),
+            ("postgresql://h/db", pairs(&[("sslmode", "require")]))
+        );
         assert_eq!(take_params("postgres://h/db").0, "postgres://h/db");
     }
 
     #[test]
     fn takes_our_parameters_out_of_key_values() {
-        let (rest, taken) = take_params("host=h  sslmode = verify-ca password='a b\\'c' sslrootcert='/x y/ca.pem' dbname=app");
+        let (rest, taken) = take_params(
+            "host=h  sslmode = verify-ca password='a b\\'c' sslrootcert='/x y/ca.pem' dbname=app",
+        );
         assert_eq!(rest, "host=h password='a b\\'c' dbname=app");
-        assert_eq!(taken, pairs(&[("sslmode", "verify-ca"), ("sslrootcert", "/x y/ca.pem")]));
+        assert_eq!(
+            taken,
+            pairs(&[("sslmode", "verify-ca"), ("sslrootcert", "/x y/ca.pem")])
+        );
         let odd = "host h";
         assert_eq!(take_params(odd), (odd.to_string(), Vec::new()));
     }

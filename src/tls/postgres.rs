@@ -119,7 +119,12 @@ impl PgTls {
             verify: self.verify(),
             ca_file: self.root_cert.as_deref(),
             ca_key: "postgres.url sslrootcert",
-            identity: self.client.as_ref().map(|(cert, key)| Identity { cert, cert_key: "postgres.url sslcert", key, key_key: "postgres.url sslkey" }),
+            identity: self.client.as_ref().map(|(cert, key)| Identity {
+                cert,
+                cert_key: "postgres.url sslcert",
+                key,
+                key_key: "postgres.url sslkey",
+            }),
         }
     }
 }
@@ -127,7 +132,11 @@ impl PgTls {
 /// Splits `postgres.url` into what tokio-postgres parses and the TLS settings.
 pub fn split(url: &str) -> Result<(String, PgTls), PgTlsError> {
     let (rest, params) = pg_url::take_params(url);
-    let mut tls = PgTls { mode: SslMode::Prefer, root_cert: None, client: None };
+    let mut tls = PgTls {
+        mode: SslMode::Prefer,
+        root_cert: None,
+        client: None,
+    };
     let (mut system, mut cert, mut key) = (false, None, None);
     for (name, value) in params {
         let path = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty());
@@ -156,7 +165,8 @@ pub fn split(url: &str) -> Result<(String, PgTls), PgTlsError> {
 /// Parses `postgres.url` for tokio-postgres, with the TLS negotiation its `sslmode` implies.
 pub fn config(url: &str) -> Result<(tokio_postgres::Config, PgTls), String> {
     let (rest, tls) = split(url).map_err(|e| e.to_string())?;
-    let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("bad postgres.url: {e}"))?;
+    let mut config: tokio_postgres::Config =
+        rest.parse().map_err(|e| format!("bad postgres.url: {e}"))?;
     config.ssl_mode(match tls.mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -168,14 +178,18 @@ pub fn config(url: &str) -> Result<(tokio_postgres::Config, PgTls), String> {
 /// The replication connection's TLS: SSLRequest, then the handshake when the server says
 /// `S`; a server that says `N` gets a plain connection unless `sslmode` insists.
 pub async fn negotiate(tcp: TcpStream, tls: &PgTls, host: &str) -> Result<Stream, io::Error> {
-    let Some(config) = tls.client_config().map_err(io::Error::other)? else { return Ok(Box::new(tcp)) };
+    let Some(config) = tls.client_config().map_err(io::Error::other)? else {
+        return Ok(Box::new(tcp));
+    };
     let mut tcp = tcp;
     let mut request = bytes::BytesMut::new();
     postgres_protocol::message::frontend::ssl_request(&mut request);
     tcp.write_all(&request).await?;
     match tcp.read_u8().await? {
         b'S' => super::handshake(config, host, tcp).await,
-        _ if tls.mode >= SslMode::Require => Err(io::Error::other(PgTlsError::Refused(tls.mode.as_str()))),
+        _ if tls.mode >= SslMode::Require => {
+            Err(io::Error::other(PgTlsError::Refused(tls.mode.as_str())))
+        }
         _ => Ok(Box::new(tcp)),
     }
 }
@@ -198,7 +212,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MakeTlsConnect<S> for M
     /// `domain` is empty for a Unix socket, where PostgreSQL never offers TLS: the name is
     /// only needed (and checked) once a handshake really starts.
     fn make_tls_connect(&mut self, domain: &str) -> io::Result<RustlsConnect> {
-        Ok(RustlsConnect { config: self.0.clone(), name: ServerName::try_from(domain.to_string()).ok() })
+        Ok(RustlsConnect {
+            config: self.0.clone(),
+            name: ServerName::try_from(domain.to_string()).ok(),
+        })
     }
 }
 
@@ -214,9 +231,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsConnect<S> for Rustl
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
-            let config = self.config.ok_or_else(|| io::Error::other("TLS is disabled (sslmode=disable)"))?;
-            let name = self.name.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the host is not a valid TLS server name"))?;
-            let stream = tokio_rustls::TlsConnector::from(config).connect(name, stream).await?;
+            let config = self
+                .config
+                .ok_or_else(|| io::Error::other("TLS is disabled (sslmode=disable)"))?;
+            let name = self.name.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the host is not a valid TLS server name",
+                )
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await?;
             Ok(RustlsStream(Box::new(stream)))
         })
     }
@@ -233,13 +259,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.0).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0).poll_write(cx, buf)
     }
 
@@ -258,15 +292,33 @@ mod tests {
 
     #[test]
     fn sslmode_and_sslrootcert_become_tls_settings() {
-        let (rest, tls) = split("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        let (rest, tls) =
+            split("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
         assert_eq!(rest, "postgres://u@h/db");
-        assert_eq!(tls, PgTls { mode: SslMode::VerifyFull, root_cert: Some("/ca.pem".into()), client: None });
+        assert_eq!(
+            tls,
+            PgTls {
+                mode: SslMode::VerifyFull,
+                root_cert: Some("/ca.pem".into()),
+                client: None
+            }
+        );
         assert_eq!(tls.verify(), Verify::Full);
         let (_, tls) = split("postgres://u@h/db").unwrap();
         assert_eq!((tls.mode, tls.verify()), (SslMode::Prefer, Verify::Nothing));
         let (_, tls) = split("postgres://u@h/db?sslmode=require&sslrootcert=/ca.pem").unwrap();
-        assert_eq!(tls.verify(), Verify::Chain, "libpq checks the chain when require has a CA");
-        assert_eq!(split("postgres://h/db?sslmode=verify-ca").unwrap().1.verify(), Verify::Chain);
+        assert_eq!(
+            tls.verify(),
+            Verify::Chain,
+            "libpq checks the chain when require has a CA"
+        );
+        assert_eq!(
+            split("postgres://h/db?sslmode=verify-ca")
+                .unwrap()
+                .1
+                .verify(),
+            Verify::Chain
+        );
         let (_, tls) = split("postgres://h/db?sslmode=verify-full&sslrootcert=system").unwrap();
         assert_eq!(tls.root_cert, None);
         let (_, tls) = split("postgres://h/db?sslcert=/c.crt&sslkey=/c.key").unwrap();
@@ -275,12 +327,24 @@ mod tests {
 
     #[test]
     fn bad_settings_are_one_line_errors() {
-        let e = split("postgres://h/db?sslmode=allow").unwrap_err().to_string();
-        assert!(e.contains("sslmode=\"allow\"") && e.contains("verify-full"), "{e}");
+        let e = split("postgres://h/db?sslmode=allow")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sslmode=\"allow\"") && e.contains("verify-full"),
+            "{e}"
+        );
         assert!(split("postgres://h/db?sslmode=require&sslrootcert=system").is_err());
-        assert!(split("postgres://h/db?sslcert=/c.crt").unwrap_err().to_string().contains("give both"));
-        let (config, _) = config("postgres://u@h:7/db?sslmode=verify-ca&application_name=a").unwrap();
-        assert_eq!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert!(split("postgres://h/db?sslcert=/c.crt")
+            .unwrap_err()
+            .to_string()
+            .contains("give both"));
+        let (config, _) =
+            config("postgres://u@h:7/db?sslmode=verify-ca&application_name=a").unwrap();
+        assert_eq!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
         assert_eq!(config.get_application_name(), Some("a"));
     }
 }

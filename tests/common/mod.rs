@@ -18,8 +18,16 @@ pub const SEED: &str = include_str!("../fixtures/seed.sql");
 /// `[source]` and may set other sections after it. Unless `extra` has an `[http]` section, the
 /// daemon's HTTP endpoints listen on a port the system picks, never on the default 9750.
 pub fn config_text(pg: &str, redis: &str, extra: &str) -> String {
-    let mode = if extra.contains("mode = ") { "" } else { "mode = \"trigger\"\n" };
-    let http = if extra.contains("[http]") { "" } else { "[http]\nlisten = \"127.0.0.1:0\"\n" };
+    let mode = if extra.contains("mode = ") {
+        ""
+    } else {
+        "mode = \"trigger\"\n"
+    };
+    let http = if extra.contains("[http]") {
+        ""
+    } else {
+        "[http]\nlisten = \"127.0.0.1:0\"\n"
+    };
     format!(
         r#"[postgres]
 url = "{pg}"
@@ -68,7 +76,8 @@ impl Env {
     pub fn start_with(sql: &str, extra: &str) -> Env {
         let pg = Postgres::start().expect("start postgres");
         let redis = Redis::start().expect("start redis");
-        pg.psql("postgres", &format!("CREATE DATABASE {DB}")).unwrap();
+        pg.psql("postgres", &format!("CREATE DATABASE {DB}"))
+            .unwrap();
         pg.psql(DB, SEED).unwrap();
         if !sql.is_empty() {
             pg.psql(DB, sql).unwrap();
@@ -80,17 +89,35 @@ impl Env {
     /// The seed schema and `sluice setup` on servers the test started (TLS ones, say), with
     /// the config `config(temp dir)` writes.
     pub fn start_on(pg: Postgres, redis: Redis, config: impl FnOnce(&str) -> String) -> Env {
-        if pg.psql("postgres", &format!("SELECT 1 FROM pg_database WHERE datname = '{DB}'")).unwrap().trim().is_empty() {
-            pg.psql("postgres", &format!("CREATE DATABASE {DB}")).unwrap();
+        if pg
+            .psql(
+                "postgres",
+                &format!("SELECT 1 FROM pg_database WHERE datname = '{DB}'"),
+            )
+            .unwrap()
+            .trim()
+            .is_empty()
+        {
+            pg.psql("postgres", &format!("CREATE DATABASE {DB}"))
+                .unwrap();
             pg.psql(DB, SEED).unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
         let text = config(dir.path().to_str().unwrap());
         let config = dir.path().join("sluice.toml");
         std::fs::write(&config, text).unwrap();
-        let env = Env { pg, redis, dir, config };
+        let env = Env {
+            pg,
+            redis,
+            dir,
+            config,
+        };
         let out = env.sluice(&["setup"]);
-        assert!(out.status.success(), "setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         env
     }
 
@@ -98,17 +125,25 @@ impl Env {
     pub fn set_redis_timeout(&self, timeout: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap();
         let url = self.redis.url();
-        let text = text.replace(&format!("url = \"{url}\"\n"), &format!("url = \"{url}\"\ncommand_timeout = \"{timeout}\"\n"));
+        let text = text.replace(
+            &format!("url = \"{url}\"\n"),
+            &format!("url = \"{url}\"\ncommand_timeout = \"{timeout}\"\n"),
+        );
         std::fs::write(&self.config, text).unwrap();
     }
 
     pub fn sql(&self, sql: &str) -> String {
-        self.pg.psql(DB, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.pg
+            .psql(DB, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        c.arg("--config").arg(&self.config).env_remove("DATABASE_URL").env_remove("REDIS_URL");
+        c.arg("--config")
+            .arg(&self.config)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL");
         c
     }
 
@@ -119,9 +154,22 @@ impl Env {
     /// A second config in the temp dir (same servers), set up; for a second daemon.
     pub fn second_config(&self, extra: &str) -> PathBuf {
         let path = self.dir.path().join("second.toml");
-        std::fs::write(&path, config_text(&self.pg.url_for(DB), &self.redis.url(), extra)).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--config").arg(&path).arg("setup").output().unwrap();
-        assert!(out.status.success(), "setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(
+            &path,
+            config_text(&self.pg.url_for(DB), &self.redis.url(), extra),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--config")
+            .arg(&path)
+            .arg("setup")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         path
     }
 
@@ -147,11 +195,16 @@ impl Env {
             .stderr(log)
             .spawn()
             .expect("spawn sluice run");
-        Daemon { child, log: log_path }
+        Daemon {
+            child,
+            log: log_path,
+        }
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.pg.url_for(DB), tokio_postgres::NoTls).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&self.pg.url_for(DB), tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(conn);
         client
     }
@@ -170,7 +223,10 @@ impl Env {
     }
 
     pub fn pending(&self) -> i64 {
-        self.sql("SELECT count(*) FROM sluice.pending_changes").trim().parse().unwrap()
+        self.sql("SELECT count(*) FROM sluice.pending_changes")
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -189,7 +245,10 @@ impl Daemon {
 
     /// How many times the daemon's whole log so far contains `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
-        std::fs::read_to_string(&self.log).unwrap_or_default().matches(needle).count()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
     }
 
     pub fn sigkill(&mut self) {
@@ -205,7 +264,9 @@ impl Daemon {
 
     /// SIGTERM, without waiting.
     pub fn send_term(&self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
     }
 
     /// The exit status, once it exits within `limit`.
@@ -255,12 +316,18 @@ impl Subscriber {
             loop {
                 let m = match rx.recv().await {
                     Ok(m) => m,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => panic!("the test subscriber fell {n} messages behind"),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        panic!("the test subscriber fell {n} messages behind")
+                    }
                     Err(_) => break,
                 };
                 let raw = m.value.as_string().unwrap_or_default();
                 let event = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
-                sink.lock().unwrap().push(Msg { channel: m.channel.to_string(), raw, event });
+                sink.lock().unwrap().push(Msg {
+                    channel: m.channel.to_string(),
+                    raw,
+                    event,
+                });
             }
         });
         client.psubscribe("*").await.unwrap();
@@ -276,8 +343,18 @@ impl Subscriber {
     }
 
     /// Waits until at least `n` messages arrived; panics with `context` after `limit`.
-    pub async fn wait_for(&self, n: usize, limit: Duration, context: impl Fn() -> String) -> Vec<Msg> {
-        wait_until(limit, || self.count() >= n, || format!("{} of {n} events arrived\n{}", self.count(), context())).await;
+    pub async fn wait_for(
+        &self,
+        n: usize,
+        limit: Duration,
+        context: impl Fn() -> String,
+    ) -> Vec<Msg> {
+        wait_until(
+            limit,
+            || self.count() >= n,
+            || format!("{} of {n} events arrived\n{}", self.count(), context()),
+        )
+        .await;
         self.all()
     }
 }
@@ -292,7 +369,11 @@ pub fn insert(env: &Env, from: i64, to: i64) {
 
 /// How many different events (by `eventId`) arrived: duplicates from a replayed tail count once.
 pub fn distinct(sub: &Subscriber) -> usize {
-    sub.all().iter().map(|m| m.event["eventId"].as_str().unwrap_or_default().to_string()).collect::<std::collections::HashSet<_>>().len()
+    sub.all()
+        .iter()
+        .map(|m| m.event["eventId"].as_str().unwrap_or_default().to_string())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 /// Polls `cond` until it holds; panics with `why()` after `limit`.
@@ -316,7 +397,9 @@ pub fn redis_command(port: u16, args: &[&str]) -> String {
     }
     stream.write_all(frame.as_bytes()).unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(stream).read_line(&mut line).unwrap();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .unwrap();
     line
 }
 
@@ -324,8 +407,16 @@ pub fn redis_command(port: u16, args: &[&str]) -> String {
 /// waited for (one connection's messages arrive in order); returns the events without it.
 pub async fn fenced(env: &Env, sub: &Subscriber) -> Vec<Msg> {
     redis_command(env.redis.port(), &["PUBLISH", "test:fence:0", "fence"]);
-    wait_until(Duration::from_secs(30), || sub.all().iter().any(|m| m.channel == "test:fence:0"), || "the fence never arrived".into()).await;
-    sub.all().into_iter().filter(|m| m.channel != "test:fence:0").collect()
+    wait_until(
+        Duration::from_secs(30),
+        || sub.all().iter().any(|m| m.channel == "test:fence:0"),
+        || "the fence never arrived".into(),
+    )
+    .await;
+    sub.all()
+        .into_iter()
+        .filter(|m| m.channel != "test:fence:0")
+        .collect()
 }
 
 /// Restarts Redis just after one of the daemon's publish retries failed, then subscribes: the
@@ -335,7 +426,12 @@ pub async fn fenced(env: &Env, sub: &Subscriber) -> Vec<Msg> {
 pub async fn restart_redis_after_a_retry(env: &mut Env, daemon: &Daemon) -> Subscriber {
     const RETRY: &str = "Redis still unavailable; publish retry scheduled";
     let seen = daemon.log_count(RETRY);
-    wait_until(Duration::from_secs(30), || daemon.log_count(RETRY) > seen, || daemon.log()).await;
+    wait_until(
+        Duration::from_secs(30),
+        || daemon.log_count(RETRY) > seen,
+        || daemon.log(),
+    )
+    .await;
     env.redis.restart().unwrap();
     env.subscribe().await
 }

@@ -93,54 +93,123 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const PIN: &str = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'; \
     SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1";
 
-pub async fn run(config: &Config, args: Args, mut shutdown: watch::Receiver<bool>) -> Result<ExitCode, String> {
+pub async fn run(
+    config: &Config,
+    args: Args,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ExitCode, String> {
     if args.chunk < 1 {
         return Err("--chunk must be at least 1".into());
     }
     let mut conn = super::connect(config).await?;
     let target = target::resolve(&conn.client, config, &args.table).await?;
-    let after = args.after.as_deref().map(|k| target.parse_key(k)).transpose()?;
-    let filter = Filter { tenant: args.tenant.as_deref(), sql: args.filter.as_deref() };
+    let after = args
+        .after
+        .as_deref()
+        .map(|k| target.parse_key(k))
+        .transpose()?;
+    let filter = Filter {
+        tenant: args.tenant.as_deref(),
+        sql: args.filter.as_deref(),
+    };
     let logical = config.source.mode == SourceMode::Logical;
     stream_ready(&conn.client, config, logical).await?;
     let total = count(&mut conn.client, &target, filter, after.as_deref()).await?;
     let pacer = Pacer::new(args.rate);
     let limit = pacer.batch(args.chunk as usize) as i64;
     if args.dry_run {
-        let into = if logical { "as logical messages into the WAL" } else { "as SNAPSHOT rows into sluice.change_log" };
-        println!("would backfill {total} rows of {} in {} chunks of {limit}, {into}; nothing written", target.table, total.div_ceil(limit as u64));
+        let into = if logical {
+            "as logical messages into the WAL"
+        } else {
+            "as SNAPSHOT rows into sluice.change_log"
+        };
+        println!(
+            "would backfill {total} rows of {} in {} chunks of {limit}, {into}; nothing written",
+            target.table,
+            total.div_ceil(limit as u64)
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut job = Backfill { config, target, filter, logical, limit, conn: Some(conn), last: after, rows: 0, chunks: 0 };
+    let mut job = Backfill {
+        config,
+        target,
+        filter,
+        logical,
+        limit,
+        conn: Some(conn),
+        last: after,
+        rows: 0,
+        chunks: 0,
+    };
     let outcome = job.run(total, pacer, &mut shutdown).await;
-    println!("backfilled {} rows of {} in {} chunks; sluice run publishes them", job.rows, job.target.table, job.chunks);
+    println!(
+        "backfilled {} rows of {} in {} chunks; sluice run publishes them",
+        job.rows, job.target.table, job.chunks
+    );
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
 /// Where the snapshots go must exist, or they would never be published.
-async fn stream_ready(client: &tokio_postgres::Client, config: &Config, logical: bool) -> Result<(), String> {
+async fn stream_ready(
+    client: &tokio_postgres::Client,
+    config: &Config,
+    logical: bool,
+) -> Result<(), String> {
     let slot = &config.source.slot;
     let (sql, name) = if logical {
-        (format!("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {})", literal(slot)), format!("replication slot {slot}"))
+        (
+            format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {})",
+                literal(slot)
+            ),
+            format!("replication slot {slot}"),
+        )
     } else {
-        ("SELECT to_regclass('sluice.change_log') IS NOT NULL".to_string(), "sluice.change_log".to_string())
+        (
+            "SELECT to_regclass('sluice.change_log') IS NOT NULL".to_string(),
+            "sluice.change_log".to_string(),
+        )
     };
-    let found: bool = client.query_one(&sql, &[]).await.map_err(|e| pg::describe(&e))?.get(0);
-    found.then_some(()).ok_or_else(|| format!("{name} does not exist: run `sluice setup` first"))
+    let found: bool = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| pg::describe(&e))?
+        .get(0);
+    found
+        .then_some(())
+        .ok_or_else(|| format!("{name} does not exist: run `sluice setup` first"))
 }
 
 /// How many rows the backfill will read (for the progress bar and `--dry-run`).
-async fn count(client: &mut tokio_postgres::Client, target: &Target, filter: Filter<'_>, after: Option<&[String]>) -> Result<u64, String> {
+async fn count(
+    client: &mut tokio_postgres::Client,
+    target: &Target,
+    filter: Filter<'_>,
+    after: Option<&[String]>,
+) -> Result<u64, String> {
     let (sql, params) = target.count_sql(filter, after);
     let tx = client.transaction().await.map_err(|e| pg::describe(&e))?;
     tx.batch_execute(PIN).await.map_err(|e| pg::describe(&e))?;
-    let n: i64 = tx.query_one(&sql, &refs(&params)).await.map_err(|e| format!("counting the rows of {}: {}", target.table, pg::describe(&e)))?.get(0);
+    let n: i64 = tx
+        .query_one(&sql, &refs(&params))
+        .await
+        .map_err(|e| {
+            format!(
+                "counting the rows of {}: {}",
+                target.table,
+                pg::describe(&e)
+            )
+        })?
+        .get(0);
     tx.commit().await.map_err(|e| pg::describe(&e))?;
     Ok(n as u64)
 }
 
 fn refs(params: &[String]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
-    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect()
+    params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
 }
 
 struct Backfill<'a> {
@@ -158,7 +227,12 @@ struct Backfill<'a> {
 }
 
 impl Backfill<'_> {
-    async fn run(&mut self, total: u64, mut pacer: Pacer, shutdown: &mut watch::Receiver<bool>) -> Result<(), String> {
+    async fn run(
+        &mut self,
+        total: u64,
+        mut pacer: Pacer,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), String> {
         let mut progress = Progress::new("rows", Some(total));
         let result = loop {
             if *shutdown.borrow() {
@@ -187,7 +261,11 @@ impl Backfill<'_> {
             };
             self.conn = None;
             if attempt >= ATTEMPTS || classify(&e) != Class::Transient {
-                return Err(format!("backfill of {} failed: {e}; {}", self.target.table, self.resume_hint()));
+                return Err(format!(
+                    "backfill of {} failed: {e}; {}",
+                    self.target.table,
+                    self.resume_hint()
+                ));
             }
             tracing::warn!(error = %e, attempt, retry_in = ?wait, "backfill chunk failed; retrying");
             if sleep_or_shutdown(wait, shutdown).await {
@@ -200,15 +278,27 @@ impl Backfill<'_> {
     /// One chunk in one transaction: lock, snapshot into the stream, commit.
     async fn try_chunk(&mut self) -> Result<u64, RunError> {
         if self.conn.is_none() {
-            self.conn = Some(pg::connect(&self.config.postgres.url, self.config.postgres.connect_timeout).await?);
+            self.conn = Some(
+                pg::connect(
+                    &self.config.postgres.url,
+                    self.config.postgres.connect_timeout,
+                )
+                .await?,
+            );
         }
         let client = &mut self.conn.as_mut().expect("connected above").client;
-        let (sql, params) = self.target.chunk_sql(self.logical, self.filter, self.last.as_deref(), self.limit);
+        let (sql, params) =
+            self.target
+                .chunk_sql(self.logical, self.filter, self.last.as_deref(), self.limit);
         let tx = client.transaction().await?;
         tx.batch_execute(PIN).await?;
         let rows = tx.query(&sql, &refs(&params)).await?;
         if !self.logical && !rows.is_empty() {
-            tx.execute("SELECT pg_notify($1, '')", &[&crate::source::change_log::NOTIFY_CHANNEL]).await?;
+            tx.execute(
+                "SELECT pg_notify($1, '')",
+                &[&crate::source::change_log::NOTIFY_CHANNEL],
+            )
+            .await?;
         }
         tx.commit().await?;
         if let Some(row) = rows.last() {
@@ -233,7 +323,9 @@ impl Backfill<'_> {
 
 /// `s` as one shell word: bare when it is plain, single-quoted otherwise.
 fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,:/@+=".contains(&b));
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.,:/@+=".contains(&b));
     if plain {
         s.to_string()
     } else {

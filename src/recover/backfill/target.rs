@@ -29,7 +29,8 @@ pub struct Target {
     keys: Vec<(String, String)>,
 }
 
-const KEY_TYPES: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_index i \
+const KEY_TYPES: &str =
+    "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_index i \
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
     WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
     ORDER BY array_position(i.indkey::int2[], a.attnum)";
@@ -41,16 +42,30 @@ pub async fn resolve(client: &Client, config: &Config, table: &str) -> Result<Ta
         format!("table {table} has no route in the config: add a [[tables]] entry for it (only routed tables can be backfilled)")
     })?;
     let quoted = crate::setup::quote_table(&table);
-    let shape = crate::setup::table_shape(client, &table).await.map_err(|e| crate::pg::describe(&e))?;
+    let shape = crate::setup::table_shape(client, &table)
+        .await
+        .map_err(|e| crate::pg::describe(&e))?;
     if shape.is_none() {
-        return Err(format!("table {table} does not exist in this database; check the --table name"));
+        return Err(format!(
+            "table {table} does not exist in this database; check the --table name"
+        ));
     }
-    let keys: Vec<(String, String)> =
-        client.query(KEY_TYPES, &[&quoted]).await.map_err(|e| crate::pg::describe(&e))?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let keys: Vec<(String, String)> = client
+        .query(KEY_TYPES, &[&quoted])
+        .await
+        .map_err(|e| crate::pg::describe(&e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     if keys.is_empty() {
         return Err(format!("table {table} has no primary key: backfill reads and resumes in key order; add a primary key first"));
     }
-    Ok(Target { table, quoted, tenant: route.tenant.clone(), keys })
+    Ok(Target {
+        table,
+        quoted,
+        tenant: route.tenant.clone(),
+        keys,
+    })
 }
 
 impl Target {
@@ -59,7 +74,12 @@ impl Target {
         let parts: Vec<String> = key.split(',').map(str::to_string).collect();
         if parts.len() != self.keys.len() {
             let names: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
-            return Err(format!("--after {key:?} has {} part(s) but the key of {} is ({})", parts.len(), self.table, names.join(", ")));
+            return Err(format!(
+                "--after {key:?} has {} part(s) but the key of {} is ({})",
+                parts.len(),
+                self.table,
+                names.join(", ")
+            ));
         }
         Ok(parts)
     }
@@ -67,15 +87,31 @@ impl Target {
     /// `SELECT count(*)` of the rows a backfill from `after` would read.
     pub fn count_sql(&self, filter: Filter<'_>, after: Option<&[String]>) -> (String, Vec<String>) {
         let (condition, params) = self.condition(filter, after);
-        (format!("SELECT count(*) FROM {} {ROW} WHERE {condition}", self.quoted), params)
+        (
+            format!(
+                "SELECT count(*) FROM {} {ROW} WHERE {condition}",
+                self.quoted
+            ),
+            params,
+        )
     }
 
     /// One chunk: lock the next `limit` rows after `after` FOR SHARE and write their snapshot
     /// into the stream (`logical`: WAL messages; otherwise `sluice.change_log` rows). Returns
     /// one row per snapshotted row, in key order, holding its key as `text[]`.
-    pub fn chunk_sql(&self, logical: bool, filter: Filter<'_>, after: Option<&[String]>, limit: i64) -> (String, Vec<String>) {
+    pub fn chunk_sql(
+        &self,
+        logical: bool,
+        filter: Filter<'_>,
+        after: Option<&[String]>,
+        limit: i64,
+    ) -> (String, Vec<String>) {
         let (condition, params) = self.condition(filter, after);
-        let keys: Vec<String> = self.keys.iter().map(|(k, _)| format!("{ROW}.{}", ident(k))).collect();
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(k, _)| format!("{ROW}.{}", ident(k)))
+            .collect();
         let text: Vec<String> = keys.iter().map(|k| format!("{k}::text")).collect();
         let chunk = format!(
             "WITH chunk AS MATERIALIZED (SELECT to_jsonb({ROW}) AS r, ARRAY[{}] AS k FROM {} {ROW} WHERE {condition} \
@@ -123,11 +159,24 @@ impl Target {
             parts.push(format!("({sql})"));
         }
         if let Some(after) = after {
-            let columns: Vec<String> = self.keys.iter().map(|(k, _)| format!("{ROW}.{}", ident(k))).collect();
-            let values: Vec<String> =
-                self.keys.iter().zip(after).enumerate().map(|(i, ((_, ty), _))| format!("${}::text::{ty}", params.len() + i + 1)).collect();
+            let columns: Vec<String> = self
+                .keys
+                .iter()
+                .map(|(k, _)| format!("{ROW}.{}", ident(k)))
+                .collect();
+            let values: Vec<String> = self
+                .keys
+                .iter()
+                .zip(after)
+                .enumerate()
+                .map(|(i, ((_, ty), _))| format!("${}::text::{ty}", params.len() + i + 1))
+                .collect();
             params.extend(after.iter().cloned());
-            parts.push(format!("({}) > ({})", columns.join(", "), values.join(", ")));
+            parts.push(format!(
+                "({}) > ({})",
+                columns.join(", "),
+                values.join(", ")
+            ));
         }
         (parts.join(" AND "), params)
     }
@@ -150,14 +199,20 @@ mod tests {
             table: "public.t".into(),
             quoted: "\"public\".\"t\"".into(),
             tenant: "tenant_id".into(),
-            keys: vec![("a".into(), "bigint".into()), ("b\"x".into(), "text".into())],
+            keys: vec![
+                ("a".into(), "bigint".into()),
+                ("b\"x".into(), "text".into()),
+            ],
         }
     }
 
     #[test]
     fn the_condition_numbers_tenant_then_key_parameters() {
         let after = ["42".to_string(), "x".to_string()];
-        let filter = Filter { tenant: Some("t1"), sql: Some("n > 1") };
+        let filter = Filter {
+            tenant: Some("t1"),
+            sql: Some("n > 1"),
+        };
         let (sql, params) = target().count_sql(filter, Some(&after));
         assert_eq!(
             sql,
@@ -172,7 +227,12 @@ mod tests {
     #[test]
     fn a_chunk_locks_in_key_order_and_writes_into_the_stream() {
         let (sql, _) = target().chunk_sql(false, Filter::default(), None, 50);
-        assert!(sql.contains("ORDER BY sluice_row.\"a\", sluice_row.\"b\"\"x\" LIMIT 50 FOR SHARE OF sluice_row"), "{sql}");
+        assert!(
+            sql.contains(
+                "ORDER BY sluice_row.\"a\", sluice_row.\"b\"\"x\" LIMIT 50 FOR SHARE OF sluice_row"
+            ),
+            "{sql}"
+        );
         assert!(sql.contains("'SNAPSHOT', sluice.record_key(r, ARRAY['a', 'b\"x']::text[]), r ->> 'tenant_id', r"), "{sql}");
         let (sql, _) = target().chunk_sql(true, Filter::default(), None, 50);
         assert!(sql.contains("pg_logical_emit_message(true, 'sluice.snapshot', json_build_object('table', 'public.t'"), "{sql}");

@@ -16,9 +16,16 @@ pub enum ConvertError {
     #[error("change for relation {0} arrived before its Relation message")]
     UnknownRelation(u32),
     #[error("column {column} of {table}: {why}")]
-    Value { table: String, column: String, why: String },
+    Value {
+        table: String,
+        column: String,
+        why: String,
+    },
     #[error("looking up type or relation {oid}: {source}")]
-    Type { oid: u32, source: tokio_postgres::Error },
+    Type {
+        oid: u32,
+        source: tokio_postgres::Error,
+    },
 }
 
 /// One column of a relation.
@@ -52,7 +59,12 @@ pub struct Txn {
 
 impl Txn {
     pub fn new(final_lsn: u64, xid: u32, commit_ts: i64) -> Txn {
-        Txn { final_lsn, xid, timestamp: fmt_timestamp(commit_ts), index: 0 }
+        Txn {
+            final_lsn,
+            xid,
+            timestamp: fmt_timestamp(commit_ts),
+            index: 0,
+        }
     }
 }
 
@@ -68,7 +80,8 @@ const PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
     WHERE i.indrelid = $1 AND i.indisprimary";
 
-const TYPE: &str = "SELECT typtype::text, typbasetype, typelem, typcategory::text FROM pg_type WHERE oid = $1";
+const TYPE: &str =
+    "SELECT typtype::text, typbasetype, typelem, typcategory::text FROM pg_type WHERE oid = $1";
 
 impl Schema {
     pub fn clear(&mut self) {
@@ -80,7 +93,10 @@ impl Schema {
         let pk: Vec<String> = client
             .query(PRIMARY_KEY, &[&rel.id])
             .await
-            .map_err(|source| ConvertError::Type { oid: rel.id, source })?
+            .map_err(|source| ConvertError::Type {
+                oid: rel.id,
+                source,
+            })?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -101,16 +117,37 @@ impl Schema {
             .iter()
             .zip(kinds)
             .map(|(c, kind)| {
-                let key = format!("{}:", serde_json::to_string(&c.name).expect("a string serialises"));
-                let in_pk = if pk.is_empty() { c.is_key() } else { pk.contains(&c.name) };
-                Col { key, name: c.name.clone(), kind, is_key: c.is_key(), in_pk }
+                let key = format!(
+                    "{}:",
+                    serde_json::to_string(&c.name).expect("a string serialises")
+                );
+                let in_pk = if pk.is_empty() {
+                    c.is_key()
+                } else {
+                    pk.contains(&c.name)
+                };
+                Col {
+                    key,
+                    name: c.name.clone(),
+                    kind,
+                    is_key: c.is_key(),
+                    in_pk,
+                }
             })
             .collect();
-        self.tables.insert(rel.id, Table { name: rel.qualified_name(), cols });
+        self.tables.insert(
+            rel.id,
+            Table {
+                name: rel.qualified_name(),
+                cols,
+            },
+        );
     }
 
     pub fn table(&self, id: u32) -> Result<&Table, ConvertError> {
-        self.tables.get(&id).ok_or(ConvertError::UnknownRelation(id))
+        self.tables
+            .get(&id)
+            .ok_or(ConvertError::UnknownRelation(id))
     }
 
     /// The kind of a type: built in, or a domain, array or enum resolved in the catalog.
@@ -123,9 +160,15 @@ impl Schema {
             if let Some(k) = Kind::of_builtin(current) {
                 break k;
             }
-            let row = client.query_opt(TYPE, &[&current]).await.map_err(|source| ConvertError::Type { oid, source })?;
-            let Some(row) = row else { break Kind::OtherText };
-            let (typtype, base, elem, category): (String, u32, u32, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+            let row = client
+                .query_opt(TYPE, &[&current])
+                .await
+                .map_err(|source| ConvertError::Type { oid, source })?;
+            let Some(row) = row else {
+                break Kind::OtherText;
+            };
+            let (typtype, base, elem, category): (String, u32, u32, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
             match (typtype.as_str(), category.as_str()) {
                 ("d", _) => current = base,
                 (_, "A") if elem != 0 => (arrays, current) = (arrays + 1, elem),
@@ -140,7 +183,11 @@ impl Schema {
 
 impl Table {
     /// The row as a JSON object; `keys_only` keeps just the replica-identity columns (a 'K' tuple).
-    fn row(&self, tuple: &TupleData, keys_only: bool) -> Result<(String, Vec<String>), ConvertError> {
+    fn row(
+        &self,
+        tuple: &TupleData,
+        keys_only: bool,
+    ) -> Result<(String, Vec<String>), ConvertError> {
         let mut out = String::with_capacity(256);
         let mut unchanged = Vec::new();
         out.push('{');
@@ -163,7 +210,11 @@ impl Table {
     }
 
     fn value(&self, col: &Col, value: &Column, out: &mut String) -> Result<(), ConvertError> {
-        let bad = |why: String| ConvertError::Value { table: self.name.clone(), column: col.name.clone(), why };
+        let bad = |why: String| ConvertError::Value {
+            table: self.name.clone(),
+            column: col.name.clone(),
+            why,
+        };
         match value {
             Column::Null | Column::UnchangedToast => out.push_str("null"),
             Column::Text(bytes) => {
@@ -191,7 +242,11 @@ impl Table {
     }
 
     /// Old values of the changed columns and their names, from an old and a new tuple.
-    fn diff(&self, old: &TupleData, new: &TupleData) -> Result<(String, Vec<String>), ConvertError> {
+    fn diff(
+        &self,
+        old: &TupleData,
+        new: &TupleData,
+    ) -> Result<(String, Vec<String>), ConvertError> {
         let mut out = String::from("{");
         let mut changed = Vec::new();
         for ((col, before), after) in self.cols.iter().zip(&old.columns).zip(&new.columns) {
@@ -211,7 +266,13 @@ impl Table {
 }
 
 /// One row change of the transaction `txn`.
-pub fn change(table: &Table, op: Operation, new: Option<&TupleData>, old: Option<&OldTuple>, txn: &mut Txn) -> Result<Change, ConvertError> {
+pub fn change(
+    table: &Table,
+    op: Operation,
+    new: Option<&TupleData>,
+    old: Option<&OldTuple>,
+    txn: &mut Txn,
+) -> Result<Change, ConvertError> {
     let (data_tuple, keys_only) = match (op, new, old) {
         (Operation::Delete, _, Some(OldTuple::Key(t))) => (Some(t), true),
         (Operation::Delete, _, Some(OldTuple::Old(t))) => (Some(t), false),
@@ -242,8 +303,12 @@ pub fn change(table: &Table, op: Operation, new: Option<&TupleData>, old: Option
         changed_fields: changed,
         unchanged_columns: unchanged,
         timestamp: txn.timestamp.clone(),
-        source: SourceRef { mode: "logical", lsn: Some(lsn::format(txn.final_lsn)), xid: Some(u64::from(txn.xid)), id: None },
+        source: SourceRef {
+            mode: "logical",
+            lsn: Some(lsn::format(txn.final_lsn)),
+            xid: Some(u64::from(txn.xid)),
+            id: None,
+        },
         replay: None,
     })
 }
-

@@ -71,22 +71,38 @@ impl Columns {
         self.table.push(change.table.clone());
         self.operation.push(change.operation.as_str());
         self.record_id.push(change.record_id.clone());
-        self.tenant.push(router.tenant_of(change).map(|t| t.replace('\0', "\\u0000")));
+        self.tenant
+            .push(router.tenant_of(change).map(|t| t.replace('\0', "\\u0000")));
         self.new_row.push(new_row);
         self.old_row.push(old_row);
-        self.meta.push(serde_json::to_string(&meta).expect("serialising to memory cannot fail"));
+        self.meta
+            .push(serde_json::to_string(&meta).expect("serialising to memory cannot fail"));
         self.timestamp.push(change.timestamp.clone());
     }
 }
 
 /// Writes a delivered batch into the history, in one statement.
-pub async fn write(client: &Client, router: &Router, changes: &[Change]) -> Result<(), tokio_postgres::Error> {
+pub async fn write(
+    client: &Client,
+    router: &Router,
+    changes: &[Change],
+) -> Result<(), tokio_postgres::Error> {
     let mut c = Columns::default();
     changes.iter().for_each(|change| c.push(change, router));
     client
         .execute(
             INSERT,
-            &[&c.event_id, &c.table, &c.operation, &c.record_id, &c.tenant, &c.new_row, &c.old_row, &c.meta, &c.timestamp],
+            &[
+                &c.event_id,
+                &c.table,
+                &c.operation,
+                &c.record_id,
+                &c.tenant,
+                &c.new_row,
+                &c.old_row,
+                &c.meta,
+                &c.timestamp,
+            ],
         )
         .await?;
     Ok(())
@@ -106,5 +122,10 @@ pub async fn prune(client: &Client, retention: Duration) -> Result<u64, tokio_po
 
 /// The `source` object of a history row's event.
 pub fn source_of(meta: &Meta) -> SourceRef {
-    SourceRef { mode: "logical", lsn: meta.lsn.clone(), xid: meta.xid, id: None }
+    SourceRef {
+        mode: "logical",
+        lsn: meta.lsn.clone(),
+        xid: meta.xid,
+        id: None,
+    }
 }

@@ -15,9 +15,9 @@ use crate::event::{Change, Operation};
 use crate::pg::{self, Conn};
 use crate::publish::Publisher;
 use crate::route::Router;
+use crate::source::lsn;
 use crate::source::pgoutput::Message;
 use crate::source::replication::{Frame, ReplicationConn, ReplicationError, StandbyStatus};
-use crate::source::lsn;
 
 /// How long a Commit may wait for more changes to share its batch.
 const LINGER: Duration = Duration::from_millis(2);
@@ -58,14 +58,29 @@ pub async fn session(
 ) -> Result<(), RunError> {
     let sql = pg::connect(&config.postgres.url, config.postgres.connect_timeout).await?;
     let confirmed = slot_position(&sql, &config.source.slot).await?;
-    let Some(repl) = start(config, shutdown).await? else { return Ok(()) };
+    let Some(repl) = start(config, shutdown).await? else {
+        return Ok(());
+    };
     on_connected();
     checkpoint::save_error(&sql.client, &config.source.slot).await?;
     tracing::info!(slot = %config.source.slot, position = %lsn::format(confirmed), "connected to PostgreSQL; streaming from the slot");
     let now = Instant::now();
     let mut s = Stream {
-        config, router, publisher, sql, repl, schema: Schema::default(), txn: None, pending: Vec::new(),
-        pending_commit: None, confirmed, flush_at: None, status_at: now, status_held: false, heartbeat_at: now, last_frame: now,
+        config,
+        router,
+        publisher,
+        sql,
+        repl,
+        schema: Schema::default(),
+        txn: None,
+        pending: Vec::new(),
+        pending_commit: None,
+        confirmed,
+        flush_at: None,
+        status_at: now,
+        status_held: false,
+        heartbeat_at: now,
+        last_frame: now,
     };
     s.run(shutdown).await
 }
@@ -75,7 +90,9 @@ async fn slot_position(sql: &Conn, slot: &str) -> Result<u64, RunError> {
     let q = "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1";
     let row = sql.client.query_opt(q, &[&slot]).await?;
     let Some(row) = row else {
-        return Err(RunError::SlotLost(format!("replication slot {slot} does not exist; run `sluice setup` to create it")));
+        return Err(RunError::SlotLost(format!(
+            "replication slot {slot} does not exist; run `sluice setup` to create it"
+        )));
     };
     let (position, status): (Option<String>, String) = (row.get(0), row.get(1));
     if status == "lost" {
@@ -86,18 +103,27 @@ async fn slot_position(sql: &Conn, slot: &str) -> Result<u64, RunError> {
 
 /// Opens the replication connection and starts streaming; waits as a standby while another
 /// daemon holds the slot. `None` on shutdown.
-async fn start(config: &Config, shutdown: &mut watch::Receiver<bool>) -> Result<Option<ReplicationConn>, RunError> {
+async fn start(
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<ReplicationConn>, RunError> {
     let mut announced = false;
     loop {
-        let mut repl = ReplicationConn::connect(&config.postgres.url, config.postgres.connect_timeout).await?;
-        match repl.start(&config.source.slot, &config.source.publication, 0).await {
+        let mut repl =
+            ReplicationConn::connect(&config.postgres.url, config.postgres.connect_timeout).await?;
+        match repl
+            .start(&config.source.slot, &config.source.publication, 0)
+            .await
+        {
             Ok(()) => {
                 if announced {
                     tracing::info!("took over as the active reader of the slot");
                 }
                 return Ok(Some(repl));
             }
-            Err(ReplicationError::Server { code: Some(code), .. }) if code == "55006" => {
+            Err(ReplicationError::Server {
+                code: Some(code), ..
+            }) if code == "55006" => {
                 crate::health::global().set_phase(crate::health::Phase::Standby);
                 crate::health::global().turned();
                 if !std::mem::replace(&mut announced, true) {
@@ -167,7 +193,9 @@ impl Stream<'_> {
     async fn take_arrived(&mut self) -> Result<(), RunError> {
         while self.pending.len() < self.config.source.batch_size {
             // Polled once: reading is cancel-safe, a partial message stays in the buffer.
-            let Some(frame) = self.repl.next_frame().now_or_never() else { return Ok(()) };
+            let Some(frame) = self.repl.next_frame().now_or_never() else {
+                return Ok(());
+            };
             self.last_frame = Instant::now();
             self.on_frame(frame?).await?;
         }
@@ -176,14 +204,19 @@ impl Stream<'_> {
 
     /// When the next standby status message is due: a held-back confirmation, or the interval.
     fn status_next(&self) -> Instant {
-        let interval = if self.status_held { CONFIRM_EVERY.min(self.config.source.status_interval) } else { self.config.source.status_interval };
+        let interval = if self.status_held {
+            CONFIRM_EVERY.min(self.config.source.status_interval)
+        } else {
+            self.config.source.status_interval
+        };
         self.status_at + interval
     }
 
     fn next_due(&self) -> Instant {
         let status = self.status_next();
         let heartbeat = self.heartbeat_at + self.config.source.heartbeat_interval;
-        self.flush_at.map_or(status.min(heartbeat), |f| f.min(status).min(heartbeat))
+        self.flush_at
+            .map_or(status.min(heartbeat), |f| f.min(status).min(heartbeat))
     }
 
     async fn on_timers(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
@@ -196,7 +229,8 @@ impl Stream<'_> {
             let sql = "SELECT pg_logical_emit_message(false, $1, '')";
             self.sql.client.execute(sql, &[&HEARTBEAT_PREFIX]).await?;
             if self.config.source.keep_history {
-                let pruned = super::history::prune(&self.sql.client, self.config.source.retention).await?;
+                let pruned =
+                    super::history::prune(&self.sql.client, self.config.source.retention).await?;
                 if pruned > 0 {
                     tracing::debug!(pruned, "pruned history older than source.retention");
                 }
@@ -211,7 +245,8 @@ impl Stream<'_> {
     async fn on_frame(&mut self, frame: Frame) -> Result<(), RunError> {
         match frame {
             Frame::XLogData { data, end, .. } => {
-                let message = Message::decode(&data).map_err(|e| RunError::Other(format!("undecodable pgoutput message: {e}")))?;
+                let message = Message::decode(&data)
+                    .map_err(|e| RunError::Other(format!("undecodable pgoutput message: {e}")))?;
                 self.on_message(message, end).await
             }
             Frame::Keepalive { end, reply, .. } => {
@@ -232,24 +267,48 @@ impl Stream<'_> {
                 self.pending_commit = Some(c.end_lsn);
                 self.flush_at.get_or_insert_with(|| Instant::now() + LINGER);
             }
-            Message::Relation(r) => self.schema.observe(&r, &self.sql.client).await.map_err(convert_error)?,
-            Message::Insert(i) => self.push(i.relation_id, Operation::Insert, Some(&i.new), None)?,
-            Message::Update(u) => self.push(u.relation_id, Operation::Update, Some(&u.new), u.old.as_ref())?,
-            Message::Delete(d) => self.push(d.relation_id, Operation::Delete, None, Some(&d.old))?,
+            Message::Relation(r) => self
+                .schema
+                .observe(&r, &self.sql.client)
+                .await
+                .map_err(convert_error)?,
+            Message::Insert(i) => {
+                self.push(i.relation_id, Operation::Insert, Some(&i.new), None)?
+            }
+            Message::Update(u) => self.push(
+                u.relation_id,
+                Operation::Update,
+                Some(&u.new),
+                u.old.as_ref(),
+            )?,
+            Message::Delete(d) => {
+                self.push(d.relation_id, Operation::Delete, None, Some(&d.old))?
+            }
             Message::Truncate(t) => {
                 for id in &t.relation_ids {
                     self.push(*id, Operation::Truncate, None, None)?;
                 }
             }
-            Message::Logical(m) if m.is_transactional() && m.prefix == snapshot::PREFIX => self.push_snapshot(&m.content)?,
+            Message::Logical(m) if m.is_transactional() && m.prefix == snapshot::PREFIX => {
+                self.push_snapshot(&m.content)?
+            }
             Message::Logical(m) if !m.is_transactional() => self.confirm_if_idle(wal_end),
             Message::Logical(_) | Message::Origin(_) | Message::Type(_) => {}
         }
         Ok(())
     }
 
-    fn push(&mut self, rel: u32, op: Operation, new: Option<&crate::source::pgoutput::TupleData>, old: Option<&crate::source::pgoutput::OldTuple>) -> Result<(), RunError> {
-        let txn = self.txn.as_mut().ok_or_else(|| RunError::Other("a change outside a transaction".into()))?;
+    fn push(
+        &mut self,
+        rel: u32,
+        op: Operation,
+        new: Option<&crate::source::pgoutput::TupleData>,
+        old: Option<&crate::source::pgoutput::OldTuple>,
+    ) -> Result<(), RunError> {
+        let txn = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| RunError::Other("a change outside a transaction".into()))?;
         let table = self.schema.table(rel).map_err(convert_error)?;
         let change = convert::change(table, op, new, old, txn).map_err(convert_error)?;
         self.enqueue(change);
@@ -260,7 +319,10 @@ impl Stream<'_> {
     /// skipped rather than stopping the stream: it is no committed change, and a backfill
     /// can be run again.
     fn push_snapshot(&mut self, content: &[u8]) -> Result<(), RunError> {
-        let txn = self.txn.as_mut().ok_or_else(|| RunError::Other("a snapshot message outside a transaction".into()))?;
+        let txn = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| RunError::Other("a snapshot message outside a transaction".into()))?;
         match snapshot::change(content, txn) {
             Ok(change) => self.enqueue(change),
             Err(why) => tracing::error!(%why, "skipping a backfill message"),
@@ -281,7 +343,15 @@ impl Stream<'_> {
         let mut dead = Vec::new();
         if !self.pending.is_empty() {
             metrics::histogram!(crate::telemetry::BATCH_SIZE).record(self.pending.len() as f64);
-            let Some(done) = deliver(self.router, self.publisher, &self.pending, &self.config.delivery, shutdown).await else {
+            let Some(done) = deliver(
+                self.router,
+                self.publisher,
+                &self.pending,
+                &self.config.delivery,
+                shutdown,
+            )
+            .await
+            else {
                 return Err(RunError::ShutdownWhileRedisDown);
             };
             dead = done.dead;
@@ -290,10 +360,24 @@ impl Stream<'_> {
             }
             self.pending.clear();
         }
-        let target = self.pending_commit.take().unwrap_or(self.confirmed).max(self.confirmed);
+        let target = self
+            .pending_commit
+            .take()
+            .unwrap_or(self.confirmed)
+            .max(self.confirmed);
         if !dead.is_empty() {
-            tracing::warn!(count = dead.len(), first_reason = dead[0].reason.as_str(), "events dead-lettered");
-            checkpoint::commit_position(&self.sql.client, &self.config.source.slot, &lsn::format(target), &dead).await?;
+            tracing::warn!(
+                count = dead.len(),
+                first_reason = dead[0].reason.as_str(),
+                "events dead-lettered"
+            );
+            checkpoint::commit_position(
+                &self.sql.client,
+                &self.config.source.slot,
+                &lsn::format(target),
+                &dead,
+            )
+            .await?;
         }
         checkpoint::save_error(&self.sql.client, &self.config.source.slot).await?;
         self.confirmed = target;
@@ -315,7 +399,15 @@ impl Stream<'_> {
         self.status_at = Instant::now();
         self.status_held = false;
         let c = self.confirmed;
-        self.repl.send_status(StandbyStatus { write: c, flush: c, apply: c, time: 0, reply }).await?;
+        self.repl
+            .send_status(StandbyStatus {
+                write: c,
+                flush: c,
+                apply: c,
+                time: 0,
+                reply,
+            })
+            .await?;
         crate::exporter::checkpointed();
         Ok(())
     }

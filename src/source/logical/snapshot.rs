@@ -32,7 +32,8 @@ struct Content<'a> {
 
 /// The change a snapshot message of transaction `txn` stands for; takes the next index.
 pub fn change(content: &[u8], txn: &mut Txn) -> Result<Change, String> {
-    let c: Content<'_> = serde_json::from_slice(content).map_err(|e| format!("snapshot message is not {{table, id, row}}: {e}"))?;
+    let c: Content<'_> = serde_json::from_slice(content)
+        .map_err(|e| format!("snapshot message is not {{table, id, row}}: {e}"))?;
     let index = txn.index;
     txn.index += 1;
     let at = lsn::format(txn.final_lsn);
@@ -46,7 +47,12 @@ pub fn change(content: &[u8], txn: &mut Txn) -> Result<Change, String> {
         changed_fields: None,
         unchanged_columns: Vec::new(),
         timestamp: txn.timestamp.clone(),
-        source: SourceRef { mode: "logical", lsn: Some(at), xid: Some(u64::from(txn.xid)), id: None },
+        source: SourceRef {
+            mode: "logical",
+            lsn: Some(at),
+            xid: Some(u64::from(txn.xid)),
+            id: None,
+        },
         replay: None,
     })
 }
@@ -59,13 +65,31 @@ mod tests {
     fn a_message_becomes_a_snapshot_with_the_next_index_and_the_row_verbatim() {
         let mut txn = Txn::new(0x16B3748, 7, 0);
         txn.index = 2;
-        let content = br#"{"table" : "public.t", "id" : "k1,2", "row" : {"a": 1.10, "b": [1, "x"]}}"#;
+        let content =
+            br#"{"table" : "public.t", "id" : "k1,2", "row" : {"a": 1.10, "b": [1, "x"]}}"#;
         let c = change(content, &mut txn).unwrap();
-        assert_eq!((c.event_id.as_str(), c.operation, c.table.as_str()), ("0/16B3748:2", Operation::Snapshot, "public.t"));
-        assert_eq!((c.record_id.as_deref(), c.data.as_str()), (Some("k1,2"), r#"{"a": 1.10, "b": [1, "x"]}"#));
-        assert_eq!(c.source, SourceRef { mode: "logical", lsn: Some("0/16B3748".into()), xid: Some(7), id: None });
+        assert_eq!(
+            (c.event_id.as_str(), c.operation, c.table.as_str()),
+            ("0/16B3748:2", Operation::Snapshot, "public.t")
+        );
+        assert_eq!(
+            (c.record_id.as_deref(), c.data.as_str()),
+            (Some("k1,2"), r#"{"a": 1.10, "b": [1, "x"]}"#)
+        );
+        assert_eq!(
+            c.source,
+            SourceRef {
+                mode: "logical",
+                lsn: Some("0/16B3748".into()),
+                xid: Some(7),
+                id: None
+            }
+        );
         assert_eq!(c.timestamp, txn.timestamp);
-        assert_eq!(txn.index, 3, "the next change of the transaction gets the next index");
+        assert_eq!(
+            txn.index, 3,
+            "the next change of the transaction gets the next index"
+        );
     }
 
     #[test]

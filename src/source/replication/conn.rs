@@ -31,7 +31,8 @@ pub enum ReplicationError {
 }
 
 /// Session settings that make the text of every value deterministic (see `values`).
-pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1";
+pub const SESSION_OPTIONS: &str =
+    "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1";
 
 /// The low-water mark of [`ReplicationConn::quiet`]: well past what a lingering batch of small
 /// transactions brings, well under the socket's receive buffer.
@@ -48,37 +49,64 @@ pub struct ReplicationConn {
 
 impl ReplicationConn {
     /// Connects and authenticates within `timeout`.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<ReplicationConn, ReplicationError> {
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+    ) -> Result<ReplicationConn, ReplicationError> {
         let (config, tls) = crate::tls::postgres::config(url).map_err(ReplicationError::Connect)?;
         match tokio::time::timeout(timeout, Self::connect_inner(&config, &tls)).await {
-            Err(_) => Err(ReplicationError::Connect(format!("no answer within {timeout:?}"))),
+            Err(_) => Err(ReplicationError::Connect(format!(
+                "no answer within {timeout:?}"
+            ))),
             // The server may refuse our client certificate only after the handshake.
-            Ok(Err(ReplicationError::Io(e))) => Err(match crate::tls::explain(&e, crate::tls::Server::Postgres) {
-                Some(text) => ReplicationError::Connect(text),
-                None => ReplicationError::Io(e),
-            }),
+            Ok(Err(ReplicationError::Io(e))) => Err(
+                match crate::tls::explain(&e, crate::tls::Server::Postgres) {
+                    Some(text) => ReplicationError::Connect(text),
+                    None => ReplicationError::Io(e),
+                },
+            ),
             Ok(result) => result,
         }
     }
 
-    async fn connect_inner(config: &tokio_postgres::Config, tls: &PgTls) -> Result<ReplicationConn, ReplicationError> {
+    async fn connect_inner(
+        config: &tokio_postgres::Config,
+        tls: &PgTls,
+    ) -> Result<ReplicationConn, ReplicationError> {
         let (host, addr, port) = target(config)?;
-        let tcp = TcpStream::connect((addr.as_str(), port)).await.map_err(|e| ReplicationError::Connect(format!("{addr}:{port}: {e}")))?;
+        let tcp = TcpStream::connect((addr.as_str(), port))
+            .await
+            .map_err(|e| ReplicationError::Connect(format!("{addr}:{port}: {e}")))?;
         tcp.set_nodelay(true)?;
-        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(10)).with_interval(Duration::from_secs(5));
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5));
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
         let fd = tcp.as_raw_fd();
         let stream = negotiate(tcp, tls, &host).await.map_err(|e| {
-            let text = crate::tls::explain(&e, crate::tls::Server::Postgres).unwrap_or_else(|| e.to_string());
+            let text = crate::tls::explain(&e, crate::tls::Server::Postgres)
+                .unwrap_or_else(|| e.to_string());
             ReplicationError::Connect(text)
         })?;
-        let mut conn = ReplicationConn { stream, fd, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
+        let mut conn = ReplicationConn {
+            stream,
+            fd,
+            read: BytesMut::with_capacity(64 * 1024),
+            write: BytesMut::new(),
+        };
         let user = config.get_user().unwrap_or("postgres").to_string();
         let database = config.get_dbname().unwrap_or(&user).to_string();
-        let params = [("user", user.as_str()), ("database", database.as_str()), ("replication", "database"), ("options", SESSION_OPTIONS), ("application_name", "sluice")];
+        let params = [
+            ("user", user.as_str()),
+            ("database", database.as_str()),
+            ("replication", "database"),
+            ("options", SESSION_OPTIONS),
+            ("application_name", "sluice"),
+        ];
         frontend::startup_message(params.iter().copied(), &mut conn.write)?;
         conn.flush().await?;
-        conn.authenticate(&user, config.get_password().unwrap_or_default()).await?;
+        conn.authenticate(&user, config.get_password().unwrap_or_default())
+            .await?;
         conn.until_ready().await?;
         Ok(conn)
     }
@@ -91,11 +119,20 @@ impl ReplicationConn {
                 0 => return Ok(()),
                 3 => frontend::password_message(password, &mut self.write)?,
                 5 => {
-                    let salt: [u8; 4] = m.body[4..8].try_into().map_err(|_| proto("short md5 salt"))?;
-                    frontend::password_message(md5_hash(user.as_bytes(), password, salt).as_bytes(), &mut self.write)?;
+                    let salt: [u8; 4] = m.body[4..8]
+                        .try_into()
+                        .map_err(|_| proto("short md5 salt"))?;
+                    frontend::password_message(
+                        md5_hash(user.as_bytes(), password, salt).as_bytes(),
+                        &mut self.write,
+                    )?;
                 }
                 10 => return self.scram(password).await,
-                other => return Err(ReplicationError::Connect(format!("unsupported authentication method {other}"))),
+                other => {
+                    return Err(ReplicationError::Connect(format!(
+                        "unsupported authentication method {other}"
+                    )))
+                }
             }
             self.flush().await?;
         }
@@ -112,11 +149,16 @@ impl ReplicationConn {
         let m = self.expect(b'R').await?;
         scram.finish(&m.body[4..])?;
         let m = self.expect(b'R').await?;
-        (m.body[..4] == [0, 0, 0, 0]).then_some(()).ok_or_else(|| proto("SCRAM did not end in AuthenticationOk"))
+        (m.body[..4] == [0, 0, 0, 0])
+            .then_some(())
+            .ok_or_else(|| proto("SCRAM did not end in AuthenticationOk"))
     }
 
     /// Runs a replication command and returns its rows as text.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
         frontend::query(sql, &mut self.write)?;
         self.flush().await?;
         let mut rows = Vec::new();
@@ -131,7 +173,12 @@ impl ReplicationConn {
     }
 
     /// `START_REPLICATION SLOT .. LOGICAL lsn (proto_version '1', publication_names ..)`.
-    pub async fn start(&mut self, slot: &str, publication: &str, from: u64) -> Result<(), ReplicationError> {
+    pub async fn start(
+        &mut self,
+        slot: &str,
+        publication: &str,
+        from: u64,
+    ) -> Result<(), ReplicationError> {
         let sql = format!(
             "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"', messages 'true')",
             slot.replace('"', "\"\""),
@@ -149,7 +196,11 @@ impl ReplicationConn {
             let m = self.next_message().await?;
             match m.tag {
                 b'd' => return Frame::decode(m.body).map_err(ReplicationError::Protocol),
-                b'c' => return Err(ReplicationError::Protocol("the server ended the stream".into())),
+                b'c' => {
+                    return Err(ReplicationError::Protocol(
+                        "the server ended the stream".into(),
+                    ))
+                }
                 _ => {}
             }
         }
@@ -173,7 +224,13 @@ impl ReplicationConn {
         // SAFETY: `fd` is the socket `stream` owns, open for as long as `self`; the option value
         // is a c_int that outlives the call.
         let rc = unsafe {
-            libc::setsockopt(self.fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&raw const bytes).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&raw const bytes).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
         };
         if rc != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "SO_RCVLOWAT not set");
@@ -199,13 +256,20 @@ impl ReplicationConn {
         loop {
             if let Some(m) = wire::take(&mut self.read).map_err(ReplicationError::Protocol)? {
                 match m.tag {
-                    b'E' => return Err(ReplicationError::Server { code: wire::error_code(&m.body), text: wire::error_text(&m.body) }),
+                    b'E' => {
+                        return Err(ReplicationError::Server {
+                            code: wire::error_code(&m.body),
+                            text: wire::error_text(&m.body),
+                        })
+                    }
                     b'N' | b'S' | b'K' => continue,
                     _ => return Ok(m),
                 }
             }
             if self.stream.read_buf(&mut self.read).await? == 0 {
-                return Err(ReplicationError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(ReplicationError::Io(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
         }
     }
@@ -227,9 +291,17 @@ fn target(config: &tokio_postgres::Config) -> Result<(String, String, u16), Repl
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         None => addr.clone().unwrap_or_else(|| "localhost".to_string()),
-        Some(_) => return Err(ReplicationError::Connect("unix sockets are not supported; give a TCP host".into())),
+        Some(_) => {
+            return Err(ReplicationError::Connect(
+                "unix sockets are not supported; give a TCP host".into(),
+            ))
+        }
     };
-    Ok((host.clone(), addr.unwrap_or(host), config.get_ports().first().copied().unwrap_or(5432)))
+    Ok((
+        host.clone(),
+        addr.unwrap_or(host),
+        config.get_ports().first().copied().unwrap_or(5432),
+    ))
 }
 
 fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
@@ -241,7 +313,9 @@ fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
             if len < 0 {
                 return Ok(None);
             }
-            let (value, rest) = b.split_at_checked(len as usize).ok_or_else(|| proto("short data row"))?;
+            let (value, rest) = b
+                .split_at_checked(len as usize)
+                .ok_or_else(|| proto("short data row"))?;
             b = rest;
             Ok(Some(String::from_utf8_lossy(value).into_owned()))
         })
@@ -249,13 +323,17 @@ fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
 }
 
 fn take_i16(b: &mut &[u8]) -> Result<i16, ReplicationError> {
-    let (v, rest) = b.split_first_chunk::<2>().ok_or_else(|| proto("short message"))?;
+    let (v, rest) = b
+        .split_first_chunk::<2>()
+        .ok_or_else(|| proto("short message"))?;
     *b = rest;
     Ok(i16::from_be_bytes(*v))
 }
 
 fn take_i32(b: &mut &[u8]) -> Result<i32, ReplicationError> {
-    let (v, rest) = b.split_first_chunk::<4>().ok_or_else(|| proto("short message"))?;
+    let (v, rest) = b
+        .split_first_chunk::<4>()
+        .ok_or_else(|| proto("short message"))?;
     *b = rest;
     Ok(i32::from_be_bytes(*v))
 }

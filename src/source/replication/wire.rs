@@ -69,7 +69,12 @@ pub fn error_code(body: &[u8]) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// `w`: WAL data; `data` is one pgoutput message.
-    XLogData { start: u64, end: u64, time: i64, data: Bytes },
+    XLogData {
+        start: u64,
+        end: u64,
+        time: i64,
+        data: Bytes,
+    },
     /// `k`: the server's WAL end and whether it wants a status reply now.
     Keepalive { end: u64, time: i64, reply: bool },
 }
@@ -81,11 +86,20 @@ impl Frame {
             Some(b'w') if body.len() >= 25 => {
                 body.advance(1);
                 let (start, end, time) = (body.get_u64(), body.get_u64(), body.get_i64());
-                Ok(Frame::XLogData { start, end, time, data: body })
+                Ok(Frame::XLogData {
+                    start,
+                    end,
+                    time,
+                    data: body,
+                })
             }
             Some(b'k') if body.len() >= 18 => {
                 body.advance(1);
-                Ok(Frame::Keepalive { end: body.get_u64(), time: body.get_i64(), reply: body.get_u8() != 0 })
+                Ok(Frame::Keepalive {
+                    end: body.get_u64(),
+                    time: body.get_i64(),
+                    reply: body.get_u8() != 0,
+                })
             }
             Some(b'w' | b'k') => Err(short()),
             other => Err(format!("unknown replication frame {other:?}")),
@@ -94,7 +108,12 @@ impl Frame {
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Frame::XLogData { start, end, time, data } => {
+            Frame::XLogData {
+                start,
+                end,
+                time,
+                data,
+            } => {
                 out.push(b'w');
                 out.extend_from_slice(&start.to_be_bytes());
                 out.extend_from_slice(&end.to_be_bytes());
@@ -136,7 +155,13 @@ impl StandbyStatus {
             return Err("not a standby status update".into());
         }
         let mut b = &body[1..];
-        Ok(StandbyStatus { write: b.get_u64(), flush: b.get_u64(), apply: b.get_u64(), time: b.get_i64(), reply: b.get_u8() != 0 })
+        Ok(StandbyStatus {
+            write: b.get_u64(),
+            flush: b.get_u64(),
+            apply: b.get_u64(),
+            time: b.get_i64(),
+            reply: b.get_u8() != 0,
+        })
     }
 }
 
@@ -147,17 +172,35 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         for frame in [
-            Frame::XLogData { start: 0x16B3748, end: 0x16B3800, time: 42, data: Bytes::from_static(b"B...") },
-            Frame::Keepalive { end: u64::MAX - 1, time: -7, reply: true },
+            Frame::XLogData {
+                start: 0x16B3748,
+                end: 0x16B3800,
+                time: 42,
+                data: Bytes::from_static(b"B..."),
+            },
+            Frame::Keepalive {
+                end: u64::MAX - 1,
+                time: -7,
+                reply: true,
+            },
         ] {
             let mut bytes = Vec::new();
             frame.encode(&mut bytes);
             assert_eq!(Frame::decode(Bytes::from(bytes.clone())).unwrap(), frame);
             for cut in 1..bytes.len().min(18) {
-                assert!(Frame::decode(Bytes::from(bytes[..cut].to_vec())).is_err(), "cut at {cut}");
+                assert!(
+                    Frame::decode(Bytes::from(bytes[..cut].to_vec())).is_err(),
+                    "cut at {cut}"
+                );
             }
         }
-        let status = StandbyStatus { write: 9, flush: 8, apply: 7, time: 6, reply: false };
+        let status = StandbyStatus {
+            write: 9,
+            flush: 8,
+            apply: 7,
+            time: 6,
+            reply: false,
+        };
         let mut bytes = Vec::new();
         status.encode(&mut bytes);
         assert_eq!(StandbyStatus::decode(&bytes).unwrap(), status);
@@ -167,13 +210,26 @@ mod tests {
     fn messages_are_taken_whole() {
         let mut buf = BytesMut::new();
         put(b'Z', b"I", &mut buf);
-        put(b'E', b"SERROR\0C42704\0Mreplication slot \"x\" does not exist\0\0", &mut buf);
+        put(
+            b'E',
+            b"SERROR\0C42704\0Mreplication slot \"x\" does not exist\0\0",
+            &mut buf,
+        );
         let mut partial = BytesMut::from(&buf[..7]);
-        assert_eq!(take(&mut partial).unwrap(), Some(Backend { tag: b'Z', body: Bytes::from_static(b"I") }));
+        assert_eq!(
+            take(&mut partial).unwrap(),
+            Some(Backend {
+                tag: b'Z',
+                body: Bytes::from_static(b"I")
+            })
+        );
         assert_eq!(take(&mut partial).unwrap(), None);
         take(&mut buf).unwrap();
         let error = take(&mut buf).unwrap().unwrap();
-        assert_eq!(error_text(&error.body), "replication slot \"x\" does not exist (SQLSTATE 42704)");
+        assert_eq!(
+            error_text(&error.body),
+            "replication slot \"x\" does not exist (SQLSTATE 42704)"
+        );
         assert_eq!(error_code(&error.body).as_deref(), Some("42704"));
     }
 }
