@@ -32,12 +32,7 @@ fn router() -> Router {
         Path::new("config.example.toml"),
     )
     .expect("config.example.toml parses");
-    assert!(
-        config.problems().is_empty(),
-        "config.example.toml: {:?}",
-        config.problems()
-    );
-    Router::new(&config)
+    Router::compile(&config).expect("config.example.toml compiles")
 }
 
 fn change(i: usize, operation: Operation, table: &str, record_id: String, data: String) -> Change {
@@ -58,6 +53,7 @@ fn change(i: usize, operation: Operation, table: &str, record_id: String, data: 
             id: Some(1_000_000 + i as i64),
         },
         replay: None,
+        fault: None,
     }
 }
 

@@ -25,6 +25,8 @@ use fred::prelude::*;
 use fred::types::Message;
 use serde_json::value::RawValue;
 use sluice::config::Config;
+use sluice::health::Health;
+use sluice::route::Router;
 use sluice::testkit::{Postgres, Redis};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, watch};
@@ -146,7 +148,10 @@ async fn demo(stop_tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) -> 
     let subscriber = subscribe(&redis.url()).await?;
     let mut messages = subscriber.message_rx();
     subscriber.psubscribe("*:*:*").await?;
-    let daemon = tokio::spawn(sluice::run::run(config, stop.clone()));
+    let router =
+        Router::compile(&config).map_err(|found| format!("the demo's routes: {found:?}"))?;
+    let health = std::sync::Arc::new(Health::new());
+    let daemon = tokio::spawn(sluice::run::run(config, router, health, stop.clone()));
     println!("Running sluice in-process; subscribed to *:*:*\n");
     let result = narrate(&pg, &mut messages, &mut stop).await;
     let _ = stop_tx.send(true);

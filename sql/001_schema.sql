@@ -38,5 +38,21 @@ CREATE TABLE IF NOT EXISTS sluice.dead_letter (
     last_attempt_at timestamptz NOT NULL DEFAULT now(),
     resolved_at     timestamptz
 );
+-- A payload that jsonb cannot hold (a json value with \u0000, a lone surrogate escape) is kept
+-- in payload_text instead, byte for byte, so parking it can never fail.
+ALTER TABLE sluice.dead_letter ALTER COLUMN payload DROP NOT NULL;
+ALTER TABLE sluice.dead_letter ADD COLUMN IF NOT EXISTS payload_text text;
+
+-- t as jsonb, or NULL when jsonb rejects it (for the dead-letter insert: one exception block
+-- per dead letter, which are rare; never on the path of published changes).
+CREATE OR REPLACE FUNCTION sluice.jsonb_or_null(t text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN t::jsonb;
+EXCEPTION WHEN data_exception THEN
+    RETURN NULL;
+END
+$$;
+
 CREATE INDEX IF NOT EXISTS dead_letter_open_idx
     ON sluice.dead_letter (reason, created_at) WHERE resolved_at IS NULL;

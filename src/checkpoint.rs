@@ -1,36 +1,14 @@
 //! Source progress in `sluice.checkpoint`, written in the same statement as the batch's dead
-//! letters so that moving past a change and parking its undeliverable events are one act.
+//! letters so that moving past a change and parking its undeliverable events are one act; and
+//! the retention of processed change_log rows, which only stored progress may decide.
+
+use std::time::Duration;
 
 use tokio_postgres::{Client, Statement};
 
 use crate::dead_letter::{Columns, DeadLetter, INSERT_BATCH};
-
-/// The checkpoint row of trigger mode.
-pub const CHANGE_LOG: &str = "change_log";
-
-/// Trigger-mode progress (see `sql/002_change_log.sql` for the reasoning).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
-    /// Rows of transactions visible in this snapshot are all done.
-    pub done: String,
-    /// The round in progress: its snapshot and the last id published in it.
-    pub round: Option<(String, i64)>,
-}
-
-impl Progress {
-    /// A one-line summary for `position`, logs and status.
-    pub fn position(&self) -> String {
-        match &self.round {
-            None => format!("snapshot {}", self.done),
-            Some((round, after)) => {
-                format!("snapshot {} + round {round} through id {after}", self.done)
-            }
-        }
-    }
-}
-
-const LOAD: &str =
-    "SELECT done::text, round::text, round_after FROM sluice.checkpoint WHERE name = $1";
+use crate::health::Health;
+use crate::source::change_log::Progress;
 
 const UPDATE: &str = "UPDATE sluice.checkpoint SET position = $2, done = $3::text::pg_snapshot, \
     round = $4::text::pg_snapshot, round_after = $5, updated_at = now() WHERE name = $1";
@@ -39,19 +17,6 @@ const UPDATE: &str = "UPDATE sluice.checkpoint SET position = $2, done = $3::tex
 const UPDATE_AFTER_DEAD_LETTERS: &str =
     "UPDATE sluice.checkpoint SET position = $11, done = $12::text::pg_snapshot, \
     round = $13::text::pg_snapshot, round_after = $14, updated_at = now() WHERE name = $10";
-
-/// Reads the progress of `name`; `None` when the row is missing (setup has not run).
-pub async fn load(client: &Client, name: &str) -> Result<Option<Progress>, tokio_postgres::Error> {
-    let row = client.query_opt(LOAD, &[&name]).await?;
-    Ok(row.map(|r| Progress {
-        done: r
-            .get::<_, Option<String>>(0)
-            .unwrap_or_else(|| "1:1:".into()),
-        round: r
-            .get::<_, Option<String>>(1)
-            .map(|s| (s, r.get::<_, Option<i64>>(2).unwrap_or(0))),
-    }))
-}
 
 /// Prepares [`commit`]'s statement for the common case of a batch without dead letters: the
 /// trigger loop stores progress after every batch, and a prepared statement is one round
@@ -148,11 +113,42 @@ const SAVE_ERROR: &str = "UPDATE sluice.checkpoint SET last_error = $2, last_err
 
 /// Stores the daemon's last error in the checkpoint row `name`, if there is a new one: a check
 /// of an atomic flag otherwise, so it may be called after every batch.
-pub async fn save_error(client: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
-    let health = crate::health::global();
+pub async fn save_error(
+    client: &Client,
+    health: &Health,
+    name: &str,
+) -> Result<(), tokio_postgres::Error> {
     if let Some((text, at)) = health.unsaved_error() {
         client.execute(SAVE_ERROR, &[&name, &text, &at]).await?;
         health.mark_error_saved();
     }
     Ok(())
+}
+
+/// Processed rows past retention, among the 10,000 oldest: ids follow write time, so the
+/// oldest rows by id are the prunable ones, and a look at them is a short primary-key scan
+/// also when nothing is due (a search of the whole table by created_at or xid blocked the
+/// reader for 130 ms a minute at 300,000 rows). Only rows of transactions before the stored
+/// progress (`$2`, its `done` snapshot) may go.
+const PRUNE: &str = "DELETE FROM sluice.change_log WHERE id IN (SELECT id FROM \
+    (SELECT id, created_at, xid FROM sluice.change_log ORDER BY id LIMIT 10000) oldest \
+    WHERE created_at < now() - make_interval(secs => $1) \
+      AND xid < pg_snapshot_xmin($2::text::pg_snapshot))";
+
+/// Deletes processed trigger rows older than `retention`, in chunks; returns how many went.
+pub async fn prune(
+    client: &Client,
+    retention: Duration,
+    stored: &Progress,
+) -> Result<u64, tokio_postgres::Error> {
+    let mut total = 0;
+    loop {
+        let n = client
+            .execute(PRUNE, &[&retention.as_secs_f64(), &stored.done])
+            .await?;
+        total += n;
+        if n < 10_000 {
+            return Ok(total);
+        }
+    }
 }

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::{Config, SourceMode};
+use crate::config::{Config, ConfigError, SourceMode};
+use crate::health::{Health, Phase};
 use crate::recover::{backfill, dead_letters, replay_dead, replay_log};
+use crate::route::Router;
 use crate::telemetry::{init_logging, LogFormat};
 use crate::{check, pg, run, setup, status, tail, teardown};
 
@@ -124,8 +126,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     let path = cli.config.clone().unwrap_or_else(Config::default_path);
-    let config = match Config::load(&path) {
-        Ok(c) => c,
+    let (config, router) = match load(&path) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -135,7 +137,7 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(dispatch(cli.command, config)) {
+    match runtime.block_on(dispatch(cli.command, config, router)) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("error: {message}");
@@ -144,9 +146,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> {
+/// Reads and validates the config, and compiles its routes: every problem at once, each with
+/// its line.
+fn load(path: &std::path::Path) -> Result<(Config, Router), ConfigError> {
+    let config = Config::load(path)?;
+    let router = Router::compile(&config)
+        .map_err(|found| ConfigError::at(path, found.into_iter().map(|p| (p.locate, p.message))))?;
+    Ok((config, router))
+}
+
+async fn dispatch(command: Command, config: Config, router: Router) -> Result<ExitCode, String> {
     match command {
-        Command::Run => Ok(run_daemon(config).await),
+        Command::Run => Ok(run_daemon(config, router).await),
         Command::Setup {
             dry_run,
             recreate_slot,
@@ -162,10 +173,10 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
         }
         Command::DeadLetters(command) => dead_letters::run(&config, command).await,
         Command::Replay(Replay::DeadLetters(args)) => {
-            replay_dead::run(&config, args, interrupted()).await
+            replay_dead::run(&config, &router, args, interrupted()).await
         }
         Command::Replay(Replay::ChangeLog(args)) => {
-            replay_log::run(&config, args, interrupted()).await
+            replay_log::run(&config, &router, args, interrupted()).await
         }
         Command::Backfill(args) => backfill::run(&config, args, interrupted()).await,
         Command::Status { json } => status::run(&config, json).await,
@@ -178,13 +189,15 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
 }
 
 /// `sluice run`: the daemon, stopped by SIGTERM/SIGINT within `delivery.shutdown_timeout`.
-async fn run_daemon(config: Config) -> ExitCode {
+async fn run_daemon(config: Config, router: Router) -> ExitCode {
     let limit = config.delivery.shutdown_timeout;
+    let health = std::sync::Arc::new(Health::new());
     let (tx, rx) = watch::channel(false);
     let (overdue_tx, overdue) = tokio::sync::oneshot::channel::<&'static str>();
+    let stopping = health.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        crate::health::global().set_phase(crate::health::Phase::ShuttingDown);
+        stopping.set_phase(Phase::ShuttingDown);
         tracing::info!(timeout = ?limit, "shutdown requested; finishing the batch in flight");
         let _ = tx.send(true);
         let why = tokio::select! {
@@ -194,7 +207,7 @@ async fn run_daemon(config: Config) -> ExitCode {
         let _ = overdue_tx.send(why);
     });
     tokio::select! {
-        result = run::run(config, rx) => match result {
+        result = run::run(config, router, health, rx) => match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -14,16 +14,20 @@ pub enum Reason {
     InvalidTenant,
     PayloadTooLarge,
     PublishRejected,
+    InvalidKey,
+    UnconvertibleValue,
 }
 
 impl Reason {
     /// Every reason, for the metrics registered at startup.
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Unroutable,
         Reason::MissingTenant,
         Reason::InvalidTenant,
         Reason::PayloadTooLarge,
         Reason::PublishRejected,
+        Reason::InvalidKey,
+        Reason::UnconvertibleValue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +37,8 @@ impl Reason {
             Reason::InvalidTenant => "invalid_tenant",
             Reason::PayloadTooLarge => "payload_too_large",
             Reason::PublishRejected => "publish_rejected",
+            Reason::InvalidKey => "invalid_key",
+            Reason::UnconvertibleValue => "unconvertible_value",
         }
     }
 }
@@ -76,13 +82,15 @@ impl DeadLetter {
     }
 }
 
-/// The statement that inserts a batch of dead letters (arrays, one per column: one round trip)
-/// and then runs `then` (the checkpoint update) in the same statement, so both land or neither.
+/// The statement that inserts a batch of dead letters (arrays, one per column: one round trip),
+/// run with the checkpoint update in the same statement, so both land or neither. A payload
+/// that `jsonb` cannot hold (a `json` value with `\u0000`, a lone surrogate escape) goes into
+/// `payload_text` instead, byte for byte: failing here would stop the daemon on every restart.
 pub const INSERT_BATCH: &str = "INSERT INTO sluice.dead_letter \
-    (event_id, channel, app, tenant_id, table_name, payload, reason, error, attempts) \
-    SELECT e, c, a, t, tb, p::jsonb, r, er, n \
+    (event_id, channel, app, tenant_id, table_name, payload, payload_text, reason, error, attempts) \
+    SELECT e, c, a, t, tb, j, CASE WHEN j IS NULL THEN p END, r, er, n \
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[]) \
-    AS d(e, c, a, t, tb, p, r, er, n)";
+    AS d(e, c, a, t, tb, p, r, er, n), LATERAL (SELECT sluice.jsonb_or_null(p) AS j) x";
 
 /// The columns of a batch, in the order of [`INSERT_BATCH`]'s parameters.
 #[derive(Default)]

@@ -5,7 +5,6 @@
 //! a state change (lost, back) is logged once, not per event.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
@@ -14,8 +13,10 @@ use tokio::sync::watch;
 use crate::config::DeliveryConfig;
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::event::Change;
+use crate::health::Health;
 use crate::publish::{Delivery, PublishError, Publisher};
 use crate::route::{Event, Routed, Router};
+use crate::shutdown::sleep_or_shutdown;
 use crate::telemetry as m;
 
 /// What a delivered batch leaves to store with the checkpoint.
@@ -36,12 +37,13 @@ pub async fn deliver(
     publisher: &Publisher,
     changes: &[Change],
     policy: &DeliveryConfig,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Delivered> {
     let (events, dead) = route_all(router, changes);
-    let done = publish_routed(publisher, &events, dead, policy, shutdown).await?;
+    let done = publish_routed(publisher, &events, dead, policy, health, shutdown).await?;
     crate::latency::record(changes, std::time::SystemTime::now());
-    crate::health::global().add_published(done.published as u64, done.dead.len() as u64);
+    health.add_published(done.published as u64, done.dead.len() as u64);
     Some(done)
 }
 
@@ -53,10 +55,13 @@ pub async fn publish_routed(
     events: &[Event],
     mut dead: Vec<DeadLetter>,
     policy: &DeliveryConfig,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Delivered> {
-    let mut deliveries = publish_until_acknowledged(publisher, events, policy, shutdown).await?;
-    let attempts = retry_rejected(publisher, events, &mut deliveries, policy, shutdown).await?;
+    let mut deliveries =
+        publish_until_acknowledged(publisher, events, policy, health, shutdown).await?;
+    let attempts =
+        retry_rejected(publisher, events, &mut deliveries, policy, health, shutdown).await?;
     let (mut published, mut rejected_at) = (0, Vec::new());
     // (app, type) -> (published, without receivers): counted per batch, recorded once per label set
     let mut counts: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
@@ -126,6 +131,7 @@ async fn retry_rejected(
     events: &[Event],
     deliveries: &mut [Delivery],
     policy: &DeliveryConfig,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Vec<i32>> {
     let mut attempts = vec![1; events.len()];
@@ -138,7 +144,7 @@ async fn retry_rejected(
             break;
         }
         tracing::debug!(count = failed.len(), "Redis rejected events; retrying them");
-        crate::health::global().turned();
+        health.turned();
         if sleep_or_shutdown(
             backoff.next_backoff().unwrap_or(policy.max_backoff),
             shutdown,
@@ -148,7 +154,8 @@ async fn retry_rejected(
             return None;
         }
         let again: Vec<Event> = failed.iter().map(|&i| events[i].clone()).collect();
-        let answers = publish_until_acknowledged(publisher, &again, policy, shutdown).await?;
+        let answers =
+            publish_until_acknowledged(publisher, &again, policy, health, shutdown).await?;
         for (&i, answer) in failed.iter().zip(answers) {
             deliveries[i] = answer;
             attempts[i] += 1;
@@ -175,6 +182,7 @@ async fn publish_until_acknowledged(
     publisher: &Publisher,
     events: &[Event],
     policy: &DeliveryConfig,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Vec<Delivery>> {
     let mut backoff = backoff_for(policy);
@@ -186,19 +194,23 @@ async fn publish_until_acknowledged(
                     metrics::counter!(m::REDIS_RECONNECTS).increment(1);
                     tracing::info!(after = ?since.elapsed(), "Redis is reachable again; publishing resumed");
                 }
-                crate::health::global().set_up("redis", true);
+                health.set_up("redis", true);
                 return Some(deliveries);
             }
-            Err(PublishError::Unavailable(why) | PublishError::BadUrl(why)) => {
+            Err(e) => {
+                let why = match &e {
+                    PublishError::Unavailable(why) => why.to_string(),
+                    other => other.to_string(),
+                };
                 metrics::counter!(m::PUBLISH_ERRORS, "kind" => "unavailable").increment(1);
-                crate::health::global().set_up("redis", false);
+                health.set_down("redis", why.clone());
                 if down_since.is_none() {
-                    crate::health::global().record_error(format!("Redis unavailable: {why}"));
+                    health.record_error(format!("Redis unavailable: {why}"));
                     tracing::warn!(error = %why, held = events.len(), "Redis is unavailable; holding changes and retrying");
                     down_since = Some(std::time::Instant::now());
                 }
                 // waiting out Redis is the loop turning: /healthz stays 200 meanwhile
-                crate::health::global().turned();
+                health.turned();
                 let wait = backoff.next_backoff().unwrap_or(policy.max_backoff);
                 tracing::debug!(retry_in = ?wait, "Redis still unavailable; publish retry scheduled");
                 if sleep_or_shutdown(wait, shutdown).await {
@@ -217,16 +229,5 @@ pub fn backoff_for(policy: &DeliveryConfig) -> ExponentialBackoff {
         max_interval: policy.max_backoff,
         max_elapsed_time: None,
         ..ExponentialBackoff::default()
-    }
-}
-
-/// Sleeps; `true` if shutdown was asked meanwhile (or already).
-pub async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    if *shutdown.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => *shutdown.borrow(),
-        _ = shutdown.changed() => true,
     }
 }

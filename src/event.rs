@@ -60,6 +60,17 @@ pub struct SourceRef {
     pub id: Option<i64>,
 }
 
+/// A value of a change's row that the source could not turn into JSON (a type it cannot read,
+/// text that is not UTF-8 in a `SQL_ASCII` database): the change is dead-lettered with reason
+/// `unconvertible_value`, its payload holding the value's raw text as a JSON string, and the
+/// stream goes on. Never fatal: one odd value must not stop every change behind it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {error}")]
+pub struct Fault {
+    pub column: String,
+    pub error: String,
+}
+
 /// One committed change of one row (or one TRUNCATE), before routing.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -82,6 +93,8 @@ pub struct Change {
     /// Set when an operator command re-publishes the change (`"change_log"`, `"dead_letter"`):
     /// the event keeps its `eventId` and says `"replay"`, so consumers can tell.
     pub replay: Option<&'static str>,
+    /// The first value that could not be converted, if any (see [`Fault`]).
+    pub fault: Option<Fault>,
 }
 
 impl Change {
@@ -185,6 +198,7 @@ mod tests {
                 id: Some(3),
             },
             replay: None,
+            fault: None,
         };
         let mut buf = Vec::new();
         change.encode_into(Some("crm"), Some("tenant-123"), "credit-configs", &mut buf);
@@ -222,6 +236,7 @@ mod tests {
                 id: None,
             },
             replay: Some("change_log"),
+            fault: None,
         };
         let mut buf = Vec::new();
         change.encode_into(Some("crm"), Some("t1"), "t", &mut buf);

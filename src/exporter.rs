@@ -12,7 +12,7 @@
 //! few seconds so memory stays bounded when nobody scrapes.
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -75,14 +75,6 @@ pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
             handle.run_upkeep();
         }
     })
-}
-
-/// Progress was just stored (trigger: the checkpoint row; logical: the slot confirmed).
-pub fn checkpointed() {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    metrics::gauge!(m::LAST_CHECKPOINT).set(now.as_secs_f64());
 }
 
 fn describe() {

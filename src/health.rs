@@ -1,13 +1,12 @@
 //! What the daemon knows about itself, shared by the loop that does the work and the HTTP
 //! endpoints that report it (`/healthz`, `/readyz`, `/status`).
 //!
-//! One process runs one daemon, so the state is process-wide ([`global`]): the source, the
-//! publisher and the monitor write to it where they learn something, without threading a
-//! handle through every call. Writes are plain atomics or a short mutex, never on a per-event
-//! path.
+//! `sluice run` makes one [`Health`] and hands an `Arc` of it to each part that learns
+//! something (the sources, the pipeline, the monitor) and to the endpoints that report it; a
+//! test makes its own. Writes are plain atomics or a short mutex, never on a per-event path.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -68,13 +67,34 @@ pub struct Facts {
     pub last_error_at: Option<String>,
 }
 
+/// A server the daemon needs, and why it is not usable when it is not.
+#[derive(Debug, Default)]
+struct Server {
+    up: AtomicBool,
+    why: Mutex<Option<String>>,
+}
+
+impl Server {
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// "Redis is unreachable", with the reason when one is known.
+    fn down_text(&self, name: &str) -> String {
+        match self.why.lock().expect("health server lock").as_deref() {
+            Some(why) => format!("{name} is unavailable: {why}"),
+            None => format!("{name} is unreachable"),
+        }
+    }
+}
+
 /// The daemon's state.
 #[derive(Debug)]
 pub struct Health {
     started: Instant,
     phase: AtomicU8,
-    postgres: AtomicBool,
-    redis: AtomicBool,
+    postgres: Server,
+    redis: Server,
     /// Retained WAL is past `max_retained_wal`.
     wal_over: AtomicBool,
     /// Milliseconds since `started` when the work loop last turned.
@@ -84,13 +104,6 @@ pub struct Health {
     /// The last error is stored in `sluice.checkpoint` (or there is none).
     error_saved: AtomicBool,
     facts: Mutex<Facts>,
-}
-
-static GLOBAL: OnceLock<Health> = OnceLock::new();
-
-/// The process's state.
-pub fn global() -> &'static Health {
-    GLOBAL.get_or_init(Health::new)
 }
 
 impl Default for Health {
@@ -104,8 +117,8 @@ impl Health {
         Health {
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting.as_u8()),
-            postgres: AtomicBool::new(false),
-            redis: AtomicBool::new(false),
+            postgres: Server::default(),
+            redis: Server::default(),
             wal_over: AtomicBool::new(false),
             turned_ms: AtomicU64::new(0),
             published: AtomicU64::new(0),
@@ -131,13 +144,30 @@ impl Health {
 
     /// Records whether a server is reachable (`component`: `postgres` or `redis`).
     pub fn set_up(&self, component: &'static str, up: bool) {
-        let flag = if component == "redis" {
+        let server = self.server(component);
+        server.up.store(up, Ordering::Relaxed);
+        if up {
+            *server.why.lock().expect("health server lock") = None;
+        }
+        metrics::gauge!(m::UP, "component" => component).set(f64::from(u8::from(up)));
+    }
+
+    /// Records that a server is not usable, and why (one line, no secret), for `/readyz`.
+    pub fn set_down(&self, component: &'static str, why: impl Into<String>) {
+        *self
+            .server(component)
+            .why
+            .lock()
+            .expect("health server lock") = Some(why.into());
+        self.set_up(component, false);
+    }
+
+    fn server(&self, component: &str) -> &Server {
+        if component == "redis" {
             &self.redis
         } else {
             &self.postgres
-        };
-        flag.store(up, Ordering::Relaxed);
-        metrics::gauge!(m::UP, "component" => component).set(f64::from(u8::from(up)));
+        }
     }
 
     pub fn set_wal_over(&self, over: bool) {
@@ -193,6 +223,19 @@ impl Health {
     /// `Ok` when ready to do its job; otherwise the one-line reason `/readyz` gives.
     pub fn readiness(&self) -> Result<(), String> {
         match self.phase() {
+            Phase::Starting
+                if self
+                    .postgres
+                    .why
+                    .lock()
+                    .expect("health server lock")
+                    .is_some() =>
+            {
+                return Err(format!(
+                    "starting: {}",
+                    self.postgres.down_text("PostgreSQL")
+                ))
+            }
             Phase::Starting => return Err("starting: not yet connected to PostgreSQL".into()),
             Phase::Standby => {
                 return Err("standby: another sluice is active; waiting to take over".into())
@@ -203,11 +246,11 @@ impl Health {
             Phase::ShuttingDown => return Err("shutting down".into()),
             Phase::Streaming => {}
         }
-        if !self.postgres.load(Ordering::Relaxed) {
-            return Err("PostgreSQL is unreachable".into());
+        if !self.postgres.is_up() {
+            return Err(self.postgres.down_text("PostgreSQL"));
         }
-        if !self.redis.load(Ordering::Relaxed) {
-            return Err("Redis is unreachable".into());
+        if !self.redis.is_up() {
+            return Err(self.redis.down_text("Redis"));
         }
         if self.wal_over.load(Ordering::Relaxed) {
             return Err("retained WAL is past source.max_retained_wal".into());
@@ -224,8 +267,8 @@ impl Health {
                 .readiness()
                 .err()
                 .unwrap_or_else(|| "ready".to_string()),
-            postgres_up: self.postgres.load(Ordering::Relaxed),
-            redis_up: self.redis.load(Ordering::Relaxed),
+            postgres_up: self.postgres.is_up(),
+            redis_up: self.redis.is_up(),
             published: self.published.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             uptime_seconds: self.started.elapsed().as_secs(),
@@ -262,12 +305,29 @@ mod tests {
     fn ready_only_while_streaming_with_both_servers_and_wal_in_bounds() {
         let h = Health::new();
         assert!(h.readiness().unwrap_err().starts_with("starting"));
+        h.set_down("postgres", "connection refused");
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            "starting: PostgreSQL is unavailable: connection refused"
+        );
         h.set_phase(Phase::Streaming);
-        assert_eq!(h.readiness().unwrap_err(), "PostgreSQL is unreachable");
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            "PostgreSQL is unavailable: connection refused"
+        );
         h.set_up("postgres", true);
         assert_eq!(h.readiness().unwrap_err(), "Redis is unreachable");
         h.set_up("redis", true);
         assert_eq!(h.readiness(), Ok(()));
+        h.set_down(
+            "redis",
+            "it is a replica (read-only); waiting for a primary",
+        );
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            "Redis is unavailable: it is a replica (read-only); waiting for a primary"
+        );
+        h.set_up("redis", true);
         h.set_wal_over(true);
         assert!(h.readiness().unwrap_err().contains("max_retained_wal"));
         h.set_wal_over(false);

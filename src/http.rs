@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
-use crate::health::{self, Health};
+use crate::health::Health;
 use crate::telemetry as m;
 
 /// Connections served at once; more wait to be accepted.
@@ -68,6 +68,7 @@ impl Drop for Server {
 pub async fn start(
     config: &Config,
     metrics: PrometheusHandle,
+    health: Arc<Health>,
 ) -> Result<Option<Server>, HttpError> {
     let listen = config.http.listen.trim();
     if listen.is_empty() {
@@ -88,7 +89,7 @@ pub async fn start(
     });
     Ok(Some(Server {
         addr,
-        task: tokio::spawn(accept(listener, endpoints)),
+        task: tokio::spawn(accept(listener, endpoints, health)),
     }))
 }
 
@@ -112,7 +113,7 @@ pub fn stall_limit(config: &Config) -> Duration {
             .max(config.redis.command_timeout)
 }
 
-async fn accept(listener: TcpListener, endpoints: Arc<Endpoints>) {
+async fn accept(listener: TcpListener, endpoints: Arc<Endpoints>, health: Arc<Health>) {
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -121,7 +122,7 @@ async fn accept(listener: TcpListener, endpoints: Arc<Endpoints>) {
         }
         match listener.accept().await {
             Ok((stream, _)) => {
-                connections.spawn(serve(stream, endpoints.clone()));
+                connections.spawn(serve(stream, endpoints.clone(), health.clone()));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot accept an HTTP connection");
@@ -131,9 +132,9 @@ async fn accept(listener: TcpListener, endpoints: Arc<Endpoints>) {
     }
 }
 
-async fn serve(stream: TcpStream, endpoints: Arc<Endpoints>) {
+async fn serve(stream: TcpStream, endpoints: Arc<Endpoints>, health: Arc<Health>) {
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-        let reply = endpoints.respond(request.method(), request.uri().path(), health::global());
+        let reply = endpoints.respond(request.method(), request.uri().path(), &health);
         async move { Ok::<_, Infallible>(reply.into_response()) }
     });
     let connection = http1::Builder::new()

@@ -14,16 +14,17 @@
 //! changes are lost for good. Past `source.max_retained_wal` the daemon reports not ready (and
 //! logs once); nearing `max_slot_wal_keep_size` it warns once; recovery is logged once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_postgres::{Client, Error as SqlError};
 
 use crate::config::{Config, RedisConfig, SourceMode};
-use crate::deliver::sleep_or_shutdown;
-use crate::health;
+use crate::health::Health;
 use crate::pg::{self, Conn};
 use crate::publish::Publisher;
+use crate::shutdown::sleep_or_shutdown;
 use crate::telemetry as m;
 
 /// How often the monitor looks.
@@ -40,16 +41,19 @@ const SLOT: &str = "WITH w AS (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last
 const PENDING: &str = "SELECT count(*) FROM (SELECT 1 FROM sluice.pending_changes LIMIT 1000000) p";
 
 /// Runs until `shutdown` turns true.
-pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(config: Config, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
     let mut redis = RedisWatch {
         config: config.redis.clone(),
         up: None,
+        health: health.clone(),
     };
     redis.config.command_timeout = redis.config.command_timeout.min(PROBE_TIMEOUT);
+    let guard = WalGuard::new(config.source.max_retained_wal);
     let mut postgres = PostgresWatch {
-        guard: WalGuard::new(config.source.max_retained_wal),
+        guard,
         config,
         conn: None,
+        health,
     };
     loop {
         tokio::join!(postgres.look(), redis.look());
@@ -63,27 +67,29 @@ struct PostgresWatch {
     config: Config,
     conn: Option<Conn>,
     guard: WalGuard,
+    health: Arc<Health>,
 }
 
 impl PostgresWatch {
     async fn look(&mut self) {
-        let up = match tokio::time::timeout(PROBE_TIMEOUT, self.query()).await {
-            Ok(Ok(())) => true,
+        let down = match tokio::time::timeout(PROBE_TIMEOUT, self.query()).await {
+            Ok(Ok(())) => None,
             // the server answered, with an error: it is up (the work loop reports the error)
             Ok(Err(Failure::Sql(e))) if e.as_db_error().is_some() => {
                 tracing::debug!(error = %pg::describe(&e), "monitor query failed");
-                true
+                None
             }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "monitor cannot reach PostgreSQL");
-                false
-            }
-            Err(_) => false,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
         };
-        if !up {
-            self.conn = None;
+        match down {
+            None => self.health.set_up("postgres", true),
+            Some(why) => {
+                tracing::debug!(error = %why, "monitor cannot reach PostgreSQL");
+                self.conn = None;
+                self.health.set_down("postgres", why);
+            }
         }
-        health::global().set_up("postgres", up);
     }
 
     async fn query(&mut self) -> Result<(), Failure> {
@@ -98,15 +104,28 @@ impl PostgresWatch {
         }
         let client = &self.conn.as_ref().expect("connected above").client;
         match self.config.source.mode {
-            SourceMode::Logical => slot(client, &self.config.source.slot, &mut self.guard).await?,
-            SourceMode::Trigger => pending(client).await?,
+            SourceMode::Logical => {
+                slot(
+                    client,
+                    &self.config.source.slot,
+                    &mut self.guard,
+                    &self.health,
+                )
+                .await?
+            }
+            SourceMode::Trigger => pending(client, &self.health).await?,
         }
         Ok(())
     }
 }
 
 /// Lag and retained WAL of the slot `name`, and the guard's verdict on them.
-async fn slot(client: &Client, name: &str, guard: &mut WalGuard) -> Result<(), SqlError> {
+async fn slot(
+    client: &Client,
+    name: &str,
+    guard: &mut WalGuard,
+    health: &Health,
+) -> Result<(), SqlError> {
     let Some(row) = client.query_opt(SLOT, &[&name]).await? else {
         return Ok(()); // missing: the work loop stops with the reason
     };
@@ -126,12 +145,12 @@ async fn slot(client: &Client, name: &str, guard: &mut WalGuard) -> Result<(), S
     if let Some(safe) = safe {
         metrics::gauge!(m::SLOT_SAFE_WAL_BYTES).set(safe as f64);
     }
-    health::global().update(|f| {
+    health.update(|f| {
         f.lag_bytes = lag;
         f.retained_wal_bytes = retained;
     });
     if let Some(retained) = retained {
-        guard.observe(retained, keep, name);
+        guard.observe(retained, keep, name, health);
     }
     Ok(())
 }
@@ -143,31 +162,37 @@ struct RedisWatch {
     config: RedisConfig,
     /// What the last ping said, to log changes once.
     up: Option<bool>,
+    health: Arc<Health>,
 }
 
 impl RedisWatch {
     async fn look(&mut self) {
-        let up = match Publisher::new(&self.config) {
-            // one attempt, bounded by the short command timeout: a refused connection is down
-            Ok(publisher) => publisher.wait_connected(Duration::ZERO).await,
-            Err(_) => false,
+        // one attempt, bounded by the short command timeout: a refused connection is down, and
+        // so is a replica (its role is asked at connect)
+        let probe = match Publisher::new(&self.config) {
+            Ok(publisher) => publisher.connect().await,
+            Err(e) => Err(e),
         };
-        health::global().set_up("redis", up);
-        match (self.up.replace(up), up) {
-            (Some(true), false) => {
-                tracing::warn!("Redis does not answer the health check; reporting not ready")
+        let up = probe.is_ok();
+        match &probe {
+            Ok(()) => self.health.set_up("redis", true),
+            Err(e) => self.health.set_down("redis", e.to_string()),
+        }
+        match (self.up.replace(up), &probe) {
+            (Some(true), Err(e)) => {
+                tracing::warn!(error = %e, "Redis fails the health check; reporting not ready")
             }
-            (Some(false), true) => tracing::info!("Redis answers the health check again"),
+            (Some(false), Ok(())) => tracing::info!("Redis answers the health check again"),
             _ => {}
         }
     }
 }
 
-async fn pending(client: &Client) -> Result<(), SqlError> {
+async fn pending(client: &Client, health: &Health) -> Result<(), SqlError> {
     let count: i64 = client.query_one(PENDING, &[]).await?.get(0);
     debug_assert!(count <= PENDING_CAP);
     metrics::gauge!(m::PENDING_CHANGES).set(count as f64);
-    health::global().update(|f| f.pending = Some(count as u64));
+    health.update(|f| f.pending = Some(count as u64));
     Ok(())
 }
 
@@ -199,10 +224,10 @@ impl WalGuard {
 
     /// Judges `retained` bytes against the limit and PostgreSQL's `max_slot_wal_keep_size`
     /// (`keep`; `None` when unlimited), updates readiness, and logs what changed.
-    fn observe(&mut self, retained: u64, keep: Option<u64>, slot: &str) {
+    fn observe(&mut self, retained: u64, keep: Option<u64>, slot: &str, health: &Health) {
         let (over, near) = self.judge(retained, keep);
         if let Some(over) = over {
-            health::global().set_wal_over(over);
+            health.set_wal_over(over);
             if over {
                 tracing::warn!(slot, retained, limit = self.limit, "the slot retains more WAL than source.max_retained_wal; reporting not ready until it catches up");
             } else {

@@ -1,338 +1,276 @@
-//! `sluice run`: the daemon loop of trigger mode.
+//! `sluice run`: the daemon. It serves its probes from the first moment, then runs sessions
+//! until shutdown: a session connects to PostgreSQL, opens the configured source (waiting as a
+//! standby while another daemon holds the slot or the reader lock), and runs it beside the
+//! [`crate::pipeline`], the source in a task of its own so it keeps its connection alive while
+//! the pipeline waits on Redis.
 //!
-//! connect → take the reader lock (or wait as a standby) → read a batch → deliver it →
-//! store progress with its dead letters → repeat; sleep until a NOTIFY or `poll_interval` when
-//! caught up. PostgreSQL going away restarts the loop from the stored checkpoint after a
-//! backoff; Redis going away holds the batch (see [`crate::deliver`]). SIGTERM/SIGINT finish
-//! the batch in flight, store it, and return.
+//! A session that fails for a transient reason (a server away, slow, restarting; the stream
+//! silent) ends, `/readyz` says why, and a new session starts after a backoff: the daemon never
+//! exits because a server is down, not even at start. Only what retrying cannot fix (the
+//! credentials, a missing schema, a lost slot, the config) stops it, with a hint. SIGTERM
+//! finishes the batch in flight, stores it, and returns.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use backoff::backoff::Backoff;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::checkpoint::{self, CHANGE_LOG};
+use crate::checkpoint;
 use crate::config::{Config, SourceMode};
-use crate::deliver::{backoff_for, deliver, sleep_or_shutdown};
+use crate::deliver::backoff_for;
 use crate::error::{classify, Class, RunError};
-use crate::health::{self, Phase};
+use crate::health::{Health, Phase};
 use crate::pg::{self, Conn};
+use crate::pipeline::{ChangeLogStore, Pipeline, SlotStore, Store};
 use crate::publish::Publisher;
 use crate::route::Router;
-use crate::source::change_log::ChangeLog;
-use crate::source::logical;
+use crate::shutdown::sleep_or_shutdown;
+use crate::source::change_log::ChangeLogSource;
+use crate::source::change_log::CHANGE_LOG;
+use crate::source::{logical, Batch, SourceError};
 
-/// How often idle progress (a newer snapshot with nothing in between) is written down.
-const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
-/// How long a caught-up reader waits after a NOTIFY before it reads, so that a round takes
-/// the writes of a few ms, not of one transaction: each round costs the same four round trips
-/// (bounds, read, publish, checkpoint) whatever it holds. At 5,000 writes/s, 0 / 2 / 5 ms
-/// cost 28.8 / 19.5 / 15.3 µs of CPU per event for a p99 of 4.0 / 8.3 / 10.1 ms.
-const LINGER: Duration = Duration::from_millis(5);
-/// How often processed change_log rows past `retention` are pruned (more often when the
-/// retention itself is shorter), and once at every connect.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Batches read ahead of the one being delivered: the source reads the next while the
+/// pipeline publishes this one, and stops reading when both wait.
+const READ_AHEAD: usize = 1;
 
 /// Runs until `shutdown` turns true; returns an error only for fatal failures.
-pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-    let router = Router::new(&config);
+pub async fn run(
+    config: Config,
+    router: Router,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
     let publisher = Publisher::new(&config.redis)?;
     let metrics = crate::exporter::install(&config);
-    let _http = crate::http::start(&config, metrics.clone())
-        .await
-        .map_err(|e| RunError::Other(e.to_string()))?;
+    let _http = crate::http::start(&config, metrics.clone(), health.clone()).await?;
     let upkeep = crate::exporter::spawn_upkeep(metrics);
-    let monitor = tokio::spawn(crate::monitor::run(config.clone(), shutdown.clone()));
-    let result = supervise(&config, &router, &publisher, &mut shutdown).await;
+    let monitor = tokio::spawn(crate::monitor::run(
+        config.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        postgres = %pg::redact(&config.postgres.url),
+        redis = %pg::redact(&config.redis.url),
+        mode = config.source.mode.as_str(),
+        "sluice starting"
+    );
+    let daemon = Daemon {
+        config: &config,
+        router: &router,
+        publisher: &publisher,
+        health: &health,
+    };
+    let result = daemon.supervise(shutdown).await;
     publisher.close().await;
     monitor.abort();
     upkeep.abort();
     match &result {
         Ok(()) => tracing::info!("sluice stopped"),
-        Err(e) => save_fatal_error(&config, e).await,
+        Err(e) => save_fatal_error(&config, &health, e).await,
     }
     result
 }
 
 /// Stores the error the daemon stops on, for `sluice status`, if PostgreSQL answers quickly.
-async fn save_fatal_error(config: &Config, e: &RunError) {
-    health::global().record_error(e.to_string());
+async fn save_fatal_error(config: &Config, health: &Health, e: &RunError) {
+    health.record_error(e.to_string());
     let name = match config.source.mode {
         SourceMode::Trigger => CHANGE_LOG,
         SourceMode::Logical => config.source.slot.as_str(),
     };
-    if let Ok(conn) = pg::connect(&config.postgres.url, Duration::from_secs(3)).await {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(3),
-            checkpoint::save_error(&conn.client, name),
-        )
-        .await;
+    let timeout = std::time::Duration::from_secs(3);
+    if let Ok(conn) = pg::connect_daemon(&config.postgres.url, timeout, timeout).await {
+        let _ = conn
+            .bounded(checkpoint::save_error(&conn.client, health, name))
+            .await;
     }
 }
 
-/// Runs sessions, reconnecting with backoff after transient failures.
-async fn supervise(
-    config: &Config,
-    router: &Router,
-    publisher: &Publisher,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), RunError> {
-    if let Err(e) = publisher.connect_within(config.redis.command_timeout).await {
-        return Err(RunError::Other(format!(
-            "cannot reach Redis at {} within {:?}: {e}; check redis.url (or REDIS_URL) and that Redis runs",
-            pg::redact(&config.redis.url),
-            config.redis.command_timeout
-        )));
-    }
-    health::global().set_up("redis", true);
-    tracing::info!(postgres = %pg::redact(&config.postgres.url), redis = %pg::redact(&config.redis.url), mode = config.source.mode.as_str(), "sluice starting");
-    let mut backoff = backoff_for(&config.delivery);
-    let (mut pg_down, mut connected_once) = (false, false);
-    loop {
-        health::global().turned();
-        let on_connected = &mut || {
-            if pg_down {
-                metrics::counter!(crate::telemetry::POSTGRES_RECONNECTS).increment(1);
-            }
-            health::global().set_up("postgres", true);
-            health::global().set_phase(Phase::Streaming);
-            backoff.reset();
-            pg_down = false;
-            connected_once = true;
-        };
-        let result = match config.source.mode {
-            SourceMode::Trigger => session(config, router, publisher, shutdown, on_connected).await,
-            SourceMode::Logical => {
-                logical::session(config, router, publisher, shutdown, on_connected).await
-            }
-        };
-        let e = match result {
-            Ok(()) | Err(RunError::ShutdownWhileRedisDown) => return Ok(()),
-            Err(e) => e,
-        };
-        match classify(&e) {
-            Class::Fatal { hint } if matches!(e, RunError::SlotLost(_)) => {
-                health::global().set_phase(Phase::SlotLost);
-                return Err(RunError::SlotLost(format!("{e}; {hint}")));
-            }
-            Class::Fatal { hint } => return Err(RunError::Other(format!("{e}; {hint}"))),
-            Class::Transient if !connected_once => {
-                return Err(RunError::Other(format!(
-                    "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL) and that the server runs",
-                    pg::redact(&config.postgres.url)
-                )))
-            }
-            Class::Transient => {
-                health::global().set_up("postgres", false);
-                health::global().record_error(format!("PostgreSQL unavailable: {e}"));
-                health::global().set_phase(Phase::Starting);
-                if !std::mem::replace(&mut pg_down, true) {
-                    tracing::warn!(error = %e, "PostgreSQL is unavailable; reconnecting with backoff");
+/// What every session shares.
+struct Daemon<'a> {
+    config: &'a Config,
+    router: &'a Router,
+    publisher: &'a Publisher,
+    health: &'a Arc<Health>,
+}
+
+impl Daemon<'_> {
+    /// Runs sessions, starting a new one with backoff after a transient failure.
+    async fn supervise(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+        let mut backoff = backoff_for(&self.config.delivery);
+        let mut failing: Option<&'static str> = None;
+        loop {
+            self.health.turned();
+            let mut on_connected = || {
+                if failing.take() == Some("postgres") {
+                    metrics::counter!(crate::telemetry::POSTGRES_RECONNECTS).increment(1);
+                    tracing::info!("PostgreSQL is reachable again");
                 }
+                backoff.reset();
+            };
+            let result = self.session(&mut shutdown, &mut on_connected).await;
+            let e = match result {
+                Ok(()) if *shutdown.borrow() => return Ok(()),
+                Ok(()) => continue,
+                Err(e) => e,
+            };
+            if let Class::Fatal { hint } = classify(&e) {
+                if e.is_slot_lost() {
+                    self.health.set_phase(Phase::SlotLost);
+                }
+                tracing::error!(error = %e, hint, "stopping: retrying cannot fix this");
+                return Err(e);
+            }
+            self.ride_out(&e, &mut failing);
+            let wait = backoff
+                .next_backoff()
+                .unwrap_or(self.config.delivery.max_backoff);
+            if sleep_or_shutdown(wait, &mut shutdown).await {
+                return Ok(());
             }
         }
-        let wait = backoff
-            .next_backoff()
-            .unwrap_or(config.delivery.max_backoff);
-        if sleep_or_shutdown(wait, shutdown).await {
-            return Ok(());
-        }
     }
-}
 
-/// One connection's worth of work: returns `Ok` on shutdown, `Err` when the session failed.
-async fn session(
-    config: &Config,
-    router: &Router,
-    publisher: &Publisher,
-    shutdown: &mut watch::Receiver<bool>,
-    on_connected: &mut (dyn FnMut() + Send),
-) -> Result<(), RunError> {
-    let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout).await?;
-    if !wait_for_lock(&conn, shutdown).await? {
-        return Ok(());
+    /// Reports a transient failure: once as a warning, then quietly until it clears.
+    fn ride_out(&self, e: &RunError, failing: &mut Option<&'static str>) {
+        let server = e.server();
+        self.health.set_down(server, e.to_string());
+        if server == "postgres" && self.health.phase() != Phase::Starting {
+            self.health.set_phase(Phase::Starting);
+        }
+        let name = if server == "redis" {
+            "Redis"
+        } else {
+            "PostgreSQL"
+        };
+        self.health.record_error(format!("{name} unavailable: {e}"));
+        if failing.replace(server) != Some(server) {
+            tracing::warn!(error = %e, "{name} is unavailable; reconnecting with backoff");
+        } else {
+            tracing::debug!(error = %e, "{name} is still unavailable");
+        }
     }
-    ChangeLog::listen(&conn.client).await?;
-    let mut source = ChangeLog::open(&conn.client, config.source.batch_size).await?;
-    on_connected();
-    checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
-    tracing::info!(position = %source.progress().position(), "connected to PostgreSQL; reading sluice.change_log");
-    let update = checkpoint::prepare_update(&conn.client).await?;
-    let mut state = LoopState {
-        caught_up: false,
-        dirty: false,
-        stored_at: Instant::now(),
-        pruned_at: None,
-        update,
-    };
-    let prune_every = PRUNE_EVERY.min(config.source.retention.max(Duration::from_secs(1)));
-    loop {
-        health::global().turned();
-        if *shutdown.borrow() {
-            return store_idle(&conn, &source, &mut state).await;
-        }
-        if state.caught_up && wait_for_change(&conn, config.source.poll_interval, shutdown).await {
-            continue;
-        }
-        if !step(
-            config,
-            router,
-            publisher,
-            &conn,
-            &mut source,
-            &mut state,
+
+    /// One connection's worth of work: `Ok` when it ended without a failure (shutdown).
+    async fn session(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        on_connected: &mut (dyn FnMut() + Send),
+    ) -> Result<(), RunError> {
+        let c = &self.config.postgres;
+        let conn = Arc::new(
+            pg::connect_daemon(&c.url, c.connect_timeout, c.query_timeout)
+                .await
+                .map_err(RunError::Connect)?,
+        );
+        self.health.set_up("postgres", true);
+        on_connected();
+        let (out, batches) = mpsc::channel(READ_AHEAD);
+        let (store, source) = match self.config.source.mode {
+            SourceMode::Trigger => match self.open_change_log(&conn, out, shutdown).await? {
+                Some(opened) => opened,
+                None => return Ok(()),
+            },
+            SourceMode::Logical => match self.open_slot(&conn, out, shutdown).await? {
+                Some(opened) => opened,
+                None => return Ok(()),
+            },
+        };
+        self.health.set_phase(Phase::Streaming);
+        self.stream(store, source, batches, shutdown.clone()).await
+    }
+
+    async fn open_change_log(
+        &self,
+        conn: &Arc<Conn>,
+        out: mpsc::Sender<Batch>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<(Store, SourceTask)>, RunError> {
+        let s = &self.config.source;
+        let Some(source) = ChangeLogSource::open(
+            conn.clone(),
+            s.batch_size,
+            s.poll_interval,
+            self.health.clone(),
             shutdown,
         )
         .await?
-        {
-            return Ok(());
-        }
-        if state.pruned_at.is_none_or(|at| at.elapsed() >= prune_every) {
-            state.pruned_at = Some(Instant::now());
-            let pruned = source.prune(&conn.client, config.source.retention).await?;
-            if pruned > 0 {
-                tracing::info!(rows = pruned, "pruned change_log rows past retention");
-            }
-        }
+        else {
+            return Ok(None);
+        };
+        let store =
+            ChangeLogStore::new(conn.clone(), s.retention, source.progress().clone()).await?;
+        let task = tokio::spawn(source.run(out, shutdown.clone()));
+        Ok(Some((Store::ChangeLog(store), task)))
     }
-}
 
-struct LoopState {
-    caught_up: bool,
-    /// Progress moved in memory (idle rounds) but is not stored yet.
-    dirty: bool,
-    stored_at: Instant,
-    pruned_at: Option<Instant>,
-    /// The prepared checkpoint UPDATE of this connection.
-    update: tokio_postgres::Statement,
-}
-
-/// Reads and delivers one batch. `Ok(false)`: shutdown while Redis was down, stop now.
-async fn step(
-    config: &Config,
-    router: &Router,
-    publisher: &Publisher,
-    conn: &Conn,
-    source: &mut ChangeLog,
-    state: &mut LoopState,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<bool, RunError> {
-    let batch = source.next_batch(&conn.client).await?;
-    state.caught_up = !batch.full;
-    if batch.changes.is_empty() {
-        state.dirty |= batch.next != *source.progress();
-        source.advance(batch.next);
-        if state.dirty && state.stored_at.elapsed() >= IDLE_CHECKPOINT_EVERY {
-            store_idle(conn, source, state).await?;
-        }
-        return Ok(true);
-    }
-    metrics::histogram!(crate::telemetry::BATCH_SIZE).record(batch.changes.len() as f64);
-    tracing::debug!(changes = batch.changes.len(), "batch read; publishing");
-    let Some(done) = deliver(
-        router,
-        publisher,
-        &batch.changes,
-        &config.delivery,
-        shutdown,
-    )
-    .await
-    else {
-        return Ok(false);
-    };
-    checkpoint::commit(
-        &conn.client,
-        &state.update,
-        CHANGE_LOG,
-        &batch.next,
-        &done.dead,
-    )
-    .await?;
-    crate::exporter::checkpointed();
-    checkpoint::save_error(&conn.client, CHANGE_LOG).await?;
-    if !done.dead.is_empty() {
-        tracing::warn!(
-            count = done.dead.len(),
-            first_reason = done.dead[0].reason.as_str(),
-            "events dead-lettered"
+    async fn open_slot(
+        &self,
+        conn: &Arc<Conn>,
+        out: mpsc::Sender<Batch>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<(Store, SourceTask)>, RunError> {
+        let Some(source) =
+            logical::open(self.config, conn.clone(), self.health.clone(), shutdown).await?
+        else {
+            return Ok(None);
+        };
+        let (acks, acked) = watch::channel(source.position());
+        let s = &self.config.source;
+        let store = SlotStore::new(
+            conn.clone(),
+            s.slot.clone(),
+            s.keep_history,
+            s.retention,
+            acks,
         );
+        let task = tokio::spawn(source.run(out, acked, shutdown.clone()));
+        Ok(Some((Store::Slot(store), task)))
     }
-    tracing::debug!(
-        changes = batch.changes.len(),
-        published = done.published,
-        "batch delivered"
-    );
-    source.advance(batch.next);
-    health::global().update(|f| f.position = Some(source.progress().position()));
-    state.dirty = false;
-    state.stored_at = Instant::now();
-    Ok(true)
-}
 
-async fn store_idle(
-    conn: &Conn,
-    source: &ChangeLog,
-    state: &mut LoopState,
-) -> Result<(), RunError> {
-    if state.dirty {
-        checkpoint::commit(
-            &conn.client,
-            &state.update,
-            CHANGE_LOG,
-            source.progress(),
-            &[],
-        )
-        .await?;
-        crate::exporter::checkpointed();
-        state.dirty = false;
-        state.stored_at = Instant::now();
-    }
-    Ok(())
-}
-
-/// Waits for a NOTIFY (then [`LINGER`] more), the poll interval, or shutdown; `true` if it
-/// was shutdown.
-async fn wait_for_change(
-    conn: &Conn,
-    poll: Duration,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    tokio::select! {
-        _ = conn.notified.notified() => {
-            tokio::time::sleep(LINGER).await;
-            false
-        }
-        _ = tokio::time::sleep(poll) => false,
-        _ = shutdown.changed() => true,
-    }
-}
-
-/// Takes the reader lock, waiting as a standby while another daemon holds it.
-async fn wait_for_lock(
-    conn: &Conn,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<bool, RunError> {
-    let mut announced = false;
-    loop {
-        if ChangeLog::try_lock(&conn.client).await? {
-            if announced {
-                tracing::info!("took over as the active reader");
+    /// Runs the pipeline until shutdown or either side fails; the source's failure stops the
+    /// pipeline after its batch in flight (or at once while Redis is away), the pipeline's
+    /// failure closes the channel, which stops the source.
+    async fn stream(
+        &self,
+        store: Store,
+        mut source: SourceTask,
+        batches: mpsc::Receiver<Batch>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), RunError> {
+        let (stop_tx, stop) = watch::channel(*shutdown.borrow());
+        let pipeline = Pipeline {
+            router: self.router,
+            publisher: self.publisher,
+            policy: &self.config.delivery,
+            health: self.health,
+            store,
+        };
+        let delivering = pipeline.run(batches, stop);
+        tokio::pin!(delivering);
+        let mut source_ended = None;
+        let delivered = loop {
+            tokio::select! {
+                delivered = &mut delivering => break delivered,
+                ended = &mut source, if source_ended.is_none() => {
+                    source_ended = Some(ended);
+                    let _ = stop_tx.send(true);
+                }
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() {
+                    let _ = stop_tx.send(true);
+                }
             }
-            return Ok(true);
-        }
-        health::global().turned();
-        if !announced {
-            health::global().set_phase(Phase::Standby);
-            tracing::info!(
-                "standby: another sluice is reading this change_log; waiting to take over"
-            );
-            announced = true;
-        }
-        if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
-            return Ok(false);
-        }
-        if conn.is_closed() {
-            return Err(RunError::ConnectionLost);
-        }
+        };
+        // The pipeline and its store are gone: the source sees its channel and acks close.
+        let ended = match source_ended {
+            Some(ended) => ended,
+            None => source.await,
+        };
+        ended??;
+        delivered?;
+        Ok(())
     }
 }
+
+type SourceTask = tokio::task::JoinHandle<Result<(), SourceError>>;

@@ -17,9 +17,9 @@ use std::process::ExitCode;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::checkpoint::CHANGE_LOG;
 use crate::config::{Config, SourceMode};
 use crate::pg;
+use crate::source::change_log::CHANGE_LOG;
 
 pub use daemon::Daemon;
 pub use render::{bytes, seconds};

@@ -247,7 +247,7 @@ async fn schema_items(
     let own = if config.source.mode == SourceMode::Logical {
         config.source.slot.as_str()
     } else {
-        crate::checkpoint::CHANGE_LOG
+        crate::source::change_log::CHANGE_LOG
     };
     let contents = schema_contents(client).await.map_err(sql)?;
     if !drop_schema {

@@ -25,6 +25,14 @@ pub const REDIS_RECONNECTS: &str = "sluice_redis_reconnects_total";
 pub const POSTGRES_RECONNECTS: &str = "sluice_postgres_reconnects_total";
 pub const SLOT_SAFE_WAL_BYTES: &str = "sluice_slot_safe_wal_size_bytes";
 
+/// Progress was just stored (trigger: the checkpoint row; logical: the slot confirmed).
+pub fn checkpointed() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    metrics::gauge!(LAST_CHECKPOINT).set(now.as_secs_f64());
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -132,11 +132,10 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_startup_and_redis_and_postgres_going_away_and_back() {
     let (mut env, port) = start(BRISK);
-    env.set_redis_timeout("30s"); // how long the daemon waits for Redis at startup
     env.redis.stop().unwrap();
     let daemon = env.daemon();
     let log = || daemon.log();
-    not_ready(port, "starting", WAIT, log).await;
+    not_ready(port, "Redis is unavailable: ", WAIT, log).await;
     assert_eq!(
         get(port, "/healthz"),
         (200, "ok\n".into()),
@@ -171,6 +170,36 @@ async fn readyz_follows_startup_and_redis_and_postgres_going_away_and_back() {
     .await;
     common::insert(&env, 21, 30);
     wait_until(WAIT, || env.pending() == 0, log).await;
+}
+
+/// Both servers down when the daemon starts: it stays up, says why, and begins when they appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_starts_while_both_servers_are_down_and_begins_when_they_appear() {
+    let (mut env, port) = start(BRISK);
+    env.pg.stop().unwrap();
+    env.redis.stop().unwrap();
+    let mut daemon = env.daemon();
+    let log = || daemon.log();
+    let why = not_ready(port, "starting: PostgreSQL is unavailable: ", WAIT, log).await;
+    assert_eq!(why.trim_end().lines().count(), 1, "one line: {why}");
+    assert_eq!(
+        get(port, "/healthz"),
+        (200, "ok\n".into()),
+        "alive while both are down"
+    );
+    env.pg.restart().unwrap();
+    not_ready(port, "Redis is unavailable: ", WAIT, log).await;
+    assert_eq!(get(port, "/healthz").0, 200);
+    env.redis.restart().unwrap();
+    ready(port, WAIT, log).await;
+    let sub = env.subscribe().await;
+    common::insert(&env, 1, 20);
+    sub.wait_for(20, WAIT, log).await;
+    assert!(
+        daemon.wait_exit(Duration::from_millis(200)).is_none(),
+        "still running:\n{}",
+        daemon.log()
+    );
 }
 
 /// Stops a server (`switch(false)`), waits for /readyz to name it (/healthz stays 200), starts

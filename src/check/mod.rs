@@ -71,9 +71,11 @@ async fn check_postgres(config: &Config) -> Vec<Finding> {
     let conn = match pg::connect(&config.postgres.url, config.postgres.connect_timeout).await {
         Ok(c) => c,
         Err(e @ pg::PgError::Tls(_)) => return vec![fail(format!("postgres {url}: {e}"))],
-        Err(e) => return vec![fail(format!(
+        Err(e) => {
+            return vec![fail(format!(
             "postgres {url}: {e}; check postgres.url (or DATABASE_URL) and that the server runs"
-        ))],
+        ))]
+        }
     };
     let mut out = vec![
         ok(format!("postgres {url}: connected")),

@@ -1,5 +1,6 @@
 //! Configuration: the TOML file, typed and validated once, then compiled into runtime objects
-//! (the [`crate::route::Router`] and the per-stage settings).
+//! (the [`crate::route::Router`], whose `compile` checks the routing sections, and the
+//! per-stage settings).
 //!
 //! Unknown keys are errors that name the key and the line; durations are humantime strings;
 //! `DATABASE_URL` and `REDIS_URL` override `postgres.url` and `redis.url`.
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use validate::{qualify, ConfigError};
+pub use validate::{qualify, ConfigError, Located};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +44,11 @@ pub struct PostgresConfig {
     /// How long to wait for a connection before calling PostgreSQL unreachable.
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
+    /// The longest a statement of the daemon may take before PostgreSQL counts as unreachable
+    /// (the connection is dropped and made again): on the server as `statement_timeout`, and
+    /// for a server that stops answering altogether.
+    #[serde(default = "default_query_timeout", with = "duration")]
+    pub query_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -182,6 +188,27 @@ pub enum AppRule {
     Fixed(Vec<String>),
 }
 
+impl RedisConfig {
+    /// The TLS files this section names (used for `rediss://`).
+    pub fn tls_settings(&self) -> crate::tls::Settings<'_> {
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::Identity {
+                cert,
+                cert_key: "redis.cert_file",
+                key,
+                key_key: "redis.key_file",
+            }),
+            _ => None,
+        };
+        crate::tls::Settings {
+            verify: crate::tls::Verify::Full,
+            ca_file: self.ca_file.as_deref(),
+            ca_key: "redis.ca_file",
+            identity,
+        }
+    }
+}
+
 impl AppRule {
     /// The column this rule reads, if any.
     pub fn column(&self) -> Option<&str> {
@@ -232,6 +259,9 @@ fn default_pg_url() -> String {
     "postgres://sluice@127.0.0.1:5432/app".into()
 }
 fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_query_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_mode() -> SourceMode {

@@ -1,10 +1,8 @@
 //! Semantic checks that serde cannot express, and one-line errors that name the file and line.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{AppRule, Config, SourceMode};
-use crate::route::{is_safe_name, Template};
+use super::{Config, SourceMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -13,12 +11,38 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}:{line}: {message}", path.display())]
+    /// Every problem found, one `file:line: message` line each.
+    #[error("{}", problems.iter().map(|p| format!("{}:{}: {}", path.display(), p.line, p.message)).collect::<Vec<_>>().join("\n"))]
     Invalid {
         path: PathBuf,
-        line: usize,
-        message: String,
+        problems: Vec<Located>,
     },
+}
+
+/// A problem and the line of the config file it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub line: usize,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Problems given as (a text of the file that locates each, message), placed on the first
+    /// line that mentions that text.
+    pub fn at(path: &Path, found: impl IntoIterator<Item = (String, String)>) -> ConfigError {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let problems = found
+            .into_iter()
+            .map(|(needle, message)| Located {
+                line: line_mentioning(&text, &needle),
+                message,
+            })
+            .collect();
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        }
+    }
 }
 
 /// Turns a toml/serde error into `file:line: message`.
@@ -26,8 +50,10 @@ pub(super) fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> Confi
     let line = e.span().map(|span| line_of(text, span.start)).unwrap_or(1);
     ConfigError::Invalid {
         path: path.to_path_buf(),
-        line,
-        message: e.message().trim().replace('\n', " "),
+        problems: vec![Located {
+            line,
+            message: e.message().trim().replace('\n', " "),
+        }],
     }
 }
 
@@ -43,17 +69,11 @@ fn line_mentioning(text: &str, needle: &str) -> usize {
 impl Config {
     /// Checks everything that can be checked without a server.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        self.problems()
-            .into_iter()
-            .next()
-            .map_or(Ok(()), |(needle, message)| {
-                Err(ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    line: line_mentioning(&text, &needle),
-                    message,
-                })
-            })
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::at(path, problems))
     }
 
     /// Every problem as (text to locate it by, message).
@@ -61,10 +81,6 @@ impl Config {
         let mut out = Vec::new();
         self.source_problems(&mut out);
         self.tls_problems(&mut out);
-        self.app_problems(&mut out);
-        for (i, t) in self.tables.iter().enumerate() {
-            self.table_problems(i, t, &mut out);
-        }
         out
     }
 
@@ -134,7 +150,7 @@ impl Config {
             found.push("redis.ca_file/cert_file are set but redis.url is not rediss://: use rediss:// for TLS, or remove them".into());
         }
         found.extend(
-            crate::tls::check_files(&crate::publish::tls_settings(r))
+            crate::tls::check_files(&r.tls_settings())
                 .err()
                 .map(|e| e.to_string()),
         );
@@ -155,88 +171,6 @@ impl Config {
                 .map_or("url", |(_, k)| k)
         };
         out.extend(found.into_iter().map(|m| (needle(&m).to_string(), m)));
-    }
-
-    fn app_problems(&self, out: &mut Vec<(String, String)>) {
-        for (name, app) in &self.apps {
-            if !is_safe_name(name) {
-                out.push((
-                    name.clone(),
-                    format!(
-                        "apps.{name}: an app name may hold only letters, digits, '.', '_' and '-'"
-                    ),
-                ));
-            }
-            if app.prefixes.is_empty() || app.prefixes.iter().any(|p| p.is_empty()) {
-                out.push((
-                    name.clone(),
-                    format!("apps.{name}.prefixes: give at least one non-empty prefix"),
-                ));
-            }
-        }
-    }
-
-    fn table_problems(&self, i: usize, t: &super::TableConfig, out: &mut Vec<(String, String)>) {
-        let at = |key: &str| format!("tables[{i}] ({}) {key}", t.table);
-        let quoted = |s: &str| format!("\"{s}\"");
-        if self.tables[..i]
-            .iter()
-            .any(|o| qualify(&o.table) == qualify(&t.table))
-        {
-            out.push((
-                quoted(&t.table),
-                format!("{}: the table is configured twice", at("table")),
-            ));
-        }
-        if !is_safe_name(&t.data_type) {
-            out.push((
-                quoted(&t.data_type),
-                format!(
-                    "{}: type may hold only letters, digits, '.', '_' and '-'",
-                    at("type")
-                ),
-            ));
-        }
-        if let AppRule::Fixed(apps) = &t.app {
-            let unknown: Vec<_> = apps
-                .iter()
-                .filter(|a| !self.apps.contains_key(*a))
-                .collect();
-            if let Some(a) = unknown.first() {
-                out.push((
-                    quoted(a),
-                    format!(
-                        "{}: unknown app {a:?}; declare it under [apps]",
-                        at("app.fixed")
-                    ),
-                ));
-            }
-        } else if self.apps.is_empty() {
-            out.push((
-                quoted(&t.table),
-                format!("{}: routes by prefix but [apps] is empty", at("app")),
-            ));
-        }
-        let mut seen = HashSet::new();
-        for (key, tpl) in std::iter::once(("channel", &t.channel))
-            .chain(t.invalidate.iter().map(|k| ("invalidate", k)))
-        {
-            if !seen.insert(tpl) {
-                continue;
-            }
-            if let Err(e) = Template::parse(tpl) {
-                out.push((tpl.clone(), format!("{}: {e}", at(key))));
-            }
-        }
-        if !t.channel.contains("{tenant}") {
-            out.push((
-                t.channel.clone(),
-                format!(
-                    "{}: the channel must contain {{tenant}} so tenants stay apart",
-                    at("channel")
-                ),
-            ));
-        }
     }
 }
 

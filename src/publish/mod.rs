@@ -7,6 +7,13 @@
 //! event's fault: the whole batch fails with [`PublishError::Unavailable`], the connection is
 //! dropped, and the caller retries the batch, so nothing is marked done meanwhile.
 //!
+//! A Redis demoted to a replica (`REPLICAOF`) still accepts `PUBLISH`, but only its own
+//! subscribers hear it, and it refuses the `DEL`s of cache keys with `READONLY`. So every
+//! connection asks `ROLE` when it opens and again at the head of every batch (in the same
+//! write, no extra round trip): a replica makes the batch [`Unavailable::Replica`], held and
+//! retried like an outage until a primary answers. A `READONLY` reply counts the same way,
+//! never as the event's rejection.
+//!
 //! Why not fred for this path: fred 10 flushes the socket after every command of a pipeline
 //! (its router sees no queued command behind each one), which measured one `writev` and one
 //! wake-up per event, 200,004 of them for 200,000 events. fred still serves `tail` and the
@@ -31,15 +38,38 @@ use tokio::sync::Mutex;
 
 use crate::config::RedisConfig;
 use crate::route::Event;
-use crate::tls::{self, Stream, Verify};
+use crate::tls::{self, Stream};
 use resp::Reply;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("invalid redis.url: {0}")]
-    BadUrl(String),
+    BadUrl(fred::error::Error),
+    #[error("redis.url: only a single Redis server (redis://host:port) is supported")]
+    NotSingleServer,
+    #[error("redis TLS settings: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("Redis is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why Redis cannot take a batch now: the batch is held and retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("{addr}: {text}")]
+    Io { addr: String, text: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis closed the connection")]
+    Closed,
+    #[error("Redis answered out of protocol: {0}")]
+    Protocol(#[from] resp::ProtocolError),
+    #[error("Redis refused the connection setup: {0}")]
+    SetupRefused(String),
+    #[error("it is a replica (read-only); waiting for a primary")]
+    Replica,
+    #[error("it refused a write as a replica: {0}")]
+    ReadOnly(String),
 }
 
 /// What Redis said about one event.
@@ -82,9 +112,7 @@ impl Publisher {
     pub fn new(config: &RedisConfig) -> Result<Publisher, PublishError> {
         let (parsed, tls) = parse_url(config)?;
         let ServerConfig::Centralized { server } = &parsed.server else {
-            return Err(PublishError::BadUrl(
-                "only a single Redis server (redis://host:port) is supported".into(),
-            ));
+            return Err(PublishError::NotSingleServer);
         };
         let target = Target {
             host: server.host.to_string(),
@@ -104,11 +132,6 @@ impl Publisher {
     /// Connects now (TLS, AUTH, SELECT, PING), reporting why not: for `check` and `tail`.
     pub async fn connect(&self) -> Result<(), PublishError> {
         self.connection().await.map(drop)
-    }
-
-    /// Tries to connect for up to `timeout`; `false` if Redis is still unreachable.
-    pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        self.connect_within(timeout).await.is_ok()
     }
 
     /// Tries to connect for up to `timeout`; the last failure if Redis is still unreachable
@@ -132,9 +155,7 @@ impl Publisher {
         if guard.is_none() {
             let conn = tokio::time::timeout(self.timeout, Conn::open(&self.target))
                 .await
-                .map_err(|_| {
-                    PublishError::Unavailable(format!("no connection within {:?}", self.timeout))
-                })??;
+                .map_err(|_| Unavailable::Timeout(self.timeout))??;
             *guard = Some(conn);
         }
         Ok(guard)
@@ -147,20 +168,14 @@ impl Publisher {
         }
         let mut guard = self.connection().await?;
         let conn = guard.as_mut().expect("connected above");
-        match tokio::time::timeout(self.timeout, conn.round_trip(events)).await {
-            Ok(Ok(deliveries)) => Ok(deliveries),
-            Ok(Err(e)) => {
-                *guard = None;
-                Err(PublishError::Unavailable(e))
-            }
-            Err(_) => {
-                *guard = None;
-                Err(PublishError::Unavailable(format!(
-                    "no answer within {:?}",
-                    self.timeout
-                )))
-            }
+        let result = match tokio::time::timeout(self.timeout, conn.round_trip(events)).await {
+            Ok(result) => result,
+            Err(_) => Err(Unavailable::Timeout(self.timeout)),
+        };
+        if result.is_err() {
+            *guard = None;
         }
+        Ok(result?)
     }
 
     pub async fn close(&self) {
@@ -169,9 +184,10 @@ impl Publisher {
 }
 
 impl Conn {
-    async fn open(t: &Target) -> Result<Conn, PublishError> {
-        let unavailable = |e: std::io::Error| {
-            PublishError::Unavailable(format!("{}:{}: {}", t.host, t.port, io_text(&e)))
+    async fn open(t: &Target) -> Result<Conn, Unavailable> {
+        let unavailable = |e: std::io::Error| Unavailable::Io {
+            addr: format!("{}:{}", t.host, t.port),
+            text: io_text(&e),
         };
         let tcp = TcpStream::connect((t.host.as_str(), t.port))
             .await
@@ -198,27 +214,22 @@ impl Conn {
         if let Some(db) = &db {
             setup.push(vec![b"SELECT", db.as_bytes()]);
         }
-        setup.push(vec![b"PING"]);
+        setup.push(vec![b"ROLE"]);
         for args in &setup {
             resp::command(&mut conn.write, args);
         }
-        for reply in conn
-            .exchange(setup.len())
-            .await
-            .map_err(PublishError::Unavailable)?
-        {
-            if let Reply::Error(e) = reply {
-                return Err(PublishError::Unavailable(format!(
-                    "Redis refused the connection setup: {e}"
-                )));
-            }
+        let replies = conn.exchange(setup.len()).await?;
+        if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
+            return Err(Unavailable::SetupRefused(e.clone()));
         }
+        primary(replies.last())?;
         Ok(conn)
     }
 
-    /// Encodes the batch, writes it at once, and reads every reply.
-    async fn round_trip(&mut self, events: &[Event]) -> Result<Vec<Delivery>, String> {
-        let mut expected = 0;
+    /// Encodes the batch behind a `ROLE`, writes it at once, and reads every reply.
+    async fn round_trip(&mut self, events: &[Event]) -> Result<Vec<Delivery>, Unavailable> {
+        resp::command(&mut self.write, &[b"ROLE"]);
+        let mut expected = 1;
         for e in events {
             resp::command(
                 &mut self.write,
@@ -233,37 +244,36 @@ impl Conn {
             }
         }
         let mut replies = self.exchange(expected).await?.into_iter();
+        primary(replies.next().as_ref())?;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
-            let published = replies.next().ok_or("short reply")?;
+            let published = replies.next().ok_or(Unavailable::Closed)?;
             let deleted = if e.invalidate.is_empty() {
                 None
             } else {
                 replies.next()
             };
-            out.push(delivery(published, deleted));
+            out.push(delivery(published, deleted)?);
         }
         Ok(out)
     }
 
     /// Writes what is buffered and reads `n` replies.
-    async fn exchange(&mut self, n: usize) -> Result<Vec<Reply>, String> {
+    async fn exchange(&mut self, n: usize) -> Result<Vec<Reply>, Unavailable> {
+        let io = |e: std::io::Error| Unavailable::Io {
+            addr: "Redis".into(),
+            text: io_text(&e),
+        };
         let written = self.stream.write_all(&self.write).await;
         self.write.clear();
-        written.map_err(|e| io_text(&e))?;
+        written.map_err(io)?;
         let mut replies = Vec::with_capacity(n);
         while replies.len() < n {
             match resp::take_reply(&mut self.read)? {
                 Some(r) => replies.push(r),
                 None => {
-                    if self
-                        .stream
-                        .read_buf(&mut self.read)
-                        .await
-                        .map_err(|e| io_text(&e))?
-                        == 0
-                    {
-                        return Err("Redis closed the connection".into());
+                    if self.stream.read_buf(&mut self.read).await.map_err(io)? == 0 {
+                        return Err(Unavailable::Closed);
                     }
                 }
             }
@@ -272,19 +282,35 @@ impl Conn {
     }
 }
 
+/// `ROLE`'s answer must name a primary (`master`); a replica holds the batch.
+fn primary(role: Option<&Reply>) -> Result<(), Unavailable> {
+    match role {
+        Some(Reply::Role(resp::Role::Primary)) => Ok(()),
+        Some(Reply::Role(resp::Role::Other)) => Err(Unavailable::Replica),
+        Some(Reply::Error(e)) => Err(Unavailable::SetupRefused(format!("ROLE: {e}"))),
+        _ => Err(Unavailable::Protocol(resp::ProtocolError::Unexpected(
+            "an answer to ROLE",
+        ))),
+    }
+}
+
 /// An I/O failure in one line; a TLS one (a client certificate the server wants, say) with its fix.
 fn io_text(e: &std::io::Error) -> String {
     tls::explain(e, tls::Server::Redis).unwrap_or_else(|| e.to_string())
 }
 
-/// One event's replies: an error reply rejects it.
-fn delivery(published: Reply, deleted: Option<Reply>) -> Delivery {
-    match (published, deleted) {
+/// One event's replies: an error reply rejects it, unless it says the server became a
+/// replica (then the whole batch waits for a primary).
+fn delivery(published: Reply, deleted: Option<Reply>) -> Result<Delivery, Unavailable> {
+    Ok(match (published, deleted) {
+        (Reply::Error(e), _) | (_, Some(Reply::Error(e))) if e.starts_with("READONLY") => {
+            return Err(Unavailable::ReadOnly(e))
+        }
         (Reply::Error(e), _) => Delivery::Rejected(format!("PUBLISH: {e}")),
         (_, Some(Reply::Error(e))) => Delivery::Rejected(format!("DEL of cache keys: {e}")),
         (Reply::Integer(receivers), _) => Delivery::Sent { receivers },
         _ => Delivery::Sent { receivers: 0 },
-    }
+    })
 }
 
 /// fred's view of `redis.url`, and the TLS settings for `rediss://`. fred is handed a plain
@@ -297,34 +323,12 @@ fn parse_url(
         .strip_prefix("rediss://")
         .map(|rest| format!("redis://{rest}"));
     let parsed = FredConfig::from_url(plain.as_deref().unwrap_or(&config.url))
-        .map_err(|e| PublishError::BadUrl(e.to_string()))?;
+        .map_err(PublishError::BadUrl)?;
     let tls = match plain {
-        Some(_) => Some(
-            tls::client_config(&tls_settings(config))
-                .map_err(|e| PublishError::BadUrl(e.to_string()))?,
-        ),
+        Some(_) => Some(tls::client_config(&config.tls_settings())?),
         None => None,
     };
     Ok((parsed, tls))
-}
-
-/// The TLS files `[redis]` names (used for `rediss://`).
-pub fn tls_settings(config: &RedisConfig) -> tls::Settings<'_> {
-    let identity = match (&config.cert_file, &config.key_file) {
-        (Some(cert), Some(key)) => Some(tls::Identity {
-            cert,
-            cert_key: "redis.cert_file",
-            key,
-            key_key: "redis.key_file",
-        }),
-        _ => None,
-    };
-    tls::Settings {
-        verify: Verify::Full,
-        ca_file: config.ca_file.as_deref(),
-        ca_key: "redis.ca_file",
-        identity,
-    }
 }
 
 /// A client that reconnects forever with capped exponential backoff and times commands out.
@@ -341,5 +345,5 @@ pub fn build_client(redis: &RedisConfig) -> Result<Client, PublishError> {
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build()
-        .map_err(|e| PublishError::BadUrl(e.to_string()))
+        .map_err(PublishError::BadUrl)
 }

@@ -38,12 +38,37 @@ fn itoa_buf(mut n: usize) -> Vec<u8> {
 pub enum Reply {
     Integer(i64),
     Error(String),
-    /// Simple strings, bulk strings, nulls and arrays: acknowledged, content unused.
+    /// An array that starts with a role name: the answer to `ROLE`, the only command the
+    /// publisher sends that answers with an array.
+    Role(Role),
+    /// Simple strings, bulk strings, nulls and other arrays: acknowledged, content unused.
     Other,
 }
 
+/// The first element of `ROLE`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `master`: takes writes.
+    Primary,
+    /// `slave` or `sentinel`.
+    Other,
+}
+
+/// Bytes that are not RESP2.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("bad {what} {line:?}")]
+    BadNumber { what: &'static str, line: String },
+    #[error("a reply line is not UTF-8")]
+    NotUtf8,
+    #[error("unexpected reply type byte {0:?}")]
+    UnknownType(u8),
+    #[error("expected {0}")]
+    Unexpected(&'static str),
+}
+
 /// Takes one complete reply off the front of `buf`; `Ok(None)` if more bytes are needed.
-pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, String> {
+pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
     match reply_len(buf, 0)? {
         None => Ok(None),
         Some((end, reply)) => {
@@ -54,45 +79,59 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, String> {
 }
 
 /// Parses the reply starting at `at`: its end offset and value.
-fn reply_len(buf: &[u8], at: usize) -> Result<Option<(usize, Reply)>, String> {
+fn reply_len(buf: &[u8], at: usize) -> Result<Option<(usize, Reply)>, ProtocolError> {
     let Some(line_end) = find_crlf(buf, at) else {
         return Ok(None);
     };
-    let line = std::str::from_utf8(&buf[at + 1..line_end])
-        .map_err(|_| "reply is not UTF-8".to_string())?;
+    let line = std::str::from_utf8(&buf[at + 1..line_end]).map_err(|_| ProtocolError::NotUtf8)?;
+    let number = |what| {
+        line.parse::<i64>().map_err(|_| ProtocolError::BadNumber {
+            what,
+            line: line.to_string(),
+        })
+    };
     let next = line_end + 2;
-    match buf.get(at) {
-        Some(b'+') => Ok(Some((next, Reply::Other))),
-        Some(b'-') => Ok(Some((next, Reply::Error(line.to_string())))),
-        Some(b':') => line
-            .parse()
-            .map(|n| Some((next, Reply::Integer(n))))
-            .map_err(|_| format!("bad integer reply {line:?}")),
-        Some(b'$') => {
-            let len: i64 = line
-                .parse()
-                .map_err(|_| format!("bad bulk length {line:?}"))?;
+    match buf[at] {
+        b'+' => Ok(Some((next, Reply::Other))),
+        b'-' => Ok(Some((next, Reply::Error(line.to_string())))),
+        b':' => Ok(Some((next, Reply::Integer(number("integer reply")?)))),
+        b'$' => {
+            let len = number("bulk length")?;
             if len < 0 {
                 return Ok(Some((next, Reply::Other)));
             }
             let end = next + len as usize + 2;
             Ok((buf.len() >= end).then_some((end, Reply::Other)))
         }
-        Some(b'*') => {
-            let n: i64 = line
-                .parse()
-                .map_err(|_| format!("bad array length {line:?}"))?;
+        b'*' => {
             let mut end = next;
-            for _ in 0..n.max(0) {
+            for _ in 0..number("array length")?.max(0) {
                 match reply_len(buf, end)? {
                     Some((e, _)) => end = e,
                     None => return Ok(None),
                 }
             }
-            Ok(Some((end, Reply::Other)))
+            Ok(Some((
+                end,
+                role(&buf[next..end]).map_or(Reply::Other, Reply::Role),
+            )))
         }
-        other => Err(format!("unexpected reply type {other:?}")),
+        other => Err(ProtocolError::UnknownType(other)),
     }
+}
+
+/// The role an array's elements name when its first one is a role's bulk string.
+fn role(elements: &[u8]) -> Option<Role> {
+    for (name, role) in [
+        (&b"$6\r\nmaster\r\n"[..], Role::Primary),
+        (b"$5\r\nslave\r\n", Role::Other),
+        (b"$8\r\nsentinel\r\n", Role::Other),
+    ] {
+        if elements.starts_with(name) {
+            return Some(role);
+        }
+    }
+    None
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
@@ -118,15 +157,19 @@ mod tests {
 
     #[test]
     fn parses_replies_whole_or_not_at_all() {
-        let all = b":3\r\n-ERR wrong\r\n+OK\r\n$3\r\nabc\r\n$-1\r\n*2\r\n:1\r\n$1\r\nx\r\n:0\r\n";
+        let all = b":3\r\n-ERR wrong\r\n+OK\r\n$3\r\nabc\r\n$-1\r\n*2\r\n:1\r\n$1\r\nx\r\n:0\r\n*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:0\r\n";
         let mut buf = BytesMut::from(&all[..]);
         let mut got = Vec::new();
         while let Some(r) = take_reply(&mut buf).unwrap() {
             got.push(r);
         }
         use Reply::*;
+        let roles = [
+            Reply::Role(super::Role::Primary),
+            Reply::Role(super::Role::Other),
+        ];
         assert_eq!(
-            got,
+            got[..7],
             [
                 Integer(3),
                 Error("ERR wrong".into()),
@@ -137,13 +180,14 @@ mod tests {
                 Integer(0)
             ]
         );
+        assert_eq!(got[7..], roles);
         for cut in 0..all.len() {
             let mut partial = BytesMut::from(&all[..cut]);
             let mut n = 0;
             while take_reply(&mut partial).unwrap().is_some() {
                 n += 1;
             }
-            assert!(n <= 7, "a cut never yields a reply that is not there");
+            assert!(n <= 9, "a cut never yields a reply that is not there");
         }
         assert!(take_reply(&mut BytesMut::from(&b"?x\r\n"[..])).is_err());
     }

@@ -24,12 +24,14 @@ use super::filter::{time_or_ago, Filters, Where};
 use crate::config::Config;
 
 /// The reasons the daemon writes (`dead_letter::Reason`), for checking `--reason`.
-pub const REASONS: [&str; 5] = [
+pub const REASONS: [&str; 7] = [
     "unroutable",
     "missing_tenant",
     "invalid_tenant",
     "payload_too_large",
     "publish_rejected",
+    "invalid_key",
+    "unconvertible_value",
 ];
 
 /// Ids deleted per statement by `purge`.
@@ -203,7 +205,7 @@ fn list_summary(total: i64, open: i64, shown: usize, all: bool) -> String {
 /// Every column of one dead letter, then its payload pretty-printed.
 const SHOW: &str = "SELECT id::text, to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), event_id, channel, app, \
     tenant_id, table_name, reason, error, attempts::text, to_char(last_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-    to_char(resolved_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), jsonb_pretty(payload) \
+    to_char(resolved_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), coalesce(jsonb_pretty(payload), payload_text) \
     FROM sluice.dead_letter WHERE id = $1";
 
 /// The labels of [`SHOW`]'s columns but the payload.

@@ -18,7 +18,7 @@ pub struct Filters {
     #[arg(long)]
     pub table: Option<String>,
     /// Dead letters only: only this reason (unroutable, missing_tenant, invalid_tenant,
-    /// payload_too_large, publish_rejected)
+    /// invalid_key, unconvertible_value, payload_too_large, publish_rejected)
     #[arg(long)]
     pub reason: Option<String>,
 }

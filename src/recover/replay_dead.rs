@@ -28,6 +28,7 @@ use super::progress::Progress;
 use crate::config::Config;
 use crate::deliver::{publish_routed, Delivered};
 use crate::event::{Change, Operation, SourceRef};
+use crate::health::Health;
 use crate::publish::Publisher;
 use crate::route::{Event, Routed, Router};
 
@@ -57,6 +58,7 @@ const MAX_BATCH: usize = 1000;
 
 pub async fn run(
     config: &Config,
+    router: &Router,
     args: Args,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ExitCode, String> {
@@ -87,12 +89,13 @@ pub async fn run(
     filter.add("id <= $", row.get::<_, i64>(1));
     let publisher = Publisher::new(&config.redis)
         .map_err(|e| format!("{e}; check redis.url (or REDIS_URL)"))?;
-    let router = Router::new(config);
+    let health = Health::new();
     let mut replay = Replay {
         config,
         client,
-        router: &router,
+        router,
         publisher: &publisher,
+        health: &health,
         tally: Tally::default(),
     };
     let finished = replay
@@ -187,6 +190,8 @@ struct Replay<'a> {
     client: &'a Client,
     router: &'a Router,
     publisher: &'a Publisher,
+    /// Delivery's bookkeeping of Redis's state; a command has no probes to show it.
+    health: &'a Health,
     tally: Tally,
 }
 
@@ -203,7 +208,7 @@ impl Replay<'_> {
         let mut pacer = Pacer::new(rate);
         let limit = pacer.batch(MAX_BATCH) as i64;
         let read = format!(
-            "SELECT id, app, payload::text FROM sluice.dead_letter {} AND id > ${} ORDER BY id LIMIT ${}",
+            "SELECT id, app, coalesce(payload_text, payload::text) FROM sluice.dead_letter {} AND id > ${} ORDER BY id LIMIT ${}",
             filter.clause(),
             filter.next(),
             filter.next() + 1
@@ -254,6 +259,7 @@ impl Replay<'_> {
             &events,
             Vec::new(),
             &self.config.delivery,
+            self.health,
             shutdown,
         )
         .await
@@ -430,6 +436,7 @@ fn parked_change(payload: &str) -> Result<Change, String> {
             id: p.source.id,
         },
         replay: Some("dead_letter"),
+        fault: None,
     })
 }
 

@@ -24,6 +24,7 @@ use super::progress::Progress;
 use crate::config::Config;
 use crate::deliver::publish_routed;
 use crate::event::Change;
+use crate::health::Health;
 use crate::publish::Publisher;
 use crate::route::{Routed, Router};
 use crate::source::change_log::change_of;
@@ -117,6 +118,7 @@ struct Tally {
 
 pub async fn run(
     config: &Config,
+    router: &Router,
     args: Args,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ExitCode, String> {
@@ -142,11 +144,12 @@ pub async fn run(
         return Ok(ExitCode::SUCCESS);
     }
     let publisher = super::publisher(config).await?;
-    let router = Router::new(config);
+    let health = Health::new();
     let mut replay = Replay {
         config,
-        router: &router,
+        router,
         publisher: &publisher,
+        health: &health,
         app: args.filters.app.as_deref(),
         tally: Tally::default(),
     };
@@ -191,6 +194,8 @@ struct Replay<'a> {
     config: &'a Config,
     router: &'a Router,
     publisher: &'a Publisher,
+    /// Delivery's bookkeeping of Redis's state; a command has no probes to show it.
+    health: &'a Health,
     app: Option<&'a str>,
     tally: Tally,
 }
@@ -223,6 +228,7 @@ impl Replay<'_> {
             &events,
             Vec::new(),
             &self.config.delivery,
+            self.health,
             shutdown,
         )
         .await?;

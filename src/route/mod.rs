@@ -1,43 +1,26 @@
 //! Routing: which application(s) and which channel each change goes to.
 //!
-//! Compiled once from the config. A change becomes one event per matching app, each encoded
-//! with its own `app`; a change that cannot be routed becomes a dead letter with its reason:
-//! no app matched (`unroutable`), no tenant (`missing_tenant`), a tenant that could leak into
-//! another tenant's pattern subscription (`invalid_tenant`), or a payload over the limit
-//! (`payload_too_large`).
+//! [`Router::compile`] turns the config's `[apps]` and `[[tables]]` into lookups once, and is
+//! the check of everything routing needs (every problem at once, each with the text that
+//! locates it in the file). A change becomes one event per matching app, each encoded with its
+//! own `app`; a change that cannot be routed becomes a dead letter with its reason: no app
+//! matched (`unroutable`), no tenant (`missing_tenant`), a tenant or a record id that could
+//! leak into another tenant's pattern subscription (`invalid_tenant`, `invalid_key`: see
+//! [`crate::channel`]), a value the source could not convert (`unconvertible_value`), or a
+//! payload over the limit (`payload_too_large`).
 
-mod template;
+mod compile;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use template::{Template, Values, Var};
+pub use compile::RouteProblem;
 
-use crate::config::{qualify, AppRule, Config, OnUnroutable};
+use crate::channel::{is_safe_key, is_safe_tenant, Template, Values};
+use crate::config::OnUnroutable;
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::event::{Change, Operation};
 use crate::json;
-
-/// The longest tenant the safe pattern allows.
-pub const MAX_TENANT_LEN: usize = 128;
-
-/// `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`: nothing that means something in a channel pattern.
-pub fn is_safe_tenant(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= MAX_TENANT_LEN
-        && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| is_name_byte(*c))
-}
-
-/// Names Sluice puts in channels itself (apps, types): the same alphabet, any first character.
-pub fn is_safe_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_TENANT_LEN && s.bytes().all(is_name_byte)
-}
-
-fn is_name_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')
-}
 
 /// An event ready to publish.
 #[derive(Debug, Clone)]
@@ -80,6 +63,8 @@ struct TableRoute {
     rule: Rule,
     channel: Template,
     invalidate: Vec<Template>,
+    /// The channel or a cache key names `{id}`: the record id must then be safe.
+    uses_id: bool,
 }
 
 /// The compiled routing table.
@@ -93,58 +78,6 @@ pub struct Router {
 }
 
 impl Router {
-    /// Compiles a validated config.
-    pub fn new(config: &Config) -> Router {
-        let apps: HashMap<&str, Arc<str>> = config
-            .apps
-            .keys()
-            .map(|a| (a.as_str(), Arc::from(a.as_str())))
-            .collect();
-        let mut prefixes: Vec<(String, Arc<str>)> = config
-            .apps
-            .iter()
-            .flat_map(|(name, app)| {
-                app.prefixes
-                    .iter()
-                    .map(|p| (p.clone(), apps[name.as_str()].clone()))
-            })
-            .collect();
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        let tables = config
-            .tables
-            .iter()
-            .map(|t| {
-                let table = qualify(&t.table);
-                let rule = match &t.app {
-                    AppRule::OperationCode(c) => Rule::OperationCode(c.clone()),
-                    AppRule::AnyOf(c) => Rule::AnyOf(c.clone()),
-                    AppRule::Fixed(list) => {
-                        Rule::Fixed(list.iter().map(|a| apps[a.as_str()].clone()).collect())
-                    }
-                };
-                let route = TableRoute {
-                    table: Arc::from(table.as_str()),
-                    data_type: Arc::from(t.data_type.as_str()),
-                    tenant: t.tenant.clone(),
-                    rule,
-                    channel: Template::parse(&t.channel).expect("validated"),
-                    invalidate: t
-                        .invalidate
-                        .iter()
-                        .map(|k| Template::parse(k).expect("validated"))
-                        .collect(),
-                };
-                (table, route)
-            })
-            .collect();
-        Router {
-            tables,
-            prefixes,
-            max_payload: config.delivery.max_payload_bytes,
-            on_unroutable: config.delivery.on_unroutable,
-        }
-    }
-
     /// The app an operation code belongs to: the longest matching prefix wins.
     pub fn app_for_code(&self, code: &str) -> Option<&Arc<str>> {
         self.prefixes
@@ -170,6 +103,15 @@ impl Router {
                 buf,
             ));
         };
+        if let Some(fault) = &change.fault {
+            return out.push(self.dead(
+                change,
+                Some(route),
+                Reason::UnconvertibleValue,
+                fault.to_string(),
+                buf,
+            ));
+        }
         let (tenant, apps) = match self.resolve(route, change) {
             Ok(found) => found,
             Err((Reason::Unroutable, _)) if self.on_unroutable == OnUnroutable::Drop => {
@@ -192,15 +134,28 @@ impl Router {
         tenant: &str,
         buf: &mut Vec<u8>,
     ) -> Routed {
+        let id = change.record_id.as_deref().unwrap_or("");
         let values = Values {
             app: &app,
             tenant,
             data_type: &route.data_type,
             table: &route.table,
-            id: change.record_id.as_deref().unwrap_or(""),
+            id,
         };
-        let channel = route.channel.render(&values);
         change.encode_into(Some(&app), Some(tenant), &route.data_type, buf);
+        if route.uses_id && !is_safe_key(id) {
+            let error = format!("record id {:?} (the {{id}} of a channel or cache key) does not match ^[A-Za-z0-9][A-Za-z0-9._,-]{{0,127}}$", truncate(id));
+            return Routed::DeadLetter(DeadLetter::new(
+                change,
+                None,
+                Some(&app),
+                Some(tenant),
+                buf,
+                Reason::InvalidKey,
+                error,
+            ));
+        }
+        let channel = route.channel.render(&values);
         if buf.len() > self.max_payload {
             let error = format!(
                 "payload is {} bytes, over delivery.max_payload_bytes = {}",

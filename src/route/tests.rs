@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::config::Config;
 use crate::event::SourceRef;
 
 fn router(extra: &str) -> Router {
@@ -36,8 +37,7 @@ invalidate = ["tenant:{{tenant}}:user:{{id}}"]
 "#
     );
     let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
-    assert!(config.problems().is_empty(), "{:?}", config.problems());
-    Router::new(&config)
+    Router::compile(&config).unwrap()
 }
 
 fn change(table: &str, data: &str) -> Change {
@@ -58,6 +58,7 @@ fn change(table: &str, data: &str) -> Change {
             id: Some(1),
         },
         replay: None,
+        fault: None,
     }
 }
 
@@ -239,4 +240,38 @@ proptest! {
         let tenant = format!("{head}{bad}{tail}");
         prop_assert!(!is_safe_tenant(&tenant));
     }
+}
+
+fn problems(tables: &str) -> Vec<String> {
+    let text = format!("[postgres]\n[source]\nmode = \"trigger\"\n[apps]\ncrm = {{ prefixes = [\"crm.\"] }}\n{tables}");
+    let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+    match Router::compile(&config) {
+        Ok(_) => Vec::new(),
+        Err(found) => found
+            .into_iter()
+            .map(|p| format!("{} @ {}", p.message, p.locate))
+            .collect(),
+    }
+}
+
+#[test]
+fn compile_reports_every_routing_problem_at_once() {
+    let table = |name: &str, extra: &str| {
+        format!("[[tables]]\ntable = \"{name}\"\ntype = \"t\"\ntenant = \"tenant_id\"\n{extra}\n")
+    };
+    let unknown_app = table("a", "app = { fixed = [\"crmm\"] }");
+    let bad_var = table(
+        "b",
+        "app = { operation_code = \"code\" }\nchannel = \"{app}:{tenat}\"",
+    );
+    let no_tenant = table(
+        "c",
+        "app = { operation_code = \"code\" }\nchannel = \"{app}:{type}\"",
+    );
+    let found = problems(&format!("{unknown_app}{bad_var}{no_tenant}"));
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].contains("unknown app \"crmm\""), "{found:#?}");
+    assert!(found[1].contains("{tenat}"), "{found:#?}");
+    assert!(found[2].contains("{tenant}"), "{found:#?}");
+    assert!(problems(&table("d", "app = { operation_code = \"code\" }")).is_empty());
 }

@@ -111,7 +111,9 @@ pub(super) fn run(cmd: &mut Command, what: &str) -> io::Result<Output> {
 
 /// True when the effective uid is 0 (read from /proc, falling back to `id -u`).
 mod postgres;
+mod proxy;
 mod redis;
 
 pub use postgres::{PgOptions, Postgres};
+pub use proxy::Proxy;
 pub use redis::Redis;

@@ -51,9 +51,9 @@ use self::target::{literal, Filter, Target};
 use super::pace::Pacer;
 use super::progress::Progress;
 use crate::config::{Config, SourceMode};
-use crate::deliver::sleep_or_shutdown;
-use crate::error::{classify, Class, RunError};
+use crate::error::{classify_pg_error, Class};
 use crate::pg;
+use crate::shutdown::sleep_or_shutdown;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -260,7 +260,7 @@ impl Backfill<'_> {
                 Err(e) => e,
             };
             self.conn = None;
-            if attempt >= ATTEMPTS || classify(&e) != Class::Transient {
+            if attempt >= ATTEMPTS || classify_pg_error(&e) != Class::Transient {
                 return Err(format!(
                     "backfill of {} failed: {e}; {}",
                     self.target.table,
@@ -276,7 +276,7 @@ impl Backfill<'_> {
     }
 
     /// One chunk in one transaction: lock, snapshot into the stream, commit.
-    async fn try_chunk(&mut self) -> Result<u64, RunError> {
+    async fn try_chunk(&mut self) -> Result<u64, pg::PgError> {
         if self.conn.is_none() {
             self.conn = Some(
                 pg::connect(

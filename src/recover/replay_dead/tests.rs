@@ -17,7 +17,7 @@ tenant = "tenant_id"
 app = {{ any_of = "permissions" }}
 "#
     );
-    Router::new(&Config::parse(&text, std::path::Path::new("t.toml")).unwrap())
+    Router::compile(&Config::parse(&text, std::path::Path::new("t.toml")).unwrap()).unwrap()
 }
 
 fn change(data: &str) -> Change {
@@ -38,6 +38,7 @@ fn change(data: &str) -> Change {
             id: None,
         },
         replay: None,
+        fault: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
-use crate::event::{Change, Operation, SourceRef};
+use crate::event::{Change, Fault, Operation, SourceRef};
 use crate::source::lsn;
 use crate::source::pgoutput::{fmt_timestamp, Column, OldTuple, Relation, TupleData};
 use crate::source::values::{write_json, Kind};
@@ -15,12 +15,6 @@ use crate::source::values::{write_json, Kind};
 pub enum ConvertError {
     #[error("change for relation {0} arrived before its Relation message")]
     UnknownRelation(u32),
-    #[error("column {column} of {table}: {why}")]
-    Value {
-        table: String,
-        column: String,
-        why: String,
-    },
     #[error("looking up type or relation {oid}: {source}")]
     Type {
         oid: u32,
@@ -183,11 +177,14 @@ impl Schema {
 
 impl Table {
     /// The row as a JSON object; `keys_only` keeps just the replica-identity columns (a 'K' tuple).
+    /// A value that cannot be converted is written as its raw text (a JSON string) and reported
+    /// in `fault` (the first one only), so the change can be dead-lettered with it.
     fn row(
         &self,
         tuple: &TupleData,
         keys_only: bool,
-    ) -> Result<(String, Vec<String>), ConvertError> {
+        fault: &mut Option<Fault>,
+    ) -> (String, Vec<String>) {
         let mut out = String::with_capacity(256);
         let mut unchanged = Vec::new();
         out.push('{');
@@ -203,38 +200,49 @@ impl Table {
                 out.push(',');
             }
             out.push_str(&col.key);
-            self.value(col, value, &mut out)?;
+            self.value(col, value, &mut out, fault);
         }
         out.push('}');
-        Ok((out, unchanged))
+        (out, unchanged)
     }
 
-    fn value(&self, col: &Col, value: &Column, out: &mut String) -> Result<(), ConvertError> {
-        let bad = |why: String| ConvertError::Value {
-            table: self.name.clone(),
-            column: col.name.clone(),
-            why,
-        };
-        match value {
-            Column::Null | Column::UnchangedToast => out.push_str("null"),
-            Column::Text(bytes) => {
-                let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
-                write_json(&col.kind, text, out).map_err(|e| bad(e.to_string()))?;
+    fn value(&self, col: &Col, value: &Column, out: &mut String, fault: &mut Option<Fault>) {
+        let failed = match value {
+            Column::Null | Column::UnchangedToast => {
+                out.push_str("null");
+                return;
             }
-            Column::Binary(_) => return Err(bad("binary values are not requested".into())),
-        }
-        Ok(())
+            Column::Text(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => match write_json(&col.kind, text, out) {
+                    Ok(()) => return,
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => {
+                    format!("not UTF-8 ({e}; a SQL_ASCII database holds bytes in no encoding)")
+                }
+            },
+            Column::Binary(_) => "binary values are not requested".to_string(),
+        };
+        let raw = match value {
+            Column::Text(bytes) | Column::Binary(bytes) => String::from_utf8_lossy(bytes),
+            _ => "".into(),
+        };
+        out.push_str(&serde_json::to_string(&raw).expect("a string serialises"));
+        fault.get_or_insert_with(|| Fault {
+            column: col.name.clone(),
+            error: failed,
+        });
     }
 
     /// The primary key (replica identity columns) as text, composite keys joined by ','.
     fn record_id(&self, tuple: &TupleData) -> Option<String> {
-        let parts: Vec<&str> = self
+        let parts: Vec<std::borrow::Cow<'_, str>> = self
             .cols
             .iter()
             .zip(&tuple.columns)
             .filter(|(c, _)| c.in_pk)
             .filter_map(|(_, v)| match v {
-                Column::Text(b) => std::str::from_utf8(b).ok(),
+                Column::Text(b) => Some(String::from_utf8_lossy(b)),
                 _ => None,
             })
             .collect();
@@ -246,7 +254,8 @@ impl Table {
         &self,
         old: &TupleData,
         new: &TupleData,
-    ) -> Result<(String, Vec<String>), ConvertError> {
+        fault: &mut Option<Fault>,
+    ) -> (String, Vec<String>) {
         let mut out = String::from("{");
         let mut changed = Vec::new();
         for ((col, before), after) in self.cols.iter().zip(&old.columns).zip(&new.columns) {
@@ -257,43 +266,47 @@ impl Table {
                 out.push(',');
             }
             out.push_str(&col.key);
-            self.value(col, before, &mut out)?;
+            self.value(col, before, &mut out, fault);
             changed.push(col.name.clone());
         }
         out.push('}');
-        Ok((out, changed))
+        (out, changed)
     }
 }
 
-/// One row change of the transaction `txn`.
+/// One row change of the transaction `txn`. Never fails: a value it cannot convert becomes
+/// the change's [`Fault`].
 pub fn change(
     table: &Table,
     op: Operation,
     new: Option<&TupleData>,
     old: Option<&OldTuple>,
     txn: &mut Txn,
-) -> Result<Change, ConvertError> {
+) -> Change {
     let (data_tuple, keys_only) = match (op, new, old) {
         (Operation::Delete, _, Some(OldTuple::Key(t))) => (Some(t), true),
         (Operation::Delete, _, Some(OldTuple::Old(t))) => (Some(t), false),
         (_, Some(t), _) => (Some(t), false),
         _ => (None, false),
     };
+    let mut fault = None;
     let (data, unchanged) = match data_tuple {
-        Some(t) => table.row(t, keys_only)?,
+        Some(t) => table.row(t, keys_only, &mut fault),
         None => ("null".to_string(), Vec::new()),
     };
     let (old_json, changed) = match (op, old, new) {
         (Operation::Update, Some(OldTuple::Old(o)), Some(n)) => {
-            let (j, c) = table.diff(o, n)?;
+            let (j, c) = table.diff(o, n, &mut fault);
             (Some(j), Some(c))
         }
-        (Operation::Update, Some(OldTuple::Key(k)), _) => (Some(table.row(k, true)?.0), None),
+        (Operation::Update, Some(OldTuple::Key(k)), _) => {
+            (Some(table.row(k, true, &mut fault).0), None)
+        }
         _ => (None, None),
     };
     let index = txn.index;
     txn.index += 1;
-    Ok(Change {
+    Change {
         event_id: format!("{}:{index}", lsn::format(txn.final_lsn)),
         operation: op,
         table: table.name.clone(),
@@ -310,5 +323,6 @@ pub fn change(
             id: None,
         },
         replay: None,
-    })
+        fault,
+    }
 }

@@ -30,10 +30,14 @@ struct Content<'a> {
     row: &'a RawValue,
 }
 
+/// A backfill message that is not `{table, id, row}`.
+#[derive(Debug, thiserror::Error)]
+#[error("snapshot message is not {{table, id, row}}: {0}")]
+pub struct SnapshotError(#[from] serde_json::Error);
+
 /// The change a snapshot message of transaction `txn` stands for; takes the next index.
-pub fn change(content: &[u8], txn: &mut Txn) -> Result<Change, String> {
-    let c: Content<'_> = serde_json::from_slice(content)
-        .map_err(|e| format!("snapshot message is not {{table, id, row}}: {e}"))?;
+pub fn change(content: &[u8], txn: &mut Txn) -> Result<Change, SnapshotError> {
+    let c: Content<'_> = serde_json::from_slice(content)?;
     let index = txn.index;
     txn.index += 1;
     let at = lsn::format(txn.final_lsn);
@@ -54,6 +58,7 @@ pub fn change(content: &[u8], txn: &mut Txn) -> Result<Change, String> {
             id: None,
         },
         replay: None,
+        fault: None,
     })
 }
 

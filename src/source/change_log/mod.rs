@@ -4,29 +4,105 @@
 //! transactions became visible since the previous round. This neither skips a row whose
 //! transaction committed after a higher id was read, nor reorders one record's changes when a
 //! long transaction holds the xmin horizon between two of its writers. The argument is written
-//! out in `sql/002_change_log.sql`. A round is read in batches; progress is stored (with the
-//! batch's dead letters) only after the batch is delivered.
+//! out in `sql/002_change_log.sql`. A round is read in batches; the pipeline stores progress
+//! (with the batch's dead letters) only after the batch is delivered, and this reader never
+//! writes: it reads the next batch while the pipeline delivers the last one.
 
-use std::time::Duration;
+mod row;
+mod task;
 
-use tokio_postgres::{Client, Row, Statement};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, Statement};
 
-use crate::checkpoint::{self, Progress, CHANGE_LOG};
-use crate::event::{Change, Operation, SourceRef};
-use crate::json;
-use crate::source::logical::history::{self, Meta};
+pub use row::change_of;
+pub use task::ChangeLogSource;
+
+use crate::event::{Change, SourceRef};
+use crate::pg::Conn;
+
+/// The checkpoint row of trigger mode.
+pub const CHANGE_LOG: &str = "change_log";
+
+/// Trigger-mode progress (see `sql/002_change_log.sql` for the reasoning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Rows of transactions visible in this snapshot are all done.
+    pub done: String,
+    /// The round in progress: its snapshot and the last id published in it.
+    pub round: Option<(String, i64)>,
+}
+
+impl Progress {
+    /// A one-line summary for `position`, logs and status.
+    pub fn position(&self) -> String {
+        match &self.round {
+            None => format!("snapshot {}", self.done),
+            Some((round, after)) => {
+                format!("snapshot {} + round {round} through id {after}", self.done)
+            }
+        }
+    }
+}
+
+const LOAD: &str =
+    "SELECT done::text, round::text, round_after FROM sluice.checkpoint WHERE name = $1";
+
+/// Reads the stored progress of `name`; `None` when the row is missing (setup has not run).
+pub async fn load(client: &Client, name: &str) -> Result<Option<Progress>, tokio_postgres::Error> {
+    let row = client.query_opt(LOAD, &[&name]).await?;
+    Ok(row.map(|r| Progress {
+        done: r
+            .get::<_, Option<String>>(0)
+            .unwrap_or_else(|| "1:1:".into()),
+        round: r
+            .get::<_, Option<String>>(1)
+            .map(|s| (s, r.get::<_, Option<i64>>(2).unwrap_or(0))),
+    }))
+}
+
+/// What a history row (one logical mode wrote, `source.keep_history`) holds beyond the
+/// trigger's columns: the event's fields a trigger row derives when it is read, and a row
+/// `jsonb` could not hold, kept as its JSON text (`rawNew`, `rawOld`).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_fields: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged_columns: Vec<String>,
+    pub lsn: Option<String>,
+    pub xid: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_new: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_old: Option<String>,
+}
+
+impl Meta {
+    /// The `source` object of a history row's event.
+    pub fn source(&self) -> SourceRef {
+        SourceRef {
+            mode: "logical",
+            lsn: self.lsn.clone(),
+            xid: self.xid,
+            id: None,
+        }
+    }
+}
 
 /// The NOTIFY channel the capture trigger signals.
 pub const NOTIFY_CHANNEL: &str = "sluice_change_log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeLogError {
-    #[error("{}", crate::pg::describe(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Postgres(#[from] crate::pg::PgError),
     #[error("sluice.checkpoint has no '{CHANGE_LOG}' row: run `sluice setup` first")]
     NotSetUp,
     #[error("change_log row {id} is malformed: {why}")]
     Malformed { id: i64, why: String },
+    #[error("the PostgreSQL connection holding the reader lock was lost")]
+    ConnectionLost,
 }
 
 /// The columns [`change_of`] reads, for every query of `sluice.change_log` rows.
@@ -68,15 +144,6 @@ const READ: &str = concat!(
       AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
     ORDER BY id"
 );
-
-/// Processed rows past retention, among the 10,000 oldest: ids follow write time, so the
-/// oldest rows by id are the prunable ones, and a look at them is a short primary-key scan
-/// also when nothing is due (a search of the whole table by created_at or xid blocked the
-/// reader for 130 ms a minute at 300,000 rows).
-const PRUNE: &str = "DELETE FROM sluice.change_log WHERE id IN (SELECT id FROM \
-    (SELECT id, created_at, xid FROM sluice.change_log ORDER BY id LIMIT 10000) oldest \
-    WHERE created_at < now() - make_interval(secs => $1) \
-      AND xid < pg_snapshot_xmin($2::text::pg_snapshot))";
 
 /// The reader session's planner settings. A generic plan would not know how far into the
 /// table `id > $3` starts: each read is planned for its parameters, as an unprepared query
@@ -125,12 +192,17 @@ pub struct ChangeLog {
 
 impl ChangeLog {
     /// Loads the stored progress.
-    pub async fn open(client: &Client, batch_size: usize) -> Result<ChangeLog, ChangeLogError> {
-        let progress = checkpoint::load(client, CHANGE_LOG)
+    pub async fn open(conn: &Conn, batch_size: usize) -> Result<ChangeLog, ChangeLogError> {
+        let client = &conn.client;
+        let progress = conn
+            .bounded(load(client, CHANGE_LOG))
             .await?
             .ok_or(ChangeLogError::NotSetUp)?;
-        client.batch_execute(READER_SETTINGS).await?;
-        let (bounds, read) = (client.prepare(BOUNDS).await?, client.prepare(READ).await?);
+        conn.bounded(client.batch_execute(READER_SETTINGS)).await?;
+        let (bounds, read) = (
+            conn.bounded(client.prepare(BOUNDS)).await?,
+            conn.bounded(client.prepare(READ)).await?,
+        );
         Ok(ChangeLog {
             progress,
             batch_size: batch_size as i64,
@@ -141,16 +213,21 @@ impl ChangeLog {
     }
 
     /// Subscribes the session to the trigger's notifications.
-    pub async fn listen(client: &Client) -> Result<(), ChangeLogError> {
-        client
-            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
-            .await?;
+    pub async fn listen(conn: &Conn) -> Result<(), ChangeLogError> {
+        conn.bounded(
+            conn.client
+                .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")),
+        )
+        .await?;
         Ok(())
     }
 
     /// Takes the reader lock; `false` when another daemon holds it.
-    pub async fn try_lock(client: &Client) -> Result<bool, ChangeLogError> {
-        Ok(client.query_one(TRY_LOCK, &[]).await?.get(0))
+    pub async fn try_lock(conn: &Conn) -> Result<bool, ChangeLogError> {
+        Ok(conn
+            .bounded(conn.client.query_one(TRY_LOCK, &[]))
+            .await?
+            .get(0))
     }
 
     pub fn progress(&self) -> &Progress {
@@ -159,8 +236,8 @@ impl ChangeLog {
 
     /// Reads the next batch; it does not move progress (see [`ChangeLog::advance`]). A round is
     /// read in windows of `batch_size` ids from its smallest id to its largest.
-    pub async fn next_batch(&mut self, client: &Client) -> Result<Batch, ChangeLogError> {
-        let (round, after, end) = match self.round(client).await? {
+    pub async fn next_batch(&mut self, conn: &Conn) -> Result<Batch, ChangeLogError> {
+        let (round, after, end) = match self.round(conn).await? {
             Round::Empty(snapshot) => {
                 return Ok(Batch {
                     changes: Vec::new(),
@@ -178,8 +255,11 @@ impl ChangeLog {
             } => (snapshot, after, end),
         };
         let upto = end.min(after.saturating_add(self.batch_size));
-        let rows = client
-            .query(&self.read, &[&self.progress.done, &round, &after, &upto])
+        let rows = conn
+            .bounded(
+                conn.client
+                    .query(&self.read, &[&self.progress.done, &round, &after, &upto]),
+            )
             .await?;
         let changes = rows.iter().map(change_of).collect::<Result<Vec<_>, _>>()?;
         let full = upto < end;
@@ -201,7 +281,7 @@ impl ChangeLog {
     }
 
     /// The round to read from: the stored one, or a new one at the current snapshot.
-    async fn round(&mut self, client: &Client) -> Result<Round, ChangeLogError> {
+    async fn round(&mut self, conn: &Conn) -> Result<Round, ChangeLogError> {
         let stored = self.progress.round.clone();
         if let (Some((snapshot, after)), Some((cached, end))) = (&stored, &self.round_end) {
             if snapshot == cached {
@@ -212,11 +292,11 @@ impl ChangeLog {
                 });
             }
         }
-        let row = client
-            .query_one(
+        let row = conn
+            .bounded(conn.client.query_one(
                 &self.bounds,
                 &[&self.progress.done, &stored.as_ref().map(|r| r.0.as_str())],
-            )
+            ))
             .await?;
         let (snapshot, lo, hi): (String, Option<i64>, Option<i64>) =
             (row.get(0), row.get(1), row.get(2));
@@ -236,113 +316,10 @@ impl ChangeLog {
     pub fn advance(&mut self, next: Progress) {
         self.progress = next;
     }
-
-    /// Deletes processed rows older than `retention`, in chunks; returns how many went.
-    pub async fn prune(&self, client: &Client, retention: Duration) -> Result<u64, ChangeLogError> {
-        let mut total = 0;
-        loop {
-            let n = client
-                .execute(PRUNE, &[&retention.as_secs_f64(), &self.progress.done])
-                .await?;
-            total += n;
-            if n < 10_000 {
-                return Ok(total);
-            }
-        }
-    }
 }
 
-/// A `sluice.change_log` row (selected as [`change_log_columns!`]) as the change it records:
-/// a trigger row, or a history row logical mode wrote (it keeps its published `eventId`).
-pub fn change_of(row: &Row) -> Result<Change, ChangeLogError> {
-    let id: i64 = row.get(0);
-    let malformed = |why: String| ChangeLogError::Malformed { id, why };
-    let op: String = row.get(3);
-    let operation =
-        Operation::parse(&op).ok_or_else(|| malformed(format!("unknown operation {op:?}")))?;
-    let new_row: Option<String> = row.get(5);
-    let old_row: Option<String> = row.get(6);
-    let event_id: Option<String> = row.get(8);
-    let history = match (&event_id, row.get::<_, Option<String>>(9)) {
-        (Some(_), Some(meta)) => {
-            Some(serde_json::from_str::<Meta>(&meta).map_err(|e| malformed(format!("meta: {e}")))?)
-        }
-        _ => None,
-    };
-    let (old, changed) = match (operation, &history, &old_row, &new_row) {
-        (Operation::Update, Some(meta), _, _) => (old_row.clone(), meta.changed_fields.clone()),
-        (Operation::Update, None, Some(old), Some(new)) => {
-            let (old, changed) = diff(old, new).map_err(|e| malformed(e.to_string()))?;
-            (Some(old), Some(changed))
-        }
-        _ => (None, None),
-    };
-    let data = match operation {
-        Operation::Delete => old_row,
-        Operation::Truncate => Some(new_row.unwrap_or_else(|| "null".into())),
-        _ => new_row,
-    }
-    .ok_or_else(|| malformed(format!("{op} without a row")))?;
-    let source = match &history {
-        Some(meta) => history::source_of(meta),
-        None => SourceRef {
-            mode: "trigger",
-            lsn: None,
-            xid: row.get::<_, String>(1).parse().ok(),
-            id: Some(id),
-        },
-    };
-    Ok(Change {
-        event_id: event_id.unwrap_or_else(|| format!("cl:{id}")),
-        operation,
-        table: row.get(2),
-        record_id: row.get(4),
-        data,
-        old,
-        changed_fields: changed,
-        unchanged_columns: history.map(|m| m.unchanged_columns).unwrap_or_default(),
-        timestamp: row.get(7),
-        source,
-        replay: None,
-    })
-}
-
-/// The columns whose value differs between two `to_jsonb` rows (jsonb prints equal values
-/// identically, so comparing the text is comparing the values), and their old values.
-fn diff(old: &str, new: &str) -> Result<(String, Vec<String>), serde_json::Error> {
-    let before = json::entries(old)?;
-    let mut changed = Vec::new();
-    let mut out = String::with_capacity(64);
-    out.push('{');
-    for (key, value) in json::entries(new)? {
-        let previous = before.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-        if previous.map(|p| p.get()) == Some(value.get()) {
-            continue;
-        }
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(&key)?);
-        out.push(':');
-        out.push_str(previous.map_or("null", |p| p.get()));
-        changed.push(key.into_owned());
-    }
-    out.push('}');
-    Ok((out, changed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::diff;
-
-    #[test]
-    fn diff_lists_changed_columns_with_their_old_values() {
-        let old = r#"{"a": 1, "b": "x", "c": 2.50, "d": {"k": [1]}}"#;
-        let new = r#"{"a": 2, "b": "x", "c": 3.00, "d": {"k": [1]}, "e": true}"#;
-        let (before, changed) = diff(old, new).unwrap();
-        assert_eq!(before, r#"{"a":1,"c":2.50,"e":null}"#);
-        assert_eq!(changed, ["a", "c", "e"]);
-        let (before, changed) = diff(old, old).unwrap();
-        assert_eq!((before.as_str(), changed.len()), ("{}", 0));
+impl From<tokio_postgres::Error> for ChangeLogError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ChangeLogError::Postgres(crate::pg::PgError::Postgres(e))
     }
 }
