@@ -107,24 +107,32 @@ fn classify_source(e: &SourceError) -> Class {
 }
 
 fn classify_replication(e: &ReplicationError) -> Class {
+    use ReplicationError as R;
     match e {
-        ReplicationError::Io(_) | ReplicationError::Connect(_) | ReplicationError::Protocol(_) => {
+        R::Io(_) | R::Unreachable { .. } | R::Timeout(_) | R::Protocol(_) | R::Ended => {
             Class::Transient
         }
-        ReplicationError::Server {
+        R::Url(_) | R::Tls(_) => {
+            fatal("fix postgres.url and its TLS settings (sslmode, sslrootcert, sslcert)")
+        }
+        R::UnixSocket => {
+            fatal("give postgres.url a TCP host: the replication connection needs one")
+        }
+        R::AuthMethod(_) => {
+            fatal("allow scram-sha-256, md5 or password for this role in pg_hba.conf")
+        }
+        R::Server {
             code: Some(code), ..
         } if matches!(&code[..2], "08" | "57" | "53") => Class::Transient,
-        ReplicationError::Server {
+        R::Server {
             code: Some(code), ..
         } if code.starts_with("28") => fatal(
             "PostgreSQL rejected the credentials in postgres.url, or the role lacks REPLICATION",
         ),
-        ReplicationError::Server {
+        R::Server {
             code: Some(code), ..
         } if code == "42501" => fatal("the role in postgres.url needs the REPLICATION attribute"),
-        ReplicationError::Server { .. } => {
-            fatal("PostgreSQL refused the replication stream; see the message")
-        }
+        R::Server { .. } => fatal("PostgreSQL refused the replication stream; see the message"),
     }
 }
 

@@ -112,7 +112,7 @@ async fn open(
     timeout: Duration,
     user_timeout: Option<Duration>,
 ) -> Result<Conn, PgError> {
-    let (mut config, tls) = tls::postgres::config(url).map_err(PgError::Tls)?;
+    let (mut config, tls) = tls::postgres::config(url).map_err(|e| PgError::Tls(e.to_string()))?;
     // A peer that vanished is noticed on an idle socket within about 25 s, and (for the
     // daemon) on a busy one once data stays unacknowledged for `user_timeout`.
     config

@@ -43,6 +43,8 @@ pub enum PgTlsError {
     Tls(#[from] TlsError),
     #[error("PostgreSQL does not accept TLS connections, but postgres.url asks for sslmode={0}: turn ssl on in postgresql.conf, or lower sslmode")]
     Refused(&'static str),
+    #[error("bad postgres.url: {0}")]
+    BadUrl(tokio_postgres::Error),
 }
 
 /// libpq's `sslmode` values (`allow` aside: trying plain first is never what one wants).
@@ -163,10 +165,9 @@ pub fn split(url: &str) -> Result<(String, PgTls), PgTlsError> {
 }
 
 /// Parses `postgres.url` for tokio-postgres, with the TLS negotiation its `sslmode` implies.
-pub fn config(url: &str) -> Result<(tokio_postgres::Config, PgTls), String> {
-    let (rest, tls) = split(url).map_err(|e| e.to_string())?;
-    let mut config: tokio_postgres::Config =
-        rest.parse().map_err(|e| format!("bad postgres.url: {e}"))?;
+pub fn config(url: &str) -> Result<(tokio_postgres::Config, PgTls), PgTlsError> {
+    let (rest, tls) = split(url)?;
+    let mut config: tokio_postgres::Config = rest.parse().map_err(PgTlsError::BadUrl)?;
     config.ssl_mode(match tls.mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,

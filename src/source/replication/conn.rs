@@ -14,20 +14,45 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::wire::{self, Backend, Frame, StandbyStatus};
-use crate::tls::postgres::{negotiate, PgTls};
+use super::wire::{self, Backend, Frame, StandbyStatus, WireError};
+use crate::tls::postgres::{negotiate, PgTls, PgTlsError};
 use crate::tls::Stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
-    #[error("cannot connect for replication: {0}")]
-    Connect(String),
+    #[error(transparent)]
+    Url(#[from] PgTlsError),
+    #[error("cannot connect for replication to {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect for replication: no answer within {0:?}")]
+    Timeout(Duration),
+    /// The TLS handshake failed for a reason [`crate::tls::explain`] can name.
+    #[error("cannot connect for replication: {}", crate::tls::explain(.0, crate::tls::Server::Postgres).unwrap_or_default())]
+    Tls(std::io::Error),
+    #[error("cannot connect for replication: unsupported authentication method {0}")]
+    AuthMethod(i32),
+    #[error("cannot connect for replication: unix sockets are not supported; give a TCP host")]
+    UnixSocket,
     #[error("PostgreSQL refused: {text}")]
     Server { code: Option<String>, text: String },
     #[error("replication connection lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("replication protocol: {0}")]
-    Protocol(String),
+    Protocol(#[from] WireError),
+    #[error("the server ended the replication stream")]
+    Ended,
+}
+
+/// An I/O failure, as [`ReplicationError::Tls`] when it is a TLS failure with a known fix.
+fn io_or_tls(e: std::io::Error) -> ReplicationError {
+    if crate::tls::explain(&e, crate::tls::Server::Postgres).is_some() {
+        ReplicationError::Tls(e)
+    } else {
+        ReplicationError::Io(e)
+    }
 }
 
 /// Session settings that make the text of every value deterministic (see `values`).
@@ -53,18 +78,11 @@ impl ReplicationConn {
         url: &str,
         timeout: Duration,
     ) -> Result<ReplicationConn, ReplicationError> {
-        let (config, tls) = crate::tls::postgres::config(url).map_err(ReplicationError::Connect)?;
+        let (config, tls) = crate::tls::postgres::config(url)?;
         match tokio::time::timeout(timeout, Self::connect_inner(&config, &tls)).await {
-            Err(_) => Err(ReplicationError::Connect(format!(
-                "no answer within {timeout:?}"
-            ))),
+            Err(_) => Err(ReplicationError::Timeout(timeout)),
             // The server may refuse our client certificate only after the handshake.
-            Ok(Err(ReplicationError::Io(e))) => Err(
-                match crate::tls::explain(&e, crate::tls::Server::Postgres) {
-                    Some(text) => ReplicationError::Connect(text),
-                    None => ReplicationError::Io(e),
-                },
-            ),
+            Ok(Err(ReplicationError::Io(e))) => Err(io_or_tls(e)),
             Ok(result) => result,
         }
     }
@@ -76,18 +94,17 @@ impl ReplicationConn {
         let (host, addr, port) = target(config)?;
         let tcp = TcpStream::connect((addr.as_str(), port))
             .await
-            .map_err(|e| ReplicationError::Connect(format!("{addr}:{port}: {e}")))?;
+            .map_err(|source| ReplicationError::Unreachable {
+                addr: format!("{addr}:{port}"),
+                source,
+            })?;
         tcp.set_nodelay(true)?;
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(10))
             .with_interval(Duration::from_secs(5));
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
         let fd = tcp.as_raw_fd();
-        let stream = negotiate(tcp, tls, &host).await.map_err(|e| {
-            let text = crate::tls::explain(&e, crate::tls::Server::Postgres)
-                .unwrap_or_else(|| e.to_string());
-            ReplicationError::Connect(text)
-        })?;
+        let stream = negotiate(tcp, tls, &host).await.map_err(io_or_tls)?;
         let mut conn = ReplicationConn {
             stream,
             fd,
@@ -114,25 +131,19 @@ impl ReplicationConn {
     async fn authenticate(&mut self, user: &str, password: &[u8]) -> Result<(), ReplicationError> {
         loop {
             let m = self.expect(b'R').await?;
-            let kind = i32::from_be_bytes(m.body[..4].try_into().map_err(|_| proto("short auth"))?);
+            let kind = i32::from_be_bytes(head(&m.body, 0, "an authentication request")?);
             match kind {
                 0 => return Ok(()),
                 3 => frontend::password_message(password, &mut self.write)?,
                 5 => {
-                    let salt: [u8; 4] = m.body[4..8]
-                        .try_into()
-                        .map_err(|_| proto("short md5 salt"))?;
+                    let salt = head(&m.body, 4, "an md5 salt")?;
                     frontend::password_message(
                         md5_hash(user.as_bytes(), password, salt).as_bytes(),
                         &mut self.write,
                     )?;
                 }
                 10 => return self.scram(password).await,
-                other => {
-                    return Err(ReplicationError::Connect(format!(
-                        "unsupported authentication method {other}"
-                    )))
-                }
+                other => return Err(ReplicationError::AuthMethod(other)),
             }
             self.flush().await?;
         }
@@ -143,15 +154,20 @@ impl ReplicationConn {
         frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.write)?;
         self.flush().await?;
         let m = self.expect(b'R').await?;
-        scram.update(&m.body[4..])?;
+        scram.update(m.body.get(4..).ok_or(WireError::Short("a SCRAM message"))?)?;
         frontend::sasl_response(scram.message(), &mut self.write)?;
         self.flush().await?;
         let m = self.expect(b'R').await?;
-        scram.finish(&m.body[4..])?;
+        scram.finish(m.body.get(4..).ok_or(WireError::Short("a SCRAM message"))?)?;
         let m = self.expect(b'R').await?;
-        (m.body[..4] == [0, 0, 0, 0])
-            .then_some(())
-            .ok_or_else(|| proto("SCRAM did not end in AuthenticationOk"))
+        match head(&m.body, 0, "an authentication request")? {
+            [0, 0, 0, 0] => Ok(()),
+            _ => Err(WireError::Unexpected {
+                what: "the end of SCRAM",
+                tag: 'R',
+            }
+            .into()),
+        }
     }
 
     /// Runs a replication command and returns its rows as text.
@@ -195,12 +211,8 @@ impl ReplicationConn {
         loop {
             let m = self.next_message().await?;
             match m.tag {
-                b'd' => return Frame::decode(m.body).map_err(ReplicationError::Protocol),
-                b'c' => {
-                    return Err(ReplicationError::Protocol(
-                        "the server ended the stream".into(),
-                    ))
-                }
+                b'd' => return Ok(Frame::decode(m.body)?),
+                b'c' => return Err(ReplicationError::Ended),
                 _ => {}
             }
         }
@@ -254,7 +266,7 @@ impl ReplicationConn {
     /// The next message that is not a notice or parameter status; errors are raised.
     async fn next_message(&mut self) -> Result<Backend, ReplicationError> {
         loop {
-            if let Some(m) = wire::take(&mut self.read).map_err(ReplicationError::Protocol)? {
+            if let Some(m) = wire::take(&mut self.read)? {
                 match m.tag {
                     b'E' => {
                         return Err(ReplicationError::Server {
@@ -281,8 +293,11 @@ impl ReplicationConn {
     }
 }
 
-fn proto(what: &str) -> ReplicationError {
-    ReplicationError::Protocol(what.to_string())
+/// Four bytes of `body` from `at`, or which message was too short.
+fn head(body: &[u8], at: usize, what: &'static str) -> Result<[u8; 4], WireError> {
+    body.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(WireError::Short(what))
 }
 
 /// The host name (for TLS), the address to connect to (`hostaddr` when given) and the port.
@@ -291,11 +306,7 @@ fn target(config: &tokio_postgres::Config) -> Result<(String, String, u16), Repl
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         None => addr.clone().unwrap_or_else(|| "localhost".to_string()),
-        Some(_) => {
-            return Err(ReplicationError::Connect(
-                "unix sockets are not supported; give a TCP host".into(),
-            ))
-        }
+        Some(_) => return Err(ReplicationError::UnixSocket),
     };
     Ok((
         host.clone(),
@@ -315,7 +326,7 @@ fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
             }
             let (value, rest) = b
                 .split_at_checked(len as usize)
-                .ok_or_else(|| proto("short data row"))?;
+                .ok_or(WireError::Short("a data row"))?;
             b = rest;
             Ok(Some(String::from_utf8_lossy(value).into_owned()))
         })
@@ -325,7 +336,7 @@ fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
 fn take_i16(b: &mut &[u8]) -> Result<i16, ReplicationError> {
     let (v, rest) = b
         .split_first_chunk::<2>()
-        .ok_or_else(|| proto("short message"))?;
+        .ok_or(WireError::Short("a message"))?;
     *b = rest;
     Ok(i16::from_be_bytes(*v))
 }
@@ -333,7 +344,7 @@ fn take_i16(b: &mut &[u8]) -> Result<i16, ReplicationError> {
 fn take_i32(b: &mut &[u8]) -> Result<i32, ReplicationError> {
     let (v, rest) = b
         .split_first_chunk::<4>()
-        .ok_or_else(|| proto("short message"))?;
+        .ok_or(WireError::Short("a message"))?;
     *b = rest;
     Ok(i32::from_be_bytes(*v))
 }

@@ -11,14 +11,31 @@ pub struct Backend {
     pub body: Bytes,
 }
 
+/// Bytes from the server that are not the replication protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("invalid message length {0}")]
+    Length(i32),
+    #[error("truncated replication frame")]
+    Truncated,
+    #[error("unknown replication frame {0:?}")]
+    UnknownFrame(Option<u8>),
+    #[error("not a standby status update")]
+    NotStatus,
+    #[error("unexpected {what} (message {tag:?})")]
+    Unexpected { what: &'static str, tag: char },
+    #[error("{0} is too short")]
+    Short(&'static str),
+}
+
 /// Takes one complete message off the front of `buf`, if there is one.
-pub fn take(buf: &mut BytesMut) -> Result<Option<Backend>, String> {
+pub fn take(buf: &mut BytesMut) -> Result<Option<Backend>, WireError> {
     if buf.len() < 5 {
         return Ok(None);
     }
     let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
     if len < 4 {
-        return Err(format!("invalid message length {len}"));
+        return Err(WireError::Length(len));
     }
     let total = 1 + len as usize;
     if buf.len() < total {
@@ -80,8 +97,7 @@ pub enum Frame {
 }
 
 impl Frame {
-    pub fn decode(mut body: Bytes) -> Result<Frame, String> {
-        let short = || "truncated replication frame".to_string();
+    pub fn decode(mut body: Bytes) -> Result<Frame, WireError> {
         match body.first().copied() {
             Some(b'w') if body.len() >= 25 => {
                 body.advance(1);
@@ -101,8 +117,8 @@ impl Frame {
                     reply: body.get_u8() != 0,
                 })
             }
-            Some(b'w' | b'k') => Err(short()),
-            other => Err(format!("unknown replication frame {other:?}")),
+            Some(b'w' | b'k') => Err(WireError::Truncated),
+            other => Err(WireError::UnknownFrame(other)),
         }
     }
 
@@ -150,9 +166,9 @@ impl StandbyStatus {
         out.push(u8::from(self.reply));
     }
 
-    pub fn decode(body: &[u8]) -> Result<StandbyStatus, String> {
+    pub fn decode(body: &[u8]) -> Result<StandbyStatus, WireError> {
         if body.len() != 34 || body[0] != b'r' {
-            return Err("not a standby status update".into());
+            return Err(WireError::NotStatus);
         }
         let mut b = &body[1..];
         Ok(StandbyStatus {
