@@ -66,7 +66,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT concat_ws(',', r ->> keys[1], r ->> keys[2], r ->> keys[3], r ->> keys[4])
 $$;
 
--- The capture trigger. Arguments: the tenant column, then the primary-key columns.
+-- The capture trigger. Arguments: the table its changes are logged as (the configured table;
+-- a partition's copy names its partitioned table, see sql/003_partitions.sql), the tenant
+-- column, then the primary-key columns.
 -- The SET clauses pin what to_jsonb's text depends on (time zone, interval style, float
 -- digits) for the trigger's duration only, so the JSON does not depend on the writer's session
 -- and equals what logical mode produces. They cost once per statement, not per row.
@@ -75,9 +77,9 @@ LANGUAGE plpgsql
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' SET extra_float_digits = 1
 AS $$
 DECLARE
-    tenant_col text := TG_ARGV[0];
-    key_cols   text[] := TG_ARGV[1:];
-    tbl        text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    tbl        text := TG_ARGV[0];
+    tenant_col text := TG_ARGV[1];
+    key_cols   text[] := TG_ARGV[2:];
 BEGIN
     -- "OFFSET 0" keeps each subquery from being flattened: flattened, to_jsonb(row) would be
     -- computed once per reference (three times a row), which tripled the writers' cost.

@@ -181,10 +181,12 @@ fn check_columns(t: &TableConfig, table: &str, shape: &TableShape) -> Result<(),
     Ok(())
 }
 
-/// The four capture triggers of one table (statement-level; see sql/002_change_log.sql).
+/// The four capture triggers of one table (statement-level; see sql/002_change_log.sql), which
+/// log its changes under the name `table` (`schema.table`, as routes name it).
 pub fn triggers(table: &str, tenant: &str, key: &[String]) -> String {
     let target = quote_table(table);
-    let args: Vec<String> = std::iter::once(tenant)
+    let args: Vec<String> = [table, tenant]
+        .into_iter()
         .chain(key.iter().map(String::as_str))
         .map(literal)
         .collect();
@@ -249,10 +251,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn triggers_quote_names_and_pass_tenant_then_key() {
+    fn triggers_quote_names_and_pass_table_tenant_then_key() {
         let sql = triggers("public.roles", "tenant_id", &["role_id".into()]);
         assert!(sql.contains("AFTER UPDATE ON \"public\".\"roles\" REFERENCING OLD TABLE AS old_table NEW TABLE AS new_table"));
-        assert!(sql.contains("sluice.capture('tenant_id', 'role_id')"));
+        assert!(sql.contains("sluice.capture('public.roles', 'tenant_id', 'role_id')"));
         assert_eq!(sql.matches("CREATE TRIGGER").count(), 4);
         assert_eq!(quote_table("a\"b.c"), "\"a\"\"b\".\"c\"");
     }
