@@ -1,5 +1,6 @@
 //! `sluice setup`: creates or upgrades every SQL object Sluice needs, idempotently, and
-//! attaches the capture trigger to every configured table. `--dry-run` prints the SQL.
+//! attaches the capture trigger to every configured table and its partitions (see
+//! [`crate::partitions`]). `--dry-run` prints the SQL.
 
 use tokio_postgres::Client;
 
@@ -20,6 +21,8 @@ pub enum SetupError {
         column: String,
         key: &'static str,
     },
+    #[error(transparent)]
+    Partitions(#[from] crate::partitions::PartitionError),
 }
 
 /// What a table looks like in the catalog.
@@ -102,7 +105,8 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
     if !logical || config.source.keep_history {
         sql.push_str(CHANGE_LOG);
     }
-    let mut tables = Vec::new();
+    sql.push_str(crate::partitions::SQL);
+    let (mut tables, mut names) = (Vec::new(), Vec::new());
     for t in &config.tables {
         let table = qualify(&t.table);
         let shape = table_shape(client, &table)
@@ -118,27 +122,34 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
             sql.push_str(&triggers(&table, &t.tenant, &shape.primary_key));
         }
         tables.push(quote_table(&table));
+        names.push(table);
     }
+    let partitions = crate::partitions::plan(client, &names).await?;
     if !logical {
+        sql.push_str(&partitions);
         return Ok(Plan {
             transaction: sql,
             slot: None,
         });
     }
     sql.push_str(&publication(&config.source.publication, &tables));
+    sql.push_str(&partitions);
     sql.push_str(&format!(
         "\nINSERT INTO sluice.checkpoint (name, position) VALUES ({}, 'start') ON CONFLICT (name) DO NOTHING;\n",
         literal(&config.source.slot)
     ));
-    let slot = format!(
-        "SELECT pg_create_logical_replication_slot({name}, 'pgoutput') \
-         WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {name})",
-        name = literal(&config.source.slot)
-    );
     Ok(Plan {
         transaction: sql,
-        slot: Some(slot),
+        slot: Some(create_slot(&config.source.slot)),
     })
+}
+
+fn create_slot(name: &str) -> String {
+    format!(
+        "SELECT pg_create_logical_replication_slot({name}, 'pgoutput') \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {name})",
+        name = literal(name)
+    )
 }
 
 /// A DELETE carries only the replica identity: routing columns outside the primary key need
@@ -155,12 +166,14 @@ fn replica_identity(t: &TableConfig, table: &str, shape: &TableShape) -> String 
     format!("\n-- {table}: routing columns outside the primary key must reach DELETE events\nALTER TABLE {} REPLICA IDENTITY FULL;\n", quote_table(table))
 }
 
-/// Creates the publication, or resets it to exactly the configured tables.
+/// Creates the publication, or resets it to exactly the configured tables. A partition's
+/// changes are published as its partitioned table's (PostgreSQL 13+), whose name routes them.
 fn publication(name: &str, tables: &[String]) -> String {
     let list = tables.join(", ");
     format!(
         "\nDO $sluice$ BEGIN\n  IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {lit}) THEN\n    \
-         ALTER PUBLICATION {id} SET TABLE {list};\n  ELSE\n    CREATE PUBLICATION {id} FOR TABLE {list};\n  END IF;\nEND $sluice$;\n",
+         ALTER PUBLICATION {id} SET TABLE {list};\n    ALTER PUBLICATION {id} SET (publish_via_partition_root = true);\n  \
+         ELSE\n    CREATE PUBLICATION {id} FOR TABLE {list} WITH (publish_via_partition_root = true);\n  END IF;\nEND $sluice$;\n",
         lit = literal(name),
         id = ident(name)
     )
