@@ -131,11 +131,15 @@ async fn plan(client: &Client, config: &Config, drop_schema: bool) -> Result<Pla
         }
     }
     let triggers = capture_triggers(client).await.map_err(sql)?;
-    if logical && !drop_schema && !triggers.is_empty() {
+    let keep_triggers = logical && !drop_schema && !triggers.is_empty();
+    if keep_triggers {
         plan.keeps.push(format!("capture triggers on {} tables (trigger mode's: teardown with mode = \"trigger\" drops them)", triggers.len()));
     } else {
         plan.rest.extend(triggers);
     }
+    event_trigger(client, config, keep_triggers, drop_schema, &mut plan)
+        .await
+        .map_err(sql)?;
     schema_items(client, config, drop_schema, &mut plan).await?;
     Ok(plan)
 }
@@ -227,6 +231,45 @@ async fn capture_triggers(client: &Client) -> Result<Vec<Item>, tokio_postgres::
             }
         })
         .collect())
+}
+
+/// The event trigger that covers new partitions serves the capture triggers and the other
+/// publications' partitioned tables: it stays while those do (or goes with the schema).
+async fn event_trigger(
+    client: &Client,
+    config: &Config,
+    keep_triggers: bool,
+    drop_schema: bool,
+    plan: &mut Plan,
+) -> Result<(), tokio_postgres::Error> {
+    if crate::partitions::event_trigger(client).await?.is_none() {
+        return Ok(());
+    }
+    let name = crate::partitions::EVENT_TRIGGER;
+    let ours = if config.source.mode == SourceMode::Logical {
+        config.source.publication.as_str()
+    } else {
+        ""
+    };
+    let others = "SELECT string_agg(DISTINCT p.pubname, ', ') FROM pg_publication p JOIN pg_publication_rel r ON r.prpubid = p.oid \
+        JOIN pg_class c ON c.oid = r.prrelid WHERE c.relkind = 'p' AND p.pubname <> $1";
+    let published: Option<String> = match drop_schema {
+        true => None,
+        false => client.query_one(others, &[&ours]).await?.get(0),
+    };
+    match (keep_triggers, published) {
+        (true, _) => plan.keeps.push(format!(
+            "event trigger {name} (it gives new partitions the capture triggers kept)"
+        )),
+        (false, Some(p)) => plan.keeps.push(format!(
+            "event trigger {name} (it covers new partitions of tables in publication {p})"
+        )),
+        (false, None) => plan.rest.push(Item {
+            what: format!("event trigger {name} (it covered partitions added to captured tables)"),
+            sql: format!("DROP EVENT TRIGGER IF EXISTS {};", ident(name)),
+        }),
+    }
+    Ok(())
 }
 
 /// The checkpoint row of this slot (logical), or the whole schema with `--drop-schema`.

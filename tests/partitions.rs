@@ -1,14 +1,15 @@
 //! Partitioned tables on real servers, in both modes: writes aimed at the parent or straight at
 //! a partition (one level down or two), at a partition created or attached while the daemon
 //! runs, and a row moved between partitions, all reach the parent's route with their data and
-//! nothing is dead-lettered.
+//! nothing is dead-lettered. Then what `check`, `setup` and `teardown` do with partitions.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{config_text, fenced, wait_until, Env, Msg, DB};
+use common::{config_text, fenced, wait_until, Env, Msg, DB, SEED};
 use serde_json::{json, Value};
+use sluice::testkit::{Postgres, Redis};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -32,6 +33,14 @@ fn lead(id: i64, day: &str, name: &str) -> Value {
 
 fn values(id: i64, day: &str, name: &str) -> String {
     format!("({id}, '{day}', 't1', 'crm.leads.create', '{name}')")
+}
+
+fn scalar(env: &Env, sql: &str) -> String {
+    env.sql(sql).trim().to_string()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every kind of write, each its own transaction, in this order.
@@ -206,6 +215,89 @@ async fn logical_mode_publishes_partition_writes_as_the_parent() {
     assert_events(&msgs, &expected);
 }
 
+/// Capture trigger copies on partitions (the parent's own four are not counted).
+fn copies(env: &Env) -> String {
+    scalar(env, "SELECT count(*) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid WHERE c.relispartition AND g.tgname LIKE 'sluice_capture_%'")
+}
+
+fn event_trigger(env: &Env) -> String {
+    scalar(
+        env,
+        "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'sluice_partitions'",
+    )
+}
+
+/// `sluice check`'s report, asserting its exit status.
+fn check(env: &Env, passes: bool) -> String {
+    let out = env.sluice(&["check"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.success(), passes, "{report}");
+    report
+}
+
+fn setup(env: &Env) {
+    let out = env.sluice(&["setup"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn trigger_mode_check_setup_and_teardown_cover_every_partition() {
+    let env = Env::start_with(LEADS, ROUTE);
+    assert_eq!(
+        (copies(&env), event_trigger(&env)),
+        ("9".to_string(), "1".to_string())
+    );
+    let report = check(&env, true);
+    assert!(
+        report.contains("ok   table public.leads: its 3 partitions have their capture triggers"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok   event trigger sluice_partitions: partitions added later are covered"),
+        "{report}"
+    );
+    let dry = stdout(&env.sluice(&["setup", "--dry-run"]));
+    assert!(
+        dry.contains("SELECT sluice.cover_partitions('\"public\".\"leads\"');"),
+        "{dry}"
+    );
+
+    env.sql("DROP TRIGGER sluice_capture_update ON leads_2025_low");
+    let report = check(&env, false);
+    assert!(report.contains("FAIL table public.leads: partition leads_2025_low has 2 of its 3 capture triggers, so writes aimed at it"), "{report}");
+    setup(&env);
+    assert_eq!(copies(&env), "9");
+    check(&env, true);
+
+    env.sql("ALTER TABLE leads DETACH PARTITION leads_2024");
+    assert_eq!(
+        copies(&env),
+        "6",
+        "a detached partition no longer logs as leads"
+    );
+    env.sql(&format!(
+        "INSERT INTO leads_2024 VALUES {}",
+        values(1, "2024-01-02", "detached")
+    ));
+    assert_eq!(scalar(&env, "SELECT count(*) FROM sluice.change_log"), "0");
+
+    let out = env.sluice(&["teardown", "--yes"]);
+    assert!(stdout(&out).contains("  - event trigger sluice_partitions (it covered partitions added to captured tables)\n"), "{}", stdout(&out));
+    assert_eq!(
+        (copies(&env), event_trigger(&env)),
+        ("0".to_string(), "0".to_string())
+    );
+    setup(&env);
+    assert_eq!(
+        (copies(&env), event_trigger(&env)),
+        ("6".to_string(), "1".to_string())
+    );
+}
+
 #[test]
 fn a_partition_and_its_parent_cannot_both_be_configured() {
     let env = Env::start_with(LEADS, ROUTE);
@@ -234,4 +326,115 @@ fn a_partition_and_its_parent_cannot_both_be_configured() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn logical_mode_check_and_setup_give_every_partition_its_replica_identity() {
+    let env = Env::start_with(LEADS, &format!("{LOGICAL}\n{ROUTE}"));
+    let identities = || {
+        scalar(
+            &env,
+            "SELECT string_agg(relname || ':' || relreplident::text, ',' ORDER BY relname) FROM pg_class WHERE relname LIKE 'leads%' AND relkind IN ('r', 'p')",
+        )
+    };
+    assert_eq!(
+        identities(),
+        "leads:f,leads_2024:f,leads_2025:f,leads_2025_low:f"
+    );
+    assert_eq!(
+        scalar(
+            &env,
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = 'sluice'"
+        ),
+        "t"
+    );
+    let report = check(&env, true);
+    assert!(
+        report.contains("ok   table public.leads: its 3 partitions have their replica identity"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok   event trigger sluice_partitions"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "ok   publication sluice: publishes partitions' changes as their partitioned table's"
+        ),
+        "{report}"
+    );
+
+    env.sql("ALTER TABLE leads_2025_low REPLICA IDENTITY DEFAULT");
+    assert_eq!(
+        identities(),
+        "leads:f,leads_2024:f,leads_2025:f,leads_2025_low:f",
+        "the event trigger puts it back"
+    );
+    env.sql("ALTER EVENT TRIGGER sluice_partitions DISABLE; ALTER TABLE leads_2025_low REPLICA IDENTITY DEFAULT");
+    env.sql("ALTER PUBLICATION sluice SET (publish_via_partition_root = false)");
+    let report = check(&env, false);
+    assert!(report.contains("FAIL table public.leads: partition leads_2025_low lacks the table's REPLICA IDENTITY FULL"), "{report}");
+    assert!(
+        report.contains("WARN event trigger sluice_partitions: missing or disabled"),
+        "{report}"
+    );
+    assert!(
+        report.contains("FAIL publication sluice: publish_via_partition_root is off"),
+        "{report}"
+    );
+    setup(&env);
+    assert_eq!(
+        identities(),
+        "leads:f,leads_2024:f,leads_2025:f,leads_2025_low:f"
+    );
+    assert_eq!(
+        scalar(
+            &env,
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = 'sluice'"
+        ),
+        "t",
+        "setup turns it on"
+    );
+    check(&env, true);
+
+    let out = env.sluice(&["teardown", "--yes"]);
+    assert!(
+        stdout(&out).contains("  - event trigger sluice_partitions"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(event_trigger(&env), "0");
+}
+
+#[test]
+fn setup_by_a_non_superuser_covers_the_partitions_there_are_and_says_later_ones_need_it_again() {
+    let (pg, redis) = (Postgres::start().unwrap(), Redis::start().unwrap());
+    pg.psql("postgres", "CREATE ROLE owner LOGIN").unwrap();
+    pg.psql("postgres", &format!("CREATE DATABASE {DB} OWNER owner"))
+        .unwrap();
+    pg.psql(DB, &format!("SET ROLE owner; {SEED}\n{LEADS}"))
+        .unwrap();
+    let url = format!("postgres://owner@127.0.0.1:{}/{DB}", pg.port());
+    let redis_url = redis.url();
+    let env = Env::start_on(pg, redis, |_| config_text(&url, &redis_url, ROUTE));
+    let out = env.sluice(&["setup"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a superuser"),
+        "{out:?}"
+    );
+    assert_eq!(
+        (copies(&env), event_trigger(&env)),
+        ("9".to_string(), "0".to_string())
+    );
+    let report = check(&env, true);
+    assert!(
+        report.contains("WARN event trigger sluice_partitions: missing or disabled"),
+        "{report}"
+    );
+
+    env.sql("SET ROLE owner; CREATE TABLE leads_2026 PARTITION OF leads FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
+    assert!(check(&env, false)
+        .contains("FAIL table public.leads: partition leads_2026 has 0 of its 3 capture triggers"));
+    setup(&env);
+    assert_eq!(copies(&env), "12");
 }

@@ -5,6 +5,7 @@ use std::fmt;
 
 mod encryption;
 mod logical;
+mod partitions;
 mod state;
 
 use crate::config::{qualify, Config, SourceMode};
@@ -105,6 +106,7 @@ async fn check_postgres(config: &Config) -> Vec<Finding> {
     for t in &config.tables {
         out.extend(check_table(&conn.client, t, logical).await);
     }
+    out.extend(partitions::check(&conn.client, config).await);
     out.extend(state::check(&conn.client, config).await);
     out
 }
