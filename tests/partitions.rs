@@ -26,13 +26,28 @@ const ROUTE: &str = "[[tables]]\ntable = \"public.leads\"\ntype = \"leads\"\nten
 
 const LOGICAL: &str = "mode = \"logical\"";
 
-/// A lead row as `to_jsonb` gives it.
-fn lead(id: i64, day: &str, name: &str) -> Value {
-    json!({"lead_id": id, "created_on": day, "tenant_id": "t1", "operation_code": "crm.leads.create", "name": name})
-}
+/// An event as the test expects it: operation, then the lead's id, `created_on` and name.
+type Expected = (&'static str, i64, &'static str, &'static str);
 
-fn values(id: i64, day: &str, name: &str) -> String {
-    format!("({id}, '{day}', 't1', 'crm.leads.create', '{name}')")
+/// What [`write_everywhere`] publishes before its last statement (the move), in order.
+const BEFORE_THE_MOVE: [Expected; 10] = [
+    ("INSERT", 1, "2024-03-01", "via parent"),
+    ("INSERT", 2, "2025-03-01", "via parent"),
+    ("INSERT", 3, "2024-04-01", "direct"),
+    ("UPDATE", 3, "2024-04-01", "direct update"),
+    ("DELETE", 2, "2025-03-01", "via parent"),
+    ("INSERT", 4, "2026-02-01", "new partition"),
+    ("UPDATE", 4, "2026-02-01", "new partition update"),
+    ("DELETE", 4, "2026-02-01", "new partition update"),
+    ("INSERT", 5, "2027-02-01", "attached"),
+    ("DELETE", 5, "2027-02-01", "attached"),
+];
+
+/// `INSERT INTO <table>` of one lead.
+fn insert(env: &Env, table: &str, id: i64, day: &str, name: &str) {
+    env.sql(&format!(
+        "INSERT INTO {table} VALUES ({id}, '{day}', 't1', 'crm.leads.create', '{name}')"
+    ));
 }
 
 fn scalar(env: &Env, sql: &str) -> String {
@@ -45,77 +60,19 @@ fn stdout(out: &std::process::Output) -> String {
 
 /// Every kind of write, each its own transaction, in this order.
 fn write_everywhere(env: &Env) {
-    env.sql(&format!(
-        "INSERT INTO leads VALUES {}, {}",
-        values(1, "2024-03-01", "via parent"),
-        values(2, "2025-03-01", "via parent")
-    ));
-    env.sql(&format!(
-        "INSERT INTO leads_2024 VALUES {}",
-        values(3, "2024-04-01", "direct")
-    ));
+    env.sql("INSERT INTO leads VALUES (1, '2024-03-01', 't1', 'crm.leads.create', 'via parent'), (2, '2025-03-01', 't1', 'crm.leads.create', 'via parent')");
+    insert(env, "leads_2024", 3, "2024-04-01", "direct");
     env.sql("UPDATE leads_2024 SET name = 'direct update' WHERE lead_id = 3");
     env.sql("DELETE FROM leads_2025_low WHERE lead_id = 2");
     env.sql("CREATE TABLE leads_2026 PARTITION OF leads FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
-    env.sql(&format!(
-        "INSERT INTO leads_2026 VALUES {}",
-        values(4, "2026-02-01", "new partition")
-    ));
+    insert(env, "leads_2026", 4, "2026-02-01", "new partition");
     env.sql("UPDATE leads_2026 SET name = 'new partition update' WHERE lead_id = 4");
     env.sql("DELETE FROM leads_2026 WHERE lead_id = 4");
     env.sql("CREATE TABLE leads_2027 (LIKE leads); ALTER TABLE leads ATTACH PARTITION leads_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')");
-    env.sql(&format!(
-        "INSERT INTO leads_2027 VALUES {}",
-        values(5, "2027-02-01", "attached")
-    ));
+    insert(env, "leads_2027", 5, "2027-02-01", "attached");
     env.sql("DELETE FROM leads_2027 WHERE lead_id = 5");
     env.sql("TRUNCATE leads_2027"); // a partition's TRUNCATE is captured in neither mode
     env.sql("UPDATE leads SET created_on = '2025-06-01' WHERE lead_id = 1");
-}
-
-/// What [`write_everywhere`] publishes before its last statement (the move), in order:
-/// operation, recordId, data.
-fn before_the_move() -> Vec<(&'static str, &'static str, Value)> {
-    vec![
-        (
-            "INSERT",
-            "1,2024-03-01",
-            lead(1, "2024-03-01", "via parent"),
-        ),
-        (
-            "INSERT",
-            "2,2025-03-01",
-            lead(2, "2025-03-01", "via parent"),
-        ),
-        ("INSERT", "3,2024-04-01", lead(3, "2024-04-01", "direct")),
-        (
-            "UPDATE",
-            "3,2024-04-01",
-            lead(3, "2024-04-01", "direct update"),
-        ),
-        (
-            "DELETE",
-            "2,2025-03-01",
-            lead(2, "2025-03-01", "via parent"),
-        ),
-        (
-            "INSERT",
-            "4,2026-02-01",
-            lead(4, "2026-02-01", "new partition"),
-        ),
-        (
-            "UPDATE",
-            "4,2026-02-01",
-            lead(4, "2026-02-01", "new partition update"),
-        ),
-        (
-            "DELETE",
-            "4,2026-02-01",
-            lead(4, "2026-02-01", "new partition update"),
-        ),
-        ("INSERT", "5,2027-02-01", lead(5, "2027-02-01", "attached")),
-        ("DELETE", "5,2027-02-01", lead(5, "2027-02-01", "attached")),
-    ]
 }
 
 /// Runs [`write_everywhere`] under a daemon in `mode`; returns what was published.
@@ -149,8 +106,9 @@ async fn publish_everywhere(mode: &str, expected: usize) -> Vec<Msg> {
         .await;
     }
     for m in &msgs {
+        let (channel, table) = (m.channel.as_str(), m.event["table"].as_str());
         assert_eq!(
-            (m.channel.as_str(), m.event["table"].as_str()),
+            (channel, table),
             ("crm:t1:leads", Some("public.leads")),
             "{}",
             m.raw
@@ -159,20 +117,20 @@ async fn publish_everywhere(mode: &str, expected: usize) -> Vec<Msg> {
     msgs
 }
 
-fn assert_events(msgs: &[Msg], expected: &[(&str, &str, Value)]) {
-    let got: Vec<(&str, &str, &Value)> = msgs
+/// The events are `expected`, in order, each with `recordId` `<id>,<created_on>` and `data` the
+/// whole row.
+fn assert_events(msgs: &[Msg], expected: &[Expected]) {
+    let got: Vec<Value> = msgs
         .iter()
-        .map(|m| {
-            (
-                m.event["operation"].as_str().unwrap(),
-                m.event["recordId"].as_str().unwrap(),
-                &m.event["data"],
-            )
-        })
+        .map(|m| json!([m.event["operation"], m.event["recordId"], m.event["data"]]))
         .collect();
-    let want: Vec<(&str, &str, &Value)> = expected.iter().map(|(o, r, d)| (*o, *r, d)).collect();
+    let row = |id, day, name| json!({"lead_id": id, "created_on": day, "tenant_id": "t1", "operation_code": "crm.leads.create", "name": name});
+    let want: Vec<Value> = expected
+        .iter()
+        .map(|&(op, id, day, name)| json!([op, format!("{id},{day}"), row(id, day, name)]))
+        .collect();
     assert_eq!(got, want);
-    // the UPDATEs aimed at a partition, the setup-time one and the new one, carry old values
+    // the UPDATEs aimed at a partition, one there at setup and a new one, carry old values
     assert_eq!(
         (&msgs[3].event["old"], &msgs[6].event["old"]),
         (
@@ -184,14 +142,13 @@ fn assert_events(msgs: &[Msg], expected: &[(&str, &str, Value)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_mode_publishes_partition_writes_as_the_parent() {
-    let mut expected = before_the_move();
     // the move is one UPDATE (the statement's transition tables hold both rows), but the key
     // changed with the partition, so no old row pairs with it: no `old`
-    expected.push((
-        "UPDATE",
-        "1,2025-06-01",
-        lead(1, "2025-06-01", "via parent"),
-    ));
+    let expected = [
+        &BEFORE_THE_MOVE[..],
+        &[("UPDATE", 1, "2025-06-01", "via parent")],
+    ]
+    .concat();
     let msgs = publish_everywhere("", expected.len()).await;
     assert_events(&msgs, &expected);
     assert!(msgs[10].event["old"].is_null(), "{}", msgs[10].raw);
@@ -199,18 +156,12 @@ async fn trigger_mode_publishes_partition_writes_as_the_parent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logical_mode_publishes_partition_writes_as_the_parent() {
-    let mut expected = before_the_move();
     // pgoutput sends the move as a DELETE from the old partition and an INSERT into the new one
-    expected.push((
-        "DELETE",
-        "1,2024-03-01",
-        lead(1, "2024-03-01", "via parent"),
-    ));
-    expected.push((
-        "INSERT",
-        "1,2025-06-01",
-        lead(1, "2025-06-01", "via parent"),
-    ));
+    let moved = [
+        ("DELETE", 1, "2024-03-01", "via parent"),
+        ("INSERT", 1, "2025-06-01", "via parent"),
+    ];
+    let expected = [&BEFORE_THE_MOVE[..], &moved].concat();
     let msgs = publish_everywhere(LOGICAL, expected.len()).await;
     assert_events(&msgs, &expected);
 }
@@ -279,10 +230,7 @@ fn trigger_mode_check_setup_and_teardown_cover_every_partition() {
         "6",
         "a detached partition no longer logs as leads"
     );
-    env.sql(&format!(
-        "INSERT INTO leads_2024 VALUES {}",
-        values(1, "2024-01-02", "detached")
-    ));
+    insert(&env, "leads_2024", 1, "2024-01-02", "detached");
     assert_eq!(scalar(&env, "SELECT count(*) FROM sluice.change_log"), "0");
 
     let out = env.sluice(&["teardown", "--yes"]);
