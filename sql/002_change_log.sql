@@ -29,7 +29,8 @@
 -- WHAT WRITERS PAY
 -- capture() is a statement-level AFTER trigger with transition tables: one INSERT ... SELECT
 -- per statement writes every row of that statement as to_jsonb(row), then one pg_notify per
--- statement (notifications coalesce within a transaction). Measured cost: see README.md,
+-- statement (notifications coalesce within a transaction; none where the server allows
+-- prepared transactions, see the end of capture()). Measured cost: see README.md,
 -- "What writers pay in trigger mode".
 
 CREATE TABLE IF NOT EXISTS sluice.change_log (
@@ -102,7 +103,18 @@ BEGIN
     ELSE
         INSERT INTO sluice.change_log (table_name, operation) VALUES (tbl, 'TRUNCATE');
     END IF;
-    PERFORM pg_notify('sluice_change_log', '');
+    -- A transaction that has sent a NOTIFY cannot be PREPAREd, and nothing tells a trigger
+    -- whether its transaction will be. So where the server allows prepared transactions
+    -- (max_prepared_transactions > 0) no NOTIFY is sent and the daemon finds the rows by its
+    -- poll_interval. The setting sluice.notify overrides it: 'on' always notifies (for a
+    -- database that never prepares a transaction that writes captured tables, or whose
+    -- preparing transactions SET LOCAL sluice.notify = 'off'), 'off' never does.
+    IF (CASE coalesce(current_setting('sluice.notify', true), '')
+            WHEN 'on' THEN true
+            WHEN 'off' THEN false
+            ELSE current_setting('max_prepared_transactions') = '0' END) THEN
+        PERFORM pg_notify('sluice_change_log', '');
+    END IF;
     RETURN NULL;
 END
 $$;
