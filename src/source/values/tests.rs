@@ -1,0 +1,221 @@
+use super::*;
+use proptest::prelude::*;
+
+fn json(kind: &Kind, text: &str) -> String {
+    let mut out = String::new();
+    write_json(kind, text, &mut out).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    out
+}
+
+fn array(element: Kind) -> Kind {
+    Kind::Array(Box::new(element))
+}
+
+/// (kind, text output, to_jsonb's value), each checked against PostgreSQL 15.
+fn confirmed() -> Vec<(Kind, &'static str, String)> {
+    use Kind::*;
+    let zeros = |n| "0".repeat(n);
+    let s = |v: &str| v.to_owned();
+    vec![
+        (Bool, "t", s("true")),
+        (Bool, "f", s("false")),
+        (Int, "-9223372036854775808", s("-9223372036854775808")),
+        (Numeric, "1.10", s("1.10")),
+        (Numeric, "3.00", s("3.00")),
+        (
+            Numeric,
+            "12345678901234567890.123456789",
+            s("12345678901234567890.123456789"),
+        ),
+        (Numeric, "NaN", s(r#""NaN""#)),
+        (Numeric, "-Infinity", s(r#""-Infinity""#)),
+        (Float, "1e+100", format!("1{}", zeros(100))),
+        (Float, "1.5e-07", s("0.00000015")),
+        (Float, "-1.5e-07", s("-0.00000015")),
+        (Float, "1.2345678901234568e+20", s("123456789012345680000")),
+        (Float, "3.4028235e+38", format!("34028235{}", zeros(31))),
+        (Float, "1e-05", s("0.00001")),
+        (Float, "-0", s("0")),
+        (Float, "0.1", s("0.1")),
+        (Float, "Infinity", s(r#""Infinity""#)),
+        (Kind::of_builtin(26).unwrap(), "123", s(r#""123""#)),
+        (
+            Text,
+            "a\"b\\c\n\t\u{1}é€😀",
+            s(r#""a\"b\\c\n\t\u0001é€😀""#),
+        ),
+        (Text, "ab   ", s(r#""ab   ""#)),
+        (Date, "0044-03-15 BC", s(r#""0044-03-15 BC""#)),
+        (TimeTz, "03:04:05+02", s(r#""03:04:05+02""#)),
+        (
+            Timestamp,
+            "2026-01-02 03:04:05.123456",
+            s(r#""2026-01-02T03:04:05.123456""#),
+        ),
+        (
+            Timestamp,
+            "0044-03-15 03:00:00 BC",
+            s(r#""0044-03-15T03:00:00 BC""#),
+        ),
+        (Timestamp, "infinity", s(r#""infinity""#)),
+        (
+            TimestampTz,
+            "2026-01-02 03:04:05.5+00",
+            s(r#""2026-01-02T03:04:05.5+00:00""#),
+        ),
+        (
+            TimestampTz,
+            "2026-01-02 08:34:05+05:30",
+            s(r#""2026-01-02T08:34:05+05:30""#),
+        ),
+        (
+            TimestampTz,
+            "1899-12-31 19:32:20-04:27:40",
+            s(r#""1899-12-31T19:32:20-04:27:40""#),
+        ),
+        (
+            TimestampTz,
+            "0044-03-15 03:00:00+00 BC",
+            s(r#""0044-03-15T03:00:00+00:00 BC""#),
+        ),
+        (TimestampTz, "-infinity", s(r#""-infinity""#)),
+        (Bytea, r"\x0102ff", s(r#""\\x0102ff""#)),
+        (
+            Interval,
+            "1 year 2 mons 3 days 04:05:06.5",
+            s(r#""1 year 2 mons 3 days 04:05:06.5""#),
+        ),
+        (
+            Json,
+            r#"{"b": 1, "a": [1e5, 1.0E+2, -0, 0.5e-3], "b": {"z": "\u0041"}}"#,
+            s(r#"{"a":[100000,100,0,0.0005],"b":{"z":"A"}}"#),
+        ),
+        (Json, " \"s\" ", s(r#""s""#)),
+        (Jsonb, r#"{"a": [1, 2.50]}"#, s(r#"{"a":[1,2.50]}"#)),
+        (array(Int), "{1,2,NULL}", s("[1,2,null]")),
+        (array(Int), "[0:1][1:2]={{1,2},{3,4}}", s("[[1,2],[3,4]]")),
+        (array(Int), "{}", s("[]")),
+        (
+            array(Text),
+            r#"{"a b","c,d","e\"f","NULL",NULL,"","x\\y","{}"}"#,
+            s(r#"["a b","c,d","e\"f","NULL",null,"","x\\y","{}"]"#),
+        ),
+        (
+            array(Float),
+            "{1e+100,NaN,-0,1.5e-07}",
+            format!(r#"[1{},"NaN",0,0.00000015]"#, zeros(100)),
+        ),
+        (
+            array(Bytea),
+            r#"{"\\x01ff",NULL}"#,
+            s(r#"["\\x01ff",null]"#),
+        ),
+        (
+            array(Jsonb),
+            r#"{"{\"a\": 1}","null","\"x\""}"#,
+            s(r#"[{"a":1},null,"x"]"#),
+        ),
+        (
+            array(TimestampTz),
+            r#"{"2026-01-02 03:04:05+00",infinity}"#,
+            s(r#"["2026-01-02T03:04:05+00:00","infinity"]"#),
+        ),
+        (array(array(Int)), r#"{"{1,2}","{3}"}"#, s("[[1,2],[3]]")),
+    ]
+}
+
+#[test]
+fn texts_become_what_to_jsonb_gives() {
+    for (kind, text, expected) in confirmed() {
+        let got: serde_json::Value = serde_json::from_str(&json(&kind, text)).unwrap();
+        let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
+        assert_eq!(got, expected, "{kind:?} {text:?}");
+    }
+    assert_eq!(json(&Kind::Float, "1.5e-07"), "0.00000015");
+    assert_eq!(json(&Kind::Json, "0e999999999999").len(), 1);
+    assert_eq!(json(&Kind::Json, "1e131071").len(), 131072);
+    assert_eq!(
+        json(&Kind::Json, r#"{"bb":1,"a":2,"c":3}"#),
+        r#"{"a":2,"c":3,"bb":1}"#
+    );
+}
+
+#[test]
+fn malformed_texts_are_errors() {
+    let int_array = array(Kind::Int);
+    for (kind, text) in [
+        (&Kind::Bool, "x"),
+        (&Kind::Int, "1-"),
+        (&Kind::Float, "1e131072"),
+        (&Kind::Json, "[1.5e-16383]"),
+        (&Kind::Json, "{"),
+    ] {
+        assert!(
+            write_json(kind, text, &mut String::new()).is_err(),
+            "{text:?}"
+        );
+    }
+    for text in [
+        "{1,2",
+        "{1}x",
+        "1,2",
+        r#"{"a}"#,
+        "{,}",
+        "[0:1]{1}",
+        "{{{{{{{1}}}}}}}",
+        "{a\"b}",
+        "{1\\",
+    ] {
+        let mut out = String::from("[");
+        let err = write_json(&int_array, text, &mut out);
+        assert!(
+            matches!(err, Err(ValueError::Array { .. })),
+            "{text:?}: {err:?}"
+        );
+        assert_eq!(out, "[", "{text:?}");
+    }
+}
+
+/// An array literal as array_out writes it.
+fn array_literal(items: &[Option<String>]) -> String {
+    let quote = |s: &String| {
+        let plain = !s.is_empty() && !s.eq_ignore_ascii_case("NULL");
+        if plain && !s.contains(|c: char| "{}\",\\ \t\n\r\x0b\x0c".contains(c)) {
+            return s.clone();
+        }
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    let items: Vec<String> = items
+        .iter()
+        .map(|i| i.as_ref().map_or("NULL".into(), quote))
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn text_arrays_round_trip(items in proptest::collection::vec(proptest::option::of(".*"), 0..6)) {
+        let got: Vec<Option<String>> = serde_json::from_str(&json(&array(Kind::Text), &array_literal(&items))).unwrap();
+        prop_assert_eq!(got, items);
+    }
+
+    #[test]
+    fn floats_keep_their_value(bits in any::<u64>()) {
+        let x = f64::from_bits(bits);
+        prop_assume!(x.is_finite());
+        let got: f64 = json(&Kind::Float, &format!("{x:e}")).parse().unwrap();
+        prop_assert_eq!(got, if x == 0.0 { 0.0 } else { x });
+    }
+
+    #[test]
+    fn any_text_gives_valid_json_or_an_error(text in ".*|[{}\",\\\\a-c0-9 .eE+-]*") {
+        for kind in [Kind::Bool, Kind::Numeric, Kind::Json, Kind::TimestampTz, array(array(Kind::Float))] {
+            let mut out = String::new();
+            if write_json(&kind, &text, &mut out).is_ok() {
+                prop_assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{:?} {:?}", text, out);
+            }
+        }
+    }
+}
