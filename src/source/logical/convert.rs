@@ -11,6 +11,8 @@ use crate::source::lsn;
 use crate::source::pgoutput::{fmt_timestamp, Column, OldTuple, Relation, TupleData};
 use crate::source::values::{write_json, Kind};
 
+use super::types::TypeCache;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     #[error("change for relation {0} arrived before its Relation message")]
@@ -67,15 +69,12 @@ impl Txn {
 #[derive(Default)]
 pub struct Schema {
     tables: HashMap<u32, Table>,
-    kinds: HashMap<u32, Kind>,
+    types: TypeCache,
 }
 
 const PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
     WHERE i.indrelid = $1 AND i.indisprimary";
-
-const TYPE: &str =
-    "SELECT typtype::text, typbasetype, typelem, typcategory::text FROM pg_type WHERE oid = $1";
 
 impl Schema {
     pub fn clear(&mut self) {
@@ -96,7 +95,7 @@ impl Schema {
             .collect();
         let mut kinds = Vec::with_capacity(rel.columns.len());
         for c in &rel.columns {
-            kinds.push(self.kind(c.type_oid, client).await?);
+            kinds.push(self.types.kind(c.type_oid, client).await?);
         }
         self.insert(rel, &pk, kinds);
         Ok(())
@@ -142,36 +141,6 @@ impl Schema {
         self.tables
             .get(&id)
             .ok_or(ConvertError::UnknownRelation(id))
-    }
-
-    /// The kind of a type: built in, or a domain, array or enum resolved in the catalog.
-    async fn kind(&mut self, oid: u32, client: &Client) -> Result<Kind, ConvertError> {
-        if let Some(k) = Kind::of_builtin(oid).or_else(|| self.kinds.get(&oid).cloned()) {
-            return Ok(k);
-        }
-        let (mut arrays, mut current) = (0, oid);
-        let base = loop {
-            if let Some(k) = Kind::of_builtin(current) {
-                break k;
-            }
-            let row = client
-                .query_opt(TYPE, &[&current])
-                .await
-                .map_err(|source| ConvertError::Type { oid, source })?;
-            let Some(row) = row else {
-                break Kind::OtherText;
-            };
-            let (typtype, base, elem, category): (String, u32, u32, String) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
-            match (typtype.as_str(), category.as_str()) {
-                ("d", _) => current = base,
-                (_, "A") if elem != 0 => (arrays, current) = (arrays + 1, elem),
-                _ => break Kind::OtherText,
-            }
-        };
-        let kind = (0..arrays).fold(base, |k, _| Kind::Array(Box::new(k)));
-        self.kinds.insert(oid, kind.clone());
-        Ok(kind)
     }
 }
 

@@ -34,6 +34,7 @@ pub mod convert;
 pub mod snapshot;
 mod start;
 mod stream;
+mod types;
 
 pub use start::open;
 pub use stream::LogicalSource;

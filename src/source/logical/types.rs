@@ -1,0 +1,98 @@
+//! Column types to value kinds: what each type OID is made of, read from the catalog once per
+//! replication session and kept by OID.
+//!
+//! Built-in scalar types and their arrays are known without a query ([`Kind::of_builtin`]).
+//! Any other type is looked up in `pg_type`: a domain is read as its base type (`to_jsonb`
+//! looks through domains), an array as an array of its element type; anything else (enums,
+//! `inet`, ...) becomes its text output as a JSON string.
+
+use std::collections::HashMap;
+
+use futures_util::future::BoxFuture;
+use tokio_postgres::{Client, Row};
+
+use super::convert::ConvertError;
+use crate::source::values::Kind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TypeError {
+    #[error("looking up type {oid}: {source}")]
+    Lookup {
+        oid: u32,
+        source: tokio_postgres::Error,
+    },
+}
+
+/// A failed lookup is a failed catalog query of the Relation message's conversion (and is
+/// classified as such: a lost connection is transient).
+impl From<TypeError> for ConvertError {
+    fn from(e: TypeError) -> Self {
+        match e {
+            TypeError::Lookup { oid, source } => ConvertError::Type { oid, source },
+        }
+    }
+}
+
+const TYPE: &str = "SELECT typtype::text, typcategory::text, typbasetype, typelem \
+    FROM pg_type WHERE oid = $1";
+
+/// What a type's text output is made of.
+#[derive(Debug, PartialEq, Eq)]
+enum Shape {
+    /// A domain: its base type's text.
+    Domain(u32),
+    /// An array literal of elements of this type.
+    Array(u32),
+    /// Anything else: its text is the value.
+    Other,
+}
+
+impl Shape {
+    fn of(row: &Row) -> Shape {
+        let (typtype, category): (String, String) = (row.get(0), row.get(1));
+        let (base, element): (u32, u32) = (row.get(2), row.get(3));
+        match (typtype.as_str(), category.as_str()) {
+            ("d", _) => Shape::Domain(base),
+            (_, "A") if element != 0 => Shape::Array(element),
+            _ => Shape::Other,
+        }
+    }
+}
+
+/// The kinds of the types seen so far in a session, by OID.
+#[derive(Debug, Default)]
+pub struct TypeCache {
+    kinds: HashMap<u32, Kind>,
+}
+
+impl TypeCache {
+    /// The kind of type `oid`: built in, cached, or looked up through `client` (together with
+    /// the types it is made of).
+    pub fn kind<'a>(
+        &'a mut self,
+        oid: u32,
+        client: &'a Client,
+    ) -> BoxFuture<'a, Result<Kind, TypeError>> {
+        Box::pin(async move {
+            if let Some(kind) = Kind::of_builtin(oid).or_else(|| self.kinds.get(&oid).cloned()) {
+                return Ok(kind);
+            }
+            let kind = match self.shape(oid, client).await? {
+                Shape::Domain(base) => self.kind(base, client).await?,
+                Shape::Array(element) => Kind::Array(Box::new(self.kind(element, client).await?)),
+                Shape::Other => Kind::OtherText,
+            };
+            self.kinds.insert(oid, kind.clone());
+            Ok(kind)
+        })
+    }
+
+    async fn shape(&self, oid: u32, client: &Client) -> Result<Shape, TypeError> {
+        let row = client
+            .query_opt(TYPE, &[&oid])
+            .await
+            .map_err(|source| TypeError::Lookup { oid, source })?;
+        // A type dropped since the Relation message was sent: nothing more to know.
+        Ok(row.as_ref().map_or(Shape::Other, Shape::of))
+    }
+}
