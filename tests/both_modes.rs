@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{wait_until, Env};
+use common::{wait_until, Env, Msg};
 use serde_json::Value;
 
 const TYPES: &str = r#"
@@ -36,16 +36,23 @@ INSERT INTO typed VALUES
   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 "#;
 
-fn table_config(mode: &str) -> String {
+fn table_config(mode: &str, table: &str) -> String {
     format!(
-        "mode = \"{mode}\"\nheartbeat_interval = \"1s\"\n[[tables]]\ntable = \"public.typed\"\ntype = \"typed\"\ntenant = \"tenant_id\"\napp = {{ operation_code = \"code\" }}\n"
+        "mode = \"{mode}\"\nheartbeat_interval = \"1s\"\n[[tables]]\ntable = \"public.{table}\"\ntype = \"{table}\"\ntenant = \"tenant_id\"\napp = {{ operation_code = \"code\" }}\n"
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trigger_and_logical_modes_publish_the_same_data() {
-    let env = Env::start_with(TYPES, &table_config("trigger"));
-    let logical = env.second_config(&table_config("logical"));
+/// Creates `schema`, runs a trigger-mode and a logical-mode daemon on `table`, writes `rows`
+/// and checks that both publish `data` equal to `to_jsonb(row)` for every row of `ids`.
+/// Returns the events.
+async fn both_modes_publish_to_jsonb(
+    schema: &str,
+    table: &str,
+    rows: &str,
+    ids: &[&str],
+) -> Vec<Msg> {
+    let env = Env::start_with(schema, &table_config("trigger", table));
+    let logical = env.second_config(&table_config("logical", table));
     let sub = env.subscribe().await;
     let trigger_daemon = env.daemon();
     let logical_daemon = env.daemon_with(&logical);
@@ -55,9 +62,9 @@ async fn trigger_and_logical_modes_publish_the_same_data() {
         || logical_daemon.log(),
     )
     .await;
-    env.sql(ROWS);
+    env.sql(rows);
     let msgs = sub
-        .wait_for(6, Duration::from_secs(30), || {
+        .wait_for(2 * ids.len(), Duration::from_secs(30), || {
             format!("{}\n{}", trigger_daemon.log(), logical_daemon.log())
         })
         .await;
@@ -69,12 +76,14 @@ async fn trigger_and_logical_modes_publish_the_same_data() {
         );
         by_mode.insert(key, m.event["data"].clone());
     }
-    for id in ["1", "2", "3"] {
+    for id in ids {
         let trigger = &by_mode[&("trigger".to_string(), id.to_string())];
         let logical = &by_mode[&("logical".to_string(), id.to_string())];
         let want: Value = serde_json::from_str(
-            env.sql(&format!("SELECT to_jsonb(x) FROM typed x WHERE id = {id}"))
-                .trim(),
+            env.sql(&format!(
+                "SELECT to_jsonb(x) FROM {table} x WHERE id = {id}"
+            ))
+            .trim(),
         )
         .unwrap();
         assert_eq!(trigger, &want, "trigger mode, row {id}");
@@ -90,6 +99,12 @@ async fn trigger_and_logical_modes_publish_the_same_data() {
             "row {id}"
         );
     }
+    msgs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_and_logical_modes_publish_the_same_data() {
+    let msgs = both_modes_publish_to_jsonb(TYPES, "typed", ROWS, &["1", "2", "3"]).await;
     let raw = |mode: &str| {
         msgs.iter()
             .find(|m| m.event["source"]["mode"] == mode && m.event["recordId"] == "1")
@@ -103,4 +118,54 @@ async fn trigger_and_logical_modes_publish_the_same_data() {
             "{exact} kept exactly"
         );
     }
+}
+
+/// `int2vector` and `oidvector` print as space-separated lists; `to_jsonb` gives arrays.
+const VECTORS: &str =
+    "CREATE TABLE vectors (id int PRIMARY KEY, tenant_id text NOT NULL, code text NOT NULL, \
+    v int2vector, ov oidvector, av int2vector[], aov oidvector[]);";
+
+const VECTOR_ROWS: &str = "INSERT INTO vectors VALUES \
+    (1, 't1', 'crm.a', '1 2 3', '23 25', ARRAY['1 2'::int2vector, '', '-32768'], ARRAY['1 4294967295'::oidvector]), \
+    (2, 't1', 'crm.a', '', '', '{}', '{}'), \
+    (3, 't1', 'crm.a', NULL, NULL, ARRAY[NULL::int2vector], NULL);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vectors_are_published_as_arrays() {
+    both_modes_publish_to_jsonb(VECTORS, "vectors", VECTOR_ROWS, &["1", "2", "3"]).await;
+}
+
+/// A value logical mode could not read once stopped the daemon, at every start again: an
+/// `int2vector` column was one. Rows before and after such a value arrive, and the daemon
+/// keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_int2vector_column_does_not_stop_the_logical_stream() {
+    let env = Env::start_with(VECTORS, &table_config("logical", "vectors"));
+    let sub = env.subscribe().await;
+    let mut daemon = env.daemon();
+    wait_until(
+        Duration::from_secs(30),
+        || daemon.log().contains("streaming from the slot"),
+        || daemon.log(),
+    )
+    .await;
+    for (id, v) in [(1, "NULL"), (2, "'1 2 3'"), (3, "NULL")] {
+        env.sql(&format!(
+            "INSERT INTO vectors (id, tenant_id, code, v) VALUES ({id}, 't1', 'crm.a', {v})"
+        ));
+    }
+    let msgs = sub
+        .wait_for(3, Duration::from_secs(30), || daemon.log())
+        .await;
+    let ids: Vec<&str> = msgs
+        .iter()
+        .map(|m| m.event["recordId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"]);
+    assert_eq!(msgs[1].event["data"]["v"], serde_json::json!([1, 2, 3]));
+    assert!(
+        daemon.wait_exit(Duration::from_millis(1)).is_none(),
+        "the daemon exited: {}",
+        daemon.log()
+    );
 }

@@ -3,7 +3,8 @@
 //!
 //! Built-in scalar types and their arrays are known without a query ([`Kind::of_builtin`]).
 //! Any other type is looked up in `pg_type`: a domain is read as its base type (`to_jsonb`
-//! looks through domains), an array as an array of its element type; anything else (enums,
+//! looks through domains), an array as an array of its element type, `int2vector` and
+//! `oidvector` (array types whose text is not an array literal) as vectors; anything else (enums,
 //! `inet`, ...) becomes its text output as a JSON string.
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ impl From<TypeError> for ConvertError {
     }
 }
 
-const TYPE: &str = "SELECT typtype::text, typcategory::text, typbasetype, typelem \
+const TYPE: &str = "SELECT typtype::text, typcategory::text, typinput::text, typbasetype, typelem \
     FROM pg_type WHERE oid = $1";
 
 /// What a type's text output is made of.
@@ -43,17 +44,22 @@ enum Shape {
     Domain(u32),
     /// An array literal of elements of this type.
     Array(u32),
+    /// Elements of this type separated by spaces: an array type read by its own input function
+    /// rather than `array_in` (`int2vector`, `oidvector`).
+    Vector(u32),
     /// Anything else: its text is the value.
     Other,
 }
 
 impl Shape {
     fn of(row: &Row) -> Shape {
-        let (typtype, category): (String, String) = (row.get(0), row.get(1));
-        let (base, element): (u32, u32) = (row.get(2), row.get(3));
-        match (typtype.as_str(), category.as_str()) {
-            ("d", _) => Shape::Domain(base),
-            (_, "A") if element != 0 => Shape::Array(element),
+        let (typtype, category, input): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        let (base, element): (u32, u32) = (row.get(3), row.get(4));
+        match (typtype.as_str(), category.as_str(), input.as_str()) {
+            ("d", _, _) => Shape::Domain(base),
+            (_, "A", "array_in") if element != 0 => Shape::Array(element),
+            (_, "A", _) if element != 0 => Shape::Vector(element),
             _ => Shape::Other,
         }
     }
@@ -80,6 +86,7 @@ impl TypeCache {
             let kind = match self.shape(oid, client).await? {
                 Shape::Domain(base) => self.kind(base, client).await?,
                 Shape::Array(element) => Kind::Array(Box::new(self.kind(element, client).await?)),
+                Shape::Vector(element) => Kind::Vector(Box::new(self.kind(element, client).await?)),
                 Shape::Other => Kind::OtherText,
             };
             self.kinds.insert(oid, kind.clone());

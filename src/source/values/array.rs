@@ -19,6 +19,19 @@ pub(super) fn write_array(element: &Kind, text: &str, out: &mut String) -> Resul
     Ok(())
 }
 
+/// Appends a vector's text (`1 2 3`, `int2vectorout`'s and `oidvectorout`'s) as a JSON array.
+pub(super) fn write_vector(element: &Kind, text: &str, out: &mut String) -> Result<(), ValueError> {
+    out.push('[');
+    for (i, item) in text.split_ascii_whitespace().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_value(element, item, out)?;
+    }
+    out.push(']');
+    Ok(())
+}
+
 /// A cursor over an array literal.
 struct ArrayReader<'a> {
     text: &'a str,

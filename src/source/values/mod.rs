@@ -18,6 +18,8 @@
 //! * arrays: the array literal is parsed (quotes, backslashes, unquoted `NULL`, nested
 //!   dimensions, `[lo:hi]=` bounds, which `to_jsonb` drops) and each element is converted by
 //!   its element kind.
+//! * `int2vector`, `oidvector`: their space-separated elements as a JSON array (numbers for
+//!   `int2vector`, strings for `oidvector`, as for `oid`).
 //! * everything else (`text`, `bpchar` with its padding, `date`, `time`, `timetz`, `interval`,
 //!   `bytea` as `\x..`, `oid`, `uuid`, enums, ...): its text output as a JSON string.
 //!
@@ -31,7 +33,7 @@ use std::fmt::Write;
 
 use serde_json::value::RawValue;
 
-use array::write_array;
+use array::{write_array, write_vector};
 
 /// How a column's text is turned into JSON, resolved once per type OID.
 ///
@@ -48,6 +50,8 @@ pub enum Kind {
     OtherText,
     /// One- or multi-dimensional array of elements of this kind; delimiter ','.
     Array(Box<Kind>),
+    /// `int2vector` or `oidvector`: elements of this kind separated by spaces (`1 2 3`).
+    Vector(Box<Kind>),
 }
 
 /// Built-in array types and their element types.
@@ -153,6 +157,7 @@ fn write_value(kind: &Kind, text: &str, out: &mut String) -> Result<(), ValueErr
         Kind::Timestamp => write_timestamp(text, false, out),
         Kind::TimestampTz => write_timestamp(text, true, out),
         Kind::Array(element) => write_array(element, text, out)?,
+        Kind::Vector(element) => write_vector(element, text, out)?,
         Kind::Text
         | Kind::Date
         | Kind::Time

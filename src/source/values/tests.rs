@@ -11,6 +11,10 @@ fn array(element: Kind) -> Kind {
     Kind::Array(Box::new(element))
 }
 
+fn vector(element: Kind) -> Kind {
+    Kind::Vector(Box::new(element))
+}
+
 /// (kind, text output, to_jsonb's value), each checked against PostgreSQL 15.
 fn confirmed() -> Vec<(Kind, &'static str, String)> {
     use Kind::*;
@@ -121,6 +125,14 @@ fn confirmed() -> Vec<(Kind, &'static str, String)> {
             s(r#"["2026-01-02T03:04:05+00:00","infinity"]"#),
         ),
         (array(array(Int)), r#"{"{1,2}","{3}"}"#, s("[[1,2],[3]]")),
+        (vector(Int), "1 2 -32768", s("[1,2,-32768]")),
+        (vector(Int), "", s("[]")),
+        (
+            vector(OtherText),
+            "23 4294967295",
+            s(r#"["23","4294967295"]"#),
+        ),
+        (array(vector(Int)), r#"{"1 2","",3}"#, s("[[1,2],[],[3]]")),
     ]
 }
 
@@ -149,6 +161,7 @@ fn malformed_texts_are_errors() {
         (&Kind::Float, "1e131072"),
         (&Kind::Json, "[1.5e-16383]"),
         (&Kind::Json, "{"),
+        (&vector(Kind::Int), "1 x"),
     ] {
         assert!(
             write_json(kind, text, &mut String::new()).is_err(),
