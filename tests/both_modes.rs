@@ -135,6 +135,23 @@ async fn vectors_are_published_as_arrays() {
     both_modes_publish_to_jsonb(VECTORS, "vectors", VECTOR_ROWS, &["1", "2", "3"]).await;
 }
 
+/// `box` separates array elements with `;` (its `typdelim`), and a box itself holds commas.
+const BOXES: &str = "CREATE DOMAIN dbox AS box; \
+    CREATE TABLE boxes (id int PRIMARY KEY, tenant_id text NOT NULL, code text NOT NULL, \
+    bx box[], bx2 box[][], dbx dbox[], pts point[], segs lseg[]);";
+
+const BOX_ROWS: &str = "INSERT INTO boxes VALUES \
+    (1, 't1', 'crm.a', ARRAY[box '((1,2),(3,4))', box '((5.5,6),(-7,8))', NULL], \
+     ARRAY[ARRAY[box '((1,2),(3,4))', box '((0,0),(1,1))'], ARRAY[box '((1,2),(3,4))', NULL]], \
+     ARRAY['((1,1),(0,0))'::dbox], ARRAY[point '(1,2)', NULL], ARRAY[lseg '[(1,2),(3,4)]']), \
+    (2, 't1', 'crm.a', '{}', '{}', '{}', '{}', '{}'), \
+    (3, 't1', 'crm.a', NULL, NULL, NULL, NULL, NULL);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrays_of_box_are_split_on_its_own_delimiter() {
+    both_modes_publish_to_jsonb(BOXES, "boxes", BOX_ROWS, &["1", "2", "3"]).await;
+}
+
 /// A value logical mode could not read once stopped the daemon, at every start again: an
 /// `int2vector` column was one. Rows before and after such a value arrive, and the daemon
 /// keeps running.

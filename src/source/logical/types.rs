@@ -3,7 +3,8 @@
 //!
 //! Built-in scalar types and their arrays are known without a query ([`Kind::of_builtin`]).
 //! Any other type is looked up in `pg_type`: a domain is read as its base type (`to_jsonb`
-//! looks through domains), an array as an array of its element type, `int2vector` and
+//! looks through domains), an array as an array of its element type, with the element
+//! type's delimiter (`typdelim`, `;` for `box`), `int2vector` and
 //! `oidvector` (array types whose text is not an array literal) as vectors; anything else (enums,
 //! `inet`, ...) becomes its text output as a JSON string.
 
@@ -34,16 +35,17 @@ impl From<TypeError> for ConvertError {
     }
 }
 
-const TYPE: &str = "SELECT typtype::text, typcategory::text, typinput::text, typbasetype, typelem \
-    FROM pg_type WHERE oid = $1";
+const TYPE: &str =
+    "SELECT t.typtype::text, t.typcategory::text, t.typinput::text, t.typbasetype, t.typelem, \
+    e.typdelim::text FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem WHERE t.oid = $1";
 
 /// What a type's text output is made of.
 #[derive(Debug, PartialEq, Eq)]
 enum Shape {
     /// A domain: its base type's text.
     Domain(u32),
-    /// An array literal of elements of this type.
-    Array(u32),
+    /// An array literal of elements of this type, separated by this byte.
+    Array(u32, u8),
     /// Elements of this type separated by spaces: an array type read by its own input function
     /// rather than `array_in` (`int2vector`, `oidvector`).
     Vector(u32),
@@ -56,9 +58,16 @@ impl Shape {
         let (typtype, category, input): (String, String, String) =
             (row.get(0), row.get(1), row.get(2));
         let (base, element): (u32, u32) = (row.get(3), row.get(4));
+        // The element type's delimiter (none without an element type); the array reader takes
+        // an ASCII one, an array of anything else stays text.
+        let delimiter: Option<String> = row.get(5);
+        let delimiter = match delimiter.as_deref().map(str::as_bytes) {
+            Some(&[d]) if d.is_ascii() => Some(d),
+            _ => None,
+        };
         match (typtype.as_str(), category.as_str(), input.as_str()) {
             ("d", _, _) => Shape::Domain(base),
-            (_, "A", "array_in") if element != 0 => Shape::Array(element),
+            (_, "A", "array_in") => delimiter.map_or(Shape::Other, |d| Shape::Array(element, d)),
             (_, "A", _) if element != 0 => Shape::Vector(element),
             _ => Shape::Other,
         }
@@ -85,7 +94,9 @@ impl TypeCache {
             }
             let kind = match self.shape(oid, client).await? {
                 Shape::Domain(base) => self.kind(base, client).await?,
-                Shape::Array(element) => Kind::Array(Box::new(self.kind(element, client).await?)),
+                Shape::Array(element, delimiter) => {
+                    Kind::Array(Box::new(self.kind(element, client).await?), delimiter)
+                }
                 Shape::Vector(element) => Kind::Vector(Box::new(self.kind(element, client).await?)),
                 Shape::Other => Kind::OtherText,
             };

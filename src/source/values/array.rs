@@ -4,9 +4,19 @@ use std::borrow::Cow;
 
 use super::{clip, write_value, Kind, ValueError, MAX_DIMS};
 
-/// Appends an array literal (`{1,2}`, `{{"a b",NULL}}`, `[0:1]={1,2}`) as a JSON array.
-pub(super) fn write_array(element: &Kind, text: &str, out: &mut String) -> Result<(), ValueError> {
-    let mut reader = ArrayReader { text, pos: 0 };
+/// Appends an array literal (`{1,2}`, `{{"a b",NULL}}`, `[0:1]={1,2}`) whose elements are
+/// separated by `delimiter` as a JSON array.
+pub(super) fn write_array(
+    element: &Kind,
+    delimiter: u8,
+    text: &str,
+    out: &mut String,
+) -> Result<(), ValueError> {
+    let mut reader = ArrayReader {
+        text,
+        pos: 0,
+        delimiter,
+    };
     if text.starts_with('[') {
         reader.pos = text.find('=').ok_or_else(|| reader.error())? + 1;
     }
@@ -36,6 +46,7 @@ pub(super) fn write_vector(element: &Kind, text: &str, out: &mut String) -> Resu
 struct ArrayReader<'a> {
     text: &'a str,
     pos: usize,
+    delimiter: u8,
 }
 
 impl ArrayReader<'_> {
@@ -81,7 +92,7 @@ impl ArrayReader<'_> {
             }
             self.skip_space();
             match self.peek() {
-                Some(b',') => out.push(','),
+                Some(b) if b == self.delimiter => out.push(','),
                 Some(b'}') => break,
                 _ => return Err(self.error()),
             }
@@ -102,7 +113,7 @@ impl ArrayReader<'_> {
                 None => return Err(self.error()),
                 Some(b'\\') => (self.pos, escaped) = (self.pos + 2, true),
                 Some(b'"') if quoted => break,
-                Some(b',' | b'}') if !quoted => break,
+                Some(b) if !quoted && (b == self.delimiter || b == b'}') => break,
                 Some(b'"' | b'{') if !quoted => return Err(self.error()),
                 Some(_) => self.pos += 1,
             }

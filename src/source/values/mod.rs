@@ -16,16 +16,15 @@
 //!   by length then bytes, numbers are rewritten as above; strings are kept as written.
 //! * `jsonb`: its text output is already normalised, so it is embedded after validation.
 //! * arrays: the array literal is parsed (quotes, backslashes, unquoted `NULL`, nested
-//!   dimensions, `[lo:hi]=` bounds, which `to_jsonb` drops) and each element is converted by
-//!   its element kind.
+//!   dimensions, `[lo:hi]=` bounds, which `to_jsonb` drops, elements separated by the element
+//!   type's delimiter: `;` for `box`) and each element is converted by its element kind.
 //! * `int2vector`, `oidvector`: their space-separated elements as a JSON array (numbers for
 //!   `int2vector`, strings for `oidvector`, as for `oid`).
 //! * everything else (`text`, `bpchar` with its padding, `date`, `time`, `timetz`, `interval`,
 //!   `bytea` as `\x..`, `oid`, `uuid`, enums, ...): its text output as a JSON string.
 //!
 //! Known differences: composite types and types with a cast to json (e.g. `hstore`) become
-//! objects in `to_jsonb` but strings here; arrays of types whose delimiter is not `,` (`box`)
-//! are misread; json nested deeper than 64 levels keeps the spelling of its deeper numbers
+//! objects in `to_jsonb` but strings here; json nested deeper than 64 levels keeps the spelling of its deeper numbers
 //! (`1e2`, not `100`); json that jsonb rejects (`\u0000`) is passed on where `to_jsonb` fails.
 
 use std::collections::BTreeMap;
@@ -48,8 +47,9 @@ pub enum Kind {
     /// Anything else whose to_jsonb is its text output as a JSON string (uuid, enums, inet,
     /// money, bit, oid, ...).
     OtherText,
-    /// One- or multi-dimensional array of elements of this kind; delimiter ','.
-    Array(Box<Kind>),
+    /// One- or multi-dimensional array of elements of this kind, separated by this byte (the
+    /// element type's `typdelim`: `,` but for `box`, whose elements hold commas, `;`).
+    Array(Box<Kind>, u8),
     /// `int2vector` or `oidvector`: elements of this kind separated by spaces (`1 2 3`).
     Vector(Box<Kind>),
 }
@@ -71,7 +71,7 @@ impl Kind {
     /// Kind itself).
     pub fn of_builtin(oid: u32) -> Option<Kind> {
         match ARRAYS.iter().find(|(array, _)| *array == oid) {
-            Some(&(_, element)) => scalar_kind(element).map(|k| Kind::Array(Box::new(k))),
+            Some(&(_, element)) => scalar_kind(element).map(|k| Kind::Array(Box::new(k), b',')),
             None => scalar_kind(oid),
         }
     }
@@ -156,7 +156,7 @@ fn write_value(kind: &Kind, text: &str, out: &mut String) -> Result<(), ValueErr
         }
         Kind::Timestamp => write_timestamp(text, false, out),
         Kind::TimestampTz => write_timestamp(text, true, out),
-        Kind::Array(element) => write_array(element, text, out)?,
+        Kind::Array(element, delimiter) => write_array(element, *delimiter, text, out)?,
         Kind::Vector(element) => write_vector(element, text, out)?,
         Kind::Text
         | Kind::Date

@@ -8,7 +8,7 @@ fn json(kind: &Kind, text: &str) -> String {
 }
 
 fn array(element: Kind) -> Kind {
-    Kind::Array(Box::new(element))
+    Kind::Array(Box::new(element), b',')
 }
 
 fn vector(element: Kind) -> Kind {
@@ -125,6 +125,16 @@ fn confirmed() -> Vec<(Kind, &'static str, String)> {
             s(r#"["2026-01-02T03:04:05+00:00","infinity"]"#),
         ),
         (array(array(Int)), r#"{"{1,2}","{3}"}"#, s("[[1,2],[3]]")),
+        (
+            Kind::Array(Box::new(OtherText), b';'),
+            "{(3,4),(1,2);(5.5,8),(-7,6);NULL}",
+            s(r#"["(3,4),(1,2)","(5.5,8),(-7,6)",null]"#),
+        ),
+        (
+            Kind::Array(Box::new(OtherText), b';'),
+            r#"{{(3,4),(1,2);"a;b"};{"(0,0),(1,1)";NULL}}"#,
+            s(r#"[["(3,4),(1,2)","a;b"],["(0,0),(1,1)",null]]"#),
+        ),
         (vector(Int), "1 2 -32768", s("[1,2,-32768]")),
         (vector(Int), "", s("[]")),
         (
