@@ -152,6 +152,38 @@ async fn arrays_of_box_are_split_on_its_own_delimiter() {
     both_modes_publish_to_jsonb(BOXES, "boxes", BOX_ROWS, &["1", "2", "3"]).await;
 }
 
+/// Composite values, nested, in arrays, behind domains, with a dropped attribute.
+const COMPOSITES: &str = r#"
+CREATE TYPE pair AS (f1 int, f2 text);
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE TYPE nest AS (p pair, ps pair[], gone int, ts timestamptz, n numeric, j jsonb, tags text[], ok bool,
+    bx box[], pi posint, "odd ""key"", here" text);
+ALTER TYPE nest DROP ATTRIBUTE gone;
+CREATE DOMAIN dpair AS pair;
+CREATE TYPE nothing AS ();
+CREATE TABLE composites (id int PRIMARY KEY, tenant_id text NOT NULL, code text NOT NULL,
+    p pair, ap pair[], nested nest, nests nest[], dp dpair, adp dpair[], e nothing);
+"#;
+
+const COMPOSITE_ROWS: &str = r#"
+SET TimeZone = 'America/New_York';
+INSERT INTO composites VALUES
+ (1, 't1', 'crm.a', '(1,foo)', ARRAY['(1,foo)'::pair, '(2,"a,b")', NULL, '(,)', '(3,NULL)', '(4,"")'],
+  ROW(ROW(3, E'x "y" \\z'), ARRAY[ROW(4, ''), ROW(NULL, '(,)')]::pair[], '2026-01-02 03:04:05.5+05:30', 1e3,
+      '{"b": 1, "a": [1, 2.50]}', '{"a b",NULL,"{}"}', true, ARRAY[box '((1,2),(3,4))'], 7, 'v'),
+  ARRAY[ROW(ROW(5, 'in'), NULL, NULL, 'NaN', 'null', '{}', false, '{}', NULL, NULL)::nest, NULL],
+  '(5,bar)', ARRAY['(6,baz)'::dpair, NULL], ROW()),
+ (2, 't1', 'crm.a', ROW(NULL, E'a,b"c\\d(e) f\n\tü€😀'), '{}',
+  ROW(ROW(NULL, NULL), '{}', NULL, NULL, NULL, '{}', NULL, NULL, NULL, E'  lead,(")\\'),
+  '{}', ROW(NULL, ''), ARRAY[NULL::dpair], NULL),
+ (3, 't1', 'crm.a', NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_values_are_published_as_objects() {
+    both_modes_publish_to_jsonb(COMPOSITES, "composites", COMPOSITE_ROWS, &["1", "2", "3"]).await;
+}
+
 /// A value logical mode could not read once stopped the daemon, at every start again: an
 /// `int2vector` column was one. Rows before and after such a value arrive, and the daemon
 /// keeps running.

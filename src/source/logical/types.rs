@@ -5,8 +5,14 @@
 //! Any other type is looked up in `pg_type`: a domain is read as its base type (`to_jsonb`
 //! looks through domains), an array as an array of its element type, with the element
 //! type's delimiter (`typdelim`, `;` for `box`), `int2vector` and
-//! `oidvector` (array types whose text is not an array literal) as vectors; anything else (enums,
-//! `inet`, ...) becomes its text output as a JSON string.
+//! `oidvector` (array types whose text is not an array literal) as vectors, a composite type
+//! as its attributes (from `pg_attribute`, in order, dropped ones left out), each resolved in
+//! turn; anything else (enums, `inet`, ...) becomes its text output as a JSON string.
+//!
+//! A kind is kept for the whole session: a composite type altered while the daemon streams
+//! (`ALTER TYPE .. ADD ATTRIBUTE`) is read with its old attributes, so its values fail to
+//! convert, until the next session (a reconnect or a restart) looks it up again. PostgreSQL
+//! sends no Relation message for a table when only a type of one of its columns changes.
 
 use std::collections::HashMap;
 
@@ -14,7 +20,7 @@ use futures_util::future::BoxFuture;
 use tokio_postgres::{Client, Row};
 
 use super::convert::ConvertError;
-use crate::source::values::Kind;
+use crate::source::values::{Field, Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TypeError {
@@ -35,9 +41,13 @@ impl From<TypeError> for ConvertError {
     }
 }
 
-const TYPE: &str =
-    "SELECT t.typtype::text, t.typcategory::text, t.typinput::text, t.typbasetype, t.typelem, \
-    e.typdelim::text FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem WHERE t.oid = $1";
+const TYPE: &str = "SELECT t.typtype::text, t.typcategory::text, t.typinput::text, \
+    t.typbasetype, t.typelem, e.typdelim::text, t.typrelid \
+    FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem WHERE t.oid = $1";
+
+/// A composite type's attributes as `record_out` writes them.
+const ATTRIBUTES: &str = "SELECT attname::text, atttypid FROM pg_attribute \
+    WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum";
 
 /// What a type's text output is made of.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,6 +56,8 @@ enum Shape {
     Domain(u32),
     /// An array literal of elements of this type, separated by this byte.
     Array(u32, u8),
+    /// A composite type: a record literal of the attributes of this `pg_class` entry.
+    Composite(u32),
     /// Elements of this type separated by spaces: an array type read by its own input function
     /// rather than `array_in` (`int2vector`, `oidvector`).
     Vector(u32),
@@ -67,6 +79,7 @@ impl Shape {
         };
         match (typtype.as_str(), category.as_str(), input.as_str()) {
             ("d", _, _) => Shape::Domain(base),
+            ("c", _, _) => Shape::Composite(row.get(6)),
             (_, "A", "array_in") => delimiter.map_or(Shape::Other, |d| Shape::Array(element, d)),
             (_, "A", _) if element != 0 => Shape::Vector(element),
             _ => Shape::Other,
@@ -98,6 +111,7 @@ impl TypeCache {
                     Kind::Array(Box::new(self.kind(element, client).await?), delimiter)
                 }
                 Shape::Vector(element) => Kind::Vector(Box::new(self.kind(element, client).await?)),
+                Shape::Composite(class) => Kind::Composite(self.fields(oid, class, client).await?),
                 Shape::Other => Kind::OtherText,
             };
             self.kinds.insert(oid, kind.clone());
@@ -112,5 +126,26 @@ impl TypeCache {
             .map_err(|source| TypeError::Lookup { oid, source })?;
         // A type dropped since the Relation message was sent: nothing more to know.
         Ok(row.as_ref().map_or(Shape::Other, Shape::of))
+    }
+
+    /// The attributes of composite type `oid`, whose `typrelid` is `class`.
+    async fn fields(
+        &mut self,
+        oid: u32,
+        class: u32,
+        client: &Client,
+    ) -> Result<Vec<Field>, TypeError> {
+        let rows = client
+            .query(ATTRIBUTES, &[&class])
+            .await
+            .map_err(|source| TypeError::Lookup { oid, source })?;
+        let mut fields = Vec::with_capacity(rows.len());
+        for row in rows {
+            fields.push(Field {
+                name: row.get(0),
+                kind: self.kind(row.get(1), client).await?,
+            });
+        }
+        Ok(fields)
     }
 }

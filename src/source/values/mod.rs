@@ -20,11 +20,14 @@
 //!   type's delimiter: `;` for `box`) and each element is converted by its element kind.
 //! * `int2vector`, `oidvector`: their space-separated elements as a JSON array (numbers for
 //!   `int2vector`, strings for `oidvector`, as for `oid`).
+//! * composite types: the record literal is parsed (quotes, doubled quotes, backslashes, an
+//!   empty field as NULL, nested records and arrays) into an object keyed by attribute name,
+//!   each field converted by its attribute's kind.
 //! * everything else (`text`, `bpchar` with its padding, `date`, `time`, `timetz`, `interval`,
 //!   `bytea` as `\x..`, `oid`, `uuid`, enums, ...): its text output as a JSON string.
 //!
-//! Known differences: composite types and types with a cast to json (e.g. `hstore`) become
-//! objects in `to_jsonb` but strings here; json nested deeper than 64 levels keeps the spelling of its deeper numbers
+//! Known differences: types with a cast to json (e.g. `hstore`) become objects in `to_jsonb`
+//! but strings here; json nested deeper than 64 levels keeps the spelling of its deeper numbers
 //! (`1e2`, not `100`); json that jsonb rejects (`\u0000`) is passed on where `to_jsonb` fails.
 
 use std::collections::BTreeMap;
@@ -33,6 +36,7 @@ use std::fmt::Write;
 use serde_json::value::RawValue;
 
 use array::{write_array, write_vector};
+use record::write_record;
 
 /// How a column's text is turned into JSON, resolved once per type OID.
 ///
@@ -52,6 +56,16 @@ pub enum Kind {
     Array(Box<Kind>, u8),
     /// `int2vector` or `oidvector`: elements of this kind separated by spaces (`1 2 3`).
     Vector(Box<Kind>),
+    /// A composite type (or a domain over one): its attributes, in order, dropped ones left
+    /// out (as `record_out` leaves them out).
+    Composite(Vec<Field>),
+}
+
+/// An attribute of a composite type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub kind: Kind,
 }
 
 /// Built-in array types and their element types.
@@ -112,6 +126,14 @@ pub enum ValueError {
     /// A malformed array literal; `at` is the byte offset where reading stopped.
     #[error("malformed array literal at byte {at}: {text:?}")]
     Array { at: usize, text: String },
+    /// A malformed record literal, or one whose field count is not the type's (`fields`,
+    /// as the type was when its Relation message was read).
+    #[error("malformed record literal at byte {at} (the type has {fields} attributes): {text:?}")]
+    Record {
+        at: usize,
+        fields: usize,
+        text: String,
+    },
     /// A `json` or `jsonb` text that is not JSON.
     #[error("invalid json: {0}")]
     Json(#[from] serde_json::Error),
@@ -158,6 +180,7 @@ fn write_value(kind: &Kind, text: &str, out: &mut String) -> Result<(), ValueErr
         Kind::TimestampTz => write_timestamp(text, true, out),
         Kind::Array(element, delimiter) => write_array(element, *delimiter, text, out)?,
         Kind::Vector(element) => write_vector(element, text, out)?,
+        Kind::Composite(fields) => write_record(fields, text, out)?,
         Kind::Text
         | Kind::Date
         | Kind::Time
@@ -322,5 +345,6 @@ fn write_json_text(text: &str, out: &mut String, depth: usize) -> Result<(), Val
 }
 
 mod array;
+mod record;
 #[cfg(test)]
 mod tests;

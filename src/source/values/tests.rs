@@ -1,5 +1,7 @@
 use super::*;
+use proptest::option;
 use proptest::prelude::*;
+use serde_json::{Map, Value};
 
 fn json(kind: &Kind, text: &str) -> String {
     let mut out = String::new();
@@ -13,6 +15,23 @@ fn array(element: Kind) -> Kind {
 
 fn vector(element: Kind) -> Kind {
     Kind::Vector(Box::new(element))
+}
+
+fn composite(fields: &[(&str, Kind)]) -> Kind {
+    Kind::Composite(
+        fields
+            .iter()
+            .map(|(name, kind)| Field {
+                name: name.to_string(),
+                kind: kind.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// `CREATE TYPE pair AS (f1 int, f2 text)`
+fn pair() -> Kind {
+    composite(&[("f1", Kind::Int), ("f2", Kind::Text)])
 }
 
 /// (kind, text output, to_jsonb's value), each checked against PostgreSQL 15.
@@ -162,6 +181,64 @@ fn texts_become_what_to_jsonb_gives() {
     );
 }
 
+/// Record literals (kind, record_out's text, to_jsonb's value), each checked against
+/// PostgreSQL 15.
+#[test]
+fn records_become_objects() {
+    use Kind::*;
+    let nest = composite(&[
+        ("p", pair()),
+        ("ps", array(pair())),
+        ("ts", TimestampTz),
+        ("j", Jsonb),
+        ("b", Bool),
+    ]);
+    let cases = [
+        (pair(), "(1,foo)", r#"{"f1":1,"f2":"foo"}"#),
+        (pair(), "(,)", r#"{"f1":null,"f2":null}"#),
+        (pair(), r#"(4,"")"#, r#"{"f1":4,"f2":""}"#),
+        (pair(), "(3,NULL)", r#"{"f1":3,"f2":"NULL"}"#),
+        (pair(), r" (1,a\,b) ", r#"{"f1":1,"f2":"a,b"}"#),
+        (
+            pair(),
+            "(,\"a,b\"\"c\\\\d(e) f\n\tü€😀\")",
+            r#"{"f1":null,"f2":"a,b\"c\\d(e) f\n\tü€😀"}"#,
+        ),
+        (
+            nest.clone(),
+            r#"("(3,""x """"y"""" \\\\z"")","{""(4,\\""\\"")"",""(,\\""(,)\\"")""}","2026-01-01 21:34:05.5+00","{""a"": [1, 2.50], ""b"": 1}",t)"#,
+            r#"{"b": true, "j": {"a": [1, 2.50], "b": 1}, "p": {"f1": 3, "f2": "x \"y\" \\z"},
+                "ps": [{"f1": 4, "f2": ""}, {"f1": null, "f2": "(,)"}], "ts": "2026-01-01T21:34:05.5+00:00"}"#,
+        ),
+        (
+            array(nest),
+            r#"{"(\"(1,\"\"a b\"\")\",,,,)"}"#,
+            r#"[{"b": null, "j": null, "p": {"f1": 1, "f2": "a b"}, "ps": null, "ts": null}]"#,
+        ),
+        (
+            array(pair()),
+            r#"{"(1,foo)","(2,\"a,b\")",NULL,"(,)"}"#,
+            r#"[{"f1":1,"f2":"foo"},{"f1":2,"f2":"a,b"},null,{"f1":null,"f2":null}]"#,
+        ),
+        (composite(&[]), "()", "{}"),
+        (composite(&[("x", Text)]), "()", r#"{"x":null}"#),
+        (composite(&[("x", Text)]), r#"(" ")"#, r#"{"x":" "}"#),
+        (
+            composite(&[("odd \"key\", here", Text)]),
+            "(v)",
+            r#"{"odd \"key\", here":"v"}"#,
+        ),
+    ];
+    for (kind, text, expected) in cases {
+        let got: serde_json::Value = serde_json::from_str(&json(&kind, text)).unwrap();
+        assert_eq!(
+            got,
+            serde_json::from_str::<serde_json::Value>(expected).unwrap(),
+            "{text:?}"
+        );
+    }
+}
+
 #[test]
 fn malformed_texts_are_errors() {
     let int_array = array(Kind::Int);
@@ -197,6 +274,31 @@ fn malformed_texts_are_errors() {
         );
         assert_eq!(out, "[", "{text:?}");
     }
+    for text in [
+        "",
+        "1,2",
+        "(1,foo",
+        "(1)",
+        "(1,2,3)",
+        "(1,\"x)",
+        "(1,2)x",
+        "(1,a\\",
+        "(1,2,)",
+        "(1,\"a\"\")",
+    ] {
+        let mut out = String::from("[");
+        let err = write_json(&pair(), text, &mut out);
+        assert!(
+            matches!(err, Err(ValueError::Record { fields: 2, .. })),
+            "{text:?}: {err:?}"
+        );
+        assert_eq!(out, "[", "{text:?}");
+    }
+    let err = write_json(&pair(), "(x,y)", &mut String::new());
+    assert!(
+        matches!(err, Err(ValueError::Number(_))),
+        "a field is converted by its kind: {err:?}"
+    );
 }
 
 /// An array literal as array_out writes it.
@@ -215,6 +317,22 @@ fn array_literal(items: &[Option<String>]) -> String {
     format!("{{{}}}", items.join(","))
 }
 
+/// A record literal as record_out writes it: quoted when empty or holding a quote, backslash,
+/// parenthesis, comma or space; quotes and backslashes doubled.
+fn record_literal(fields: &[Option<String>]) -> String {
+    let quote = |s: &String| {
+        if !s.is_empty() && !s.contains(|c: char| "\"\\(), \t\n\r\x0b\x0c".contains(c)) {
+            return s.clone();
+        }
+        format!("\"{}\"", s.replace('"', "\"\"").replace('\\', "\\\\"))
+    };
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|f| f.as_ref().map_or(String::new(), quote))
+        .collect();
+    format!("({})", fields.join(","))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -222,6 +340,32 @@ proptest! {
     fn text_arrays_round_trip(items in proptest::collection::vec(proptest::option::of(".*"), 0..6)) {
         let got: Vec<Option<String>> = serde_json::from_str(&json(&array(Kind::Text), &array_literal(&items))).unwrap();
         prop_assert_eq!(got, items);
+    }
+
+    #[test]
+    fn text_records_round_trip(fields in texts(0..6)) {
+        let names: Vec<String> = (0..fields.len()).map(|i| format!("f{i}")).collect();
+        let kind = composite(&names.iter().map(|n| (n.as_str(), Kind::Text)).collect::<Vec<_>>());
+        let got: Map<String, Value> =
+            serde_json::from_str(&json(&kind, &record_literal(&fields))).unwrap();
+        let want = names.into_iter().zip(fields.into_iter().map(Value::from)).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn nested_records_round_trip(text in option::of(".*"), inner in texts(2..3), n in 0..3usize) {
+        let kind = composite(&[
+            ("t", Kind::Text),
+            ("r", pair_of_texts()),
+            ("rs", array(pair_of_texts())),
+        ]);
+        let inner_text = record_literal(&inner);
+        let list = array_literal(&vec![Some(inner_text.clone()); n]);
+        let literal = record_literal(&[text.clone(), Some(inner_text), Some(list)]);
+        let got: Value = serde_json::from_str(&json(&kind, &literal)).unwrap();
+        let record = serde_json::json!({"a": inner[0], "b": inner[1]});
+        let want = serde_json::json!({"t": text, "r": record, "rs": vec![record.clone(); n]});
+        prop_assert_eq!(got, want);
     }
 
     #[test]
@@ -233,12 +377,26 @@ proptest! {
     }
 
     #[test]
-    fn any_text_gives_valid_json_or_an_error(text in ".*|[{}\",\\\\a-c0-9 .eE+-]*") {
-        for kind in [Kind::Bool, Kind::Numeric, Kind::Json, Kind::TimestampTz, array(array(Kind::Float))] {
+    fn any_text_gives_valid_json_or_an_error(text in ".*|[{}()\",\\\\a-c0-9 .eE+-]*") {
+        let kinds = [
+            Kind::Bool, Kind::Numeric, Kind::Json, Kind::TimestampTz,
+            array(array(Kind::Float)), pair(), array(pair()),
+        ];
+        for kind in kinds {
             let mut out = String::new();
             if write_json(&kind, &text, &mut out).is_ok() {
                 prop_assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{:?} {:?}", text, out);
             }
         }
     }
+}
+
+/// `CREATE TYPE texts AS (a text, b text)`
+fn pair_of_texts() -> Kind {
+    composite(&[("a", Kind::Text), ("b", Kind::Text)])
+}
+
+/// Up to `len` texts, each maybe NULL.
+fn texts(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Option<String>>> {
+    proptest::collection::vec(option::of(".*"), len)
 }
