@@ -184,9 +184,9 @@ async fn composite_values_are_published_as_objects() {
     both_modes_publish_to_jsonb(COMPOSITES, "composites", COMPOSITE_ROWS, &["1", "2", "3"]).await;
 }
 
-/// A value logical mode could not read once stopped the daemon, at every start again: an
-/// `int2vector` column was one. Rows before and after such a value arrive, and the daemon
-/// keeps running.
+/// An `int2vector` value once stopped logical mode, at every start again (it was read as an
+/// array literal). Rows before and after one arrive, it is published, not dead-lettered, and
+/// the daemon keeps running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_int2vector_column_does_not_stop_the_logical_stream() {
     let env = Env::start_with(VECTORS, &table_config("logical", "vectors"));
@@ -212,6 +212,7 @@ async fn an_int2vector_column_does_not_stop_the_logical_stream() {
         .collect();
     assert_eq!(ids, ["1", "2", "3"]);
     assert_eq!(msgs[1].event["data"]["v"], serde_json::json!([1, 2, 3]));
+    assert_eq!(env.dead_letters(), []);
     assert!(
         daemon.wait_exit(Duration::from_millis(1)).is_none(),
         "the daemon exited: {}",
