@@ -9,10 +9,14 @@
 //! as its attributes (from `pg_attribute`, in order, dropped ones left out), each resolved in
 //! turn; anything else (enums, `inet`, ...) becomes its text output as a JSON string.
 //!
-//! A kind is kept for the whole session: a composite type altered while the daemon streams
-//! (`ALTER TYPE .. ADD ATTRIBUTE`) is read with its old attributes, so its values fail to
-//! convert, until the next session (a reconnect or a restart) looks it up again. PostgreSQL
-//! sends no Relation message for a table when only a type of one of its columns changes.
+//! Types are read from the current catalog, while the walsender prints each value as its type
+//! was when the change was written; only a composite type can differ between the two
+//! (`ALTER TYPE .. ADD/DROP/RENAME ATTRIBUTE`). A change written before such an ALTER but read
+//! after it may not match, and neither does one written after it while the session still
+//! holds the old attributes: PostgreSQL sends no new Relation message for a table when only
+//! the type of one of its columns changes, so the next session (a reconnect or a restart)
+//! is the first to look it up again. A record that does not match its attributes is an error
+//! of the value (see [`crate::source::values::ValueError::Record`]), not of the stream.
 
 use std::collections::HashMap;
 
