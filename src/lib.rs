@@ -54,7 +54,7 @@
 //! | [`run`] | the daemon: sessions, backoff, what ends them |
 //! | [`recover`] | dead letters, replay and backfill: the operator's recovery commands |
 //! | [`setup`], [`check`], [`tail`] | the other commands |
-//! | [`partitions`] | partitioned tables: setup covers each partition, and those added later |
+//! | [`setup::partitions`] | partitioned tables: setup covers each partition, and those added later |
 //! | [`status`], [`teardown`] | where the source stands (from PostgreSQL); removing what setup made |
 //! | [`pg`] | PostgreSQL connections, every statement bounded |
 //! | [`error`] | sorting failures into transient and fatal |
@@ -83,7 +83,6 @@ pub mod http;
 pub mod json;
 pub mod latency;
 pub mod monitor;
-pub mod partitions;
 pub mod pg;
 pub mod pipeline;
 pub mod publish;

@@ -242,10 +242,13 @@ async fn event_trigger(
     drop_schema: bool,
     plan: &mut Plan,
 ) -> Result<(), tokio_postgres::Error> {
-    if crate::partitions::event_trigger(client).await?.is_none() {
+    if crate::setup::partitions::event_trigger(client)
+        .await?
+        .is_none()
+    {
         return Ok(());
     }
-    let name = crate::partitions::EVENT_TRIGGER;
+    let name = crate::setup::partitions::EVENT_TRIGGER;
     let ours = if config.source.mode == SourceMode::Logical {
         config.source.publication.as_str()
     } else {

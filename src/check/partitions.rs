@@ -7,8 +7,8 @@ use tokio_postgres::{Client, Row};
 
 use super::{fail, ok, warn, Finding};
 use crate::config::{qualify, Config, SourceMode};
-use crate::partitions::EVENT_TRIGGER;
 use crate::pg;
+use crate::setup::partitions::EVENT_TRIGGER;
 use crate::setup::quote_table;
 
 /// Each partition of $1, at any depth: its name, whether its replica identity is FULL, how
@@ -89,7 +89,7 @@ async fn via_root(client: &Client, publication: &str) -> Finding {
 }
 
 async fn event_trigger(client: &Client) -> Finding {
-    match crate::partitions::event_trigger(client).await {
+    match crate::setup::partitions::event_trigger(client).await {
         Ok(Some(true)) => ok(format!("event trigger {EVENT_TRIGGER}: partitions added later are covered as they are created")),
         Ok(_) => warn(format!(
             "event trigger {EVENT_TRIGGER}: missing or disabled, so a partition added later is not covered until `sluice setup` runs again; \

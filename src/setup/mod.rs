@@ -1,13 +1,15 @@
 //! `sluice setup`: creates or upgrades every SQL object Sluice needs, idempotently, and
 //! attaches the capture trigger to every configured table and its partitions (see
-//! [`crate::partitions`]). `--dry-run` prints the SQL.
+//! [`crate::setup::partitions`]). `--dry-run` prints the SQL.
 
 use tokio_postgres::Client;
 
+pub mod partitions;
+
 use crate::config::{qualify, Config, SourceMode, TableConfig};
 
-const SCHEMA: &str = include_str!("../sql/001_schema.sql");
-const CHANGE_LOG: &str = include_str!("../sql/002_change_log.sql");
+const SCHEMA: &str = include_str!("../../sql/001_schema.sql");
+const CHANGE_LOG: &str = include_str!("../../sql/002_change_log.sql");
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -22,7 +24,7 @@ pub enum SetupError {
         key: &'static str,
     },
     #[error(transparent)]
-    Partitions(#[from] crate::partitions::PartitionError),
+    Partitions(#[from] crate::setup::partitions::PartitionError),
 }
 
 /// What a table looks like in the catalog.
@@ -105,7 +107,7 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
     if !logical || config.source.keep_history {
         sql.push_str(CHANGE_LOG);
     }
-    sql.push_str(crate::partitions::SQL);
+    sql.push_str(crate::setup::partitions::SQL);
     let (mut tables, mut names) = (Vec::new(), Vec::new());
     for t in &config.tables {
         let table = qualify(&t.table);
@@ -124,7 +126,7 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
         tables.push(quote_table(&table));
         names.push(table);
     }
-    let partitions = crate::partitions::plan(client, &names).await?;
+    let partitions = crate::setup::partitions::plan(client, &names).await?;
     if !logical {
         sql.push_str(&partitions);
         return Ok(Plan {

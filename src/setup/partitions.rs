@@ -5,10 +5,10 @@
 
 use tokio_postgres::Client;
 
-use crate::setup::{literal, quote_table};
+use super::{literal, quote_table};
 
 /// The functions, in every setup.
-pub const SQL: &str = include_str!("../sql/003_partitions.sql");
+pub const SQL: &str = include_str!("../../sql/003_partitions.sql");
 
 /// The event trigger that covers partitions added after setup.
 pub const EVENT_TRIGGER: &str = "sluice_partitions";
