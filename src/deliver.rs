@@ -36,12 +36,13 @@ pub async fn deliver(
     router: &Router,
     publisher: &Publisher,
     changes: &[Change],
+    origin: Option<&str>,
     policy: &DeliveryConfig,
     health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Delivered> {
     let (events, dead) = route_all(router, changes);
-    let done = publish_routed(publisher, &events, dead, policy, health, shutdown).await?;
+    let done = publish_routed(publisher, &events, origin, dead, policy, health, shutdown).await?;
     crate::latency::record(changes, std::time::SystemTime::now());
     health.add_published(done.published as u64, done.dead.len() as u64);
     Some(done)
@@ -53,16 +54,25 @@ pub async fn deliver(
 pub async fn publish_routed(
     publisher: &Publisher,
     events: &[Event],
+    origin: Option<&str>,
     mut dead: Vec<DeadLetter>,
     policy: &DeliveryConfig,
     health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Delivered> {
     let mut deliveries =
-        publish_until_acknowledged(publisher, events, policy, health, shutdown).await?;
-    let attempts =
-        retry_rejected(publisher, events, &mut deliveries, policy, health, shutdown).await?;
-    let (mut published, mut rejected_at) = (0, Vec::new());
+        publish_until_acknowledged(publisher, events, origin, policy, health, shutdown).await?;
+    let attempts = retry_rejected(
+        publisher,
+        events,
+        origin,
+        &mut deliveries,
+        policy,
+        health,
+        shutdown,
+    )
+    .await?;
+    let (mut published, mut rejected_at, mut duplicates) = (0, Vec::new(), 0);
     // (app, type) -> (published, without receivers): counted per batch, recorded once per label set
     let mut counts: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
     for (i, ((event, delivery), attempts)) in
@@ -80,7 +90,15 @@ pub async fn publish_routed(
                 dead.push(rejected(event, error, attempts));
                 rejected_at.push(i);
             }
+            Delivery::Duplicate => duplicates += 1,
         }
+    }
+    if duplicates > 0 {
+        metrics::counter!(m::DUPLICATES_SUPPRESSED).increment(duplicates);
+        tracing::info!(
+            duplicates,
+            "events Redis already had were not published again"
+        );
     }
     for ((app, data_type), (sent, unheard)) in counts {
         let labels = [("app", app.to_string()), ("type", data_type.to_string())];
@@ -129,6 +147,7 @@ pub fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLe
 async fn retry_rejected(
     publisher: &Publisher,
     events: &[Event],
+    origin: Option<&str>,
     deliveries: &mut [Delivery],
     policy: &DeliveryConfig,
     health: &Health,
@@ -155,7 +174,7 @@ async fn retry_rejected(
         }
         let again: Vec<Event> = failed.iter().map(|&i| events[i].clone()).collect();
         let answers =
-            publish_until_acknowledged(publisher, &again, policy, health, shutdown).await?;
+            publish_until_acknowledged(publisher, &again, origin, policy, health, shutdown).await?;
         for (&i, answer) in failed.iter().zip(answers) {
             deliveries[i] = answer;
             attempts[i] += 1;
@@ -181,6 +200,7 @@ fn rejected(event: &Event, error: String, attempts: i32) -> DeadLetter {
 async fn publish_until_acknowledged(
     publisher: &Publisher,
     events: &[Event],
+    origin: Option<&str>,
     policy: &DeliveryConfig,
     health: &Health,
     shutdown: &mut watch::Receiver<bool>,
@@ -188,7 +208,7 @@ async fn publish_until_acknowledged(
     let mut backoff = backoff_for(policy);
     let mut down_since: Option<std::time::Instant> = None;
     loop {
-        match publisher.publish(events).await {
+        match publisher.publish(events, origin).await {
             Ok(deliveries) => {
                 if let Some(since) = down_since {
                     metrics::counter!(m::REDIS_RECONNECTS).increment(1);

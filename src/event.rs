@@ -13,6 +13,9 @@ pub enum Operation {
     Delete,
     Truncate,
     Snapshot,
+    /// Not a change of the source: the row's tenant or app changed, and this event tells the
+    /// old channel to drop it (see `route`).
+    MovedOut,
 }
 
 impl Operation {
@@ -32,6 +35,7 @@ impl Operation {
             Operation::Delete => "DELETE",
             Operation::Truncate => "TRUNCATE",
             Operation::Snapshot => "SNAPSHOT",
+            Operation::MovedOut => "MOVED_OUT",
         }
     }
 
@@ -42,6 +46,7 @@ impl Operation {
             "DELETE" => Operation::Delete,
             "TRUNCATE" => Operation::Truncate,
             "SNAPSHOT" => Operation::Snapshot,
+            "MOVED_OUT" => Operation::MovedOut,
             _ => return None,
         })
     }

@@ -149,6 +149,21 @@ fn describe() {
         Unit::Count,
         "Times the daemon reconnected after PostgreSQL had been unreachable."
     );
+    describe_counter!(
+        m::HISTORY_TRIMMED,
+        Unit::Count,
+        "Entries trimmed from channel histories past history.max_len."
+    );
+    describe_counter!(
+        m::EPOCHS_STARTED,
+        Unit::Count,
+        "Channels that started a new epoch because Redis had lost their state."
+    );
+    describe_counter!(
+        m::DUPLICATES_SUPPRESSED,
+        Unit::Count,
+        "Events not published again because Redis already had them (after a crash or a retry)."
+    );
 }
 
 /// Creates every series `config` can produce, at zero.
@@ -182,6 +197,13 @@ fn register(config: &Config) {
     metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "mode" => config.source.mode.as_str()).set(1.0);
     metrics::counter!(m::REDIS_RECONNECTS).increment(0);
     metrics::counter!(m::POSTGRES_RECONNECTS).increment(0);
+    for counter in [
+        m::HISTORY_TRIMMED,
+        m::EPOCHS_STARTED,
+        m::DUPLICATES_SUPPRESSED,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
     let _ = metrics::histogram!(m::END_TO_END_LATENCY);
     let _ = metrics::histogram!(m::BATCH_SIZE);
 }

@@ -22,7 +22,7 @@ use crate::error::{classify, Class, RunError};
 use crate::health::{Health, Phase};
 use crate::pg::{self, Conn};
 use crate::pipeline::{ChangeLogStore, Pipeline, SlotStore, Store};
-use crate::publish::Publisher;
+use crate::publish::{History, Publisher};
 use crate::route::Router;
 use crate::shutdown::sleep_or_shutdown;
 use crate::source::change_log::ChangeLogSource;
@@ -40,7 +40,7 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let publisher = Publisher::new(&config.redis)?;
+    let publisher = Publisher::new(&config.redis)?.recoverable(History::new(&config.history));
     let metrics = crate::exporter::install(&config);
     let _http = crate::http::start(&config, metrics.clone(), health.clone()).await?;
     let upkeep = crate::exporter::spawn_upkeep(metrics);

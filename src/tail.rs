@@ -1,12 +1,27 @@
 //! `sluice tail [PATTERN]`: subscribes to a channel pattern and prints each event as it
 //! arrives, one line per event: `channel payload`.
+//!
+//! It follows each channel's `seq`: a jump means messages were missed (a slow terminal, a
+//! reconnect), and they are read back from the channel's history and printed in order before
+//! the live one; a gap the history no longer covers, and a new epoch, are reported on stderr.
+//! After Redis restarts, the subscription is made again.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use fred::prelude::*;
 
 use crate::config::RedisConfig;
-use crate::publish::{build_client, Publisher};
+use crate::publish::{build_client, build_subscriber, Publisher};
+
+/// Where a channel stands: its epoch and the last seq printed.
+type Seen = HashMap<String, (String, u64)>;
+
+#[derive(serde::Deserialize)]
+struct Numbered {
+    seq: Option<u64>,
+    epoch: Option<String>,
+}
 
 /// Prints messages until `stop` resolves.
 pub async fn tail(
@@ -19,14 +34,52 @@ pub async fn tail(
     let probe = Publisher::new(config).map_err(|e| e.to_string())?;
     probe.connect().await.map_err(|e| e.to_string())?;
     probe.close().await;
-    let client = build_client(config).map_err(|e| e.to_string())?;
-    client.update_perf_config(fred::types::config::PerformanceConfig {
+    let subscriber = build_subscriber(config).map_err(|e| e.to_string())?;
+    subscriber.update_perf_config(fred::types::config::PerformanceConfig {
         broadcast_channel_capacity: 1 << 14,
-        ..client.perf_config()
+        ..subscriber.perf_config()
     });
-    client.connect();
-    tokio::time::timeout(config.command_timeout, client.wait_for_connect())
+    let reader = build_client(config).map_err(|e| e.to_string())?;
+    connect(&subscriber, config).await?;
+    connect(&reader, config).await?;
+    let resubscribe = subscriber.manage_subscriptions();
+    let mut messages = subscriber.message_rx();
+    subscriber
+        .psubscribe(pattern)
         .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("listening on {pattern} (Ctrl-C to stop)");
+    let mut seen = Seen::new();
+    tokio::pin!(stop);
+    loop {
+        let message = tokio::select! {
+            _ = &mut stop => break,
+            message = messages.recv() => match message {
+                Ok(m) => m,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("tail: the terminal fell {n} events behind; the next event of each channel fetches them from history");
+                    continue;
+                }
+                Err(_) => break,
+            },
+        };
+        let payload = message
+            .value
+            .as_str()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        print_in_order(&reader, &mut seen, &message.channel.to_string(), &payload).await;
+    }
+    resubscribe.abort();
+    let _ = subscriber.quit().await;
+    let _ = reader.quit().await;
+    Ok(())
+}
+
+async fn connect(client: &impl ClientLike, config: &RedisConfig) -> Result<(), String> {
+    client.connect();
+    let answered = tokio::time::timeout(config.command_timeout, client.wait_for_connect()).await;
+    answered
         .map_err(|_| {
             format!(
                 "Redis at {} did not answer within {:?}",
@@ -34,33 +87,59 @@ pub async fn tail(
                 config.command_timeout
             )
         })?
-        .map_err(|e| e.to_string())?;
-    let mut messages = client.message_rx();
-    client
-        .psubscribe(pattern)
-        .await
-        .map_err(|e| e.to_string())?;
-    eprintln!("listening on {pattern} (Ctrl-C to stop)");
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            message = messages.recv() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        eprintln!("tail: skipped {n} events: the terminal could not keep up");
-                        continue;
-                    }
-                    Err(_) => break,
-                };
-                let payload = message.value.as_str().map(|s| s.to_string()).unwrap_or_default();
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{} {}", message.channel, payload);
-                let _ = out.flush();
-            }
+        .map_err(|e| e.to_string())
+}
+
+/// Prints `payload`, first fetching from history what the channel's `seq` says was missed.
+async fn print_in_order(reader: &Client, seen: &mut Seen, channel: &str, payload: &str) {
+    let Ok(Numbered {
+        seq: Some(seq),
+        epoch: Some(epoch),
+    }) = serde_json::from_str::<Numbered>(payload)
+    else {
+        return print(channel, payload); // a replay, or a publisher without numbers
+    };
+    match seen.get(channel) {
+        Some((known, last)) if *known == epoch && seq <= *last => return, // fetched already
+        Some((known, last)) if *known == epoch && seq > last + 1 => catch_up(reader, channel, *last, seq).await,
+        Some(_) => eprintln!("tail: {channel}: a new epoch {epoch} (Redis lost the channel's state); numbering starts again"),
+        None => {}
+    }
+    seen.insert(channel.to_string(), (epoch, seq));
+    print(channel, payload);
+}
+
+/// Prints the history entries between `last` and `seq` (both excluded).
+async fn catch_up(reader: &Client, channel: &str, last: u64, seq: u64) {
+    let key = format!("sluice:history:{{{channel}}}");
+    let entries: Result<Vec<(String, HashMap<String, String>)>, _> = reader
+        .xrange(
+            key,
+            format!("{}-0", last + 1),
+            format!("{}-0", seq - 1),
+            None,
+        )
+        .await;
+    let entries = entries.unwrap_or_default();
+    let first = entries
+        .first()
+        .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok());
+    if first != Some(last + 1) {
+        eprintln!(
+            "tail: {channel}: seq {} to {} are no longer in the history; resync needed",
+            last + 1,
+            seq - 1
+        );
+    }
+    for (_, mut fields) in entries {
+        if let Some(event) = fields.remove("event") {
+            print(channel, &event);
         }
     }
-    let _ = client.quit().await;
-    Ok(())
+}
+
+fn print(channel: &str, payload: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{channel} {payload}");
+    let _ = out.flush();
 }

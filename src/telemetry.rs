@@ -24,6 +24,9 @@ pub const LAST_CHECKPOINT: &str = "sluice_last_checkpoint_timestamp_seconds";
 pub const REDIS_RECONNECTS: &str = "sluice_redis_reconnects_total";
 pub const POSTGRES_RECONNECTS: &str = "sluice_postgres_reconnects_total";
 pub const SLOT_SAFE_WAL_BYTES: &str = "sluice_slot_safe_wal_size_bytes";
+pub const HISTORY_TRIMMED: &str = "sluice_history_trimmed_total";
+pub const EPOCHS_STARTED: &str = "sluice_epochs_started_total";
+pub const DUPLICATES_SUPPRESSED: &str = "sluice_duplicates_suppressed_total";
 
 /// Progress was just stored (trigger: the checkpoint row; logical: the slot confirmed).
 pub fn checkpointed() {

@@ -31,6 +31,8 @@ pub struct Config {
     #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
+    pub history: HistoryConfig,
+    #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -148,6 +150,21 @@ pub struct DeliveryConfig {
     pub shutdown_timeout: Duration,
 }
 
+/// `[history]`: each channel's catch-up history in Redis (see `publish::recoverable`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Keep `sluice:history:{<ch>}`; `seq` and `epoch` are given either way.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Entries kept per channel (approximately: Redis trims whole nodes).
+    #[serde(default = "default_history_len")]
+    pub max_len: usize,
+    /// A channel's history expires this long after its last write.
+    #[serde(default = "default_history_ttl", with = "duration")]
+    pub ttl: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnUnroutable {
@@ -174,6 +191,9 @@ pub struct TableConfig {
     pub channel: String,
     #[serde(default)]
     pub invalidate: Vec<String>,
+    /// Keep `sluice:state:{<ch>}`: the latest message per record id.
+    #[serde(default)]
+    pub state: bool,
 }
 
 /// Where a table's application comes from.
@@ -261,6 +281,15 @@ fn default_pg_url() -> String {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_true() -> bool {
+    true
+}
+fn default_history_len() -> usize {
+    10_000
+}
+fn default_history_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
 fn default_query_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -326,7 +355,13 @@ macro_rules! default_via_serde {
         }
     )*};
 }
-default_via_serde!(SourceConfig, RedisConfig, HttpConfig, DeliveryConfig);
+default_via_serde!(
+    SourceConfig,
+    RedisConfig,
+    HttpConfig,
+    DeliveryConfig,
+    HistoryConfig
+);
 
 #[cfg(test)]
 mod tests;

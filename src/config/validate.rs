@@ -111,6 +111,12 @@ impl Config {
                 "source.batch_size must be at least 1".into(),
             ));
         }
+        if self.history.enabled && (self.history.max_len == 0 || self.history.ttl.is_zero()) {
+            out.push((
+                "[history]".into(),
+                "history.max_len and history.ttl must be above 0 (set history.enabled = false to keep no history)".into(),
+            ));
+        }
         if self.delivery.max_attempts == 0 {
             out.push((
                 "max_attempts".into(),

@@ -119,6 +119,7 @@ impl Pipeline<'_> {
             self.router,
             self.publisher,
             &batch.changes,
+            batch.origin.as_deref(),
             self.policy,
             self.health,
             stop,

@@ -23,6 +23,7 @@
 //! `redis.ca_file`, or to the system's trust store without one, and name the URL's host.
 //! There is no switch to skip that check: a self-signed server is trusted by naming its CA.
 
+mod recoverable;
 mod resp;
 
 use std::time::Duration;
@@ -39,6 +40,7 @@ use tokio::sync::Mutex;
 use crate::config::RedisConfig;
 use crate::route::Event;
 use crate::tls::{self, Stream};
+pub use recoverable::History;
 use resp::Reply;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub enum Unavailable {
     Replica,
     #[error("it refused a write as a replica: {0}")]
     ReadOnly(String),
+    #[error("its script cache was flushed; reconnecting to load the channel script again")]
+    ScriptMissing,
 }
 
 /// What Redis said about one event.
@@ -79,6 +83,8 @@ pub enum Delivery {
     Sent { receivers: i64 },
     /// Redis answered with an error for this event.
     Rejected(String),
+    /// Redis already had it (published before a crash or a retry): not published again.
+    Duplicate,
 }
 
 /// Where and how to connect.
@@ -98,12 +104,17 @@ pub struct Publisher {
     target: Target,
     timeout: Duration,
     conn: Mutex<Option<Conn>>,
+    /// The daemon's recoverable channels (see [`recoverable`]); `None` for the operator's
+    /// replays, which publish plainly and take no `seq`.
+    history: Option<History>,
 }
 
 struct Conn {
     stream: Stream,
     read: BytesMut,
     write: Vec<u8>,
+    /// The channel script's digest, when it was loaded.
+    script: Option<Vec<u8>>,
 }
 
 impl Publisher {
@@ -126,7 +137,14 @@ impl Publisher {
             target,
             timeout: config.command_timeout,
             conn: Mutex::new(None),
+            history: None,
         })
+    }
+
+    /// Publishes on recoverable channels: numbered, kept in history, exactly once.
+    pub fn recoverable(mut self, history: History) -> Publisher {
+        self.history = Some(history);
+        self
     }
 
     /// Connects now (TLS, AUTH, SELECT, PING), reporting why not: for `check` and `tail`.
@@ -153,7 +171,8 @@ impl Publisher {
     async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Conn>>, PublishError> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
-            let conn = tokio::time::timeout(self.timeout, Conn::open(&self.target))
+            let open = Conn::open(&self.target, self.history.is_some());
+            let conn = tokio::time::timeout(self.timeout, open)
                 .await
                 .map_err(|_| Unavailable::Timeout(self.timeout))??;
             *guard = Some(conn);
@@ -162,13 +181,28 @@ impl Publisher {
     }
 
     /// Publishes a batch as one pipeline. `Ok` holds one [`Delivery`] per event, in order.
-    pub async fn publish(&self, events: &[Event]) -> Result<Vec<Delivery>, PublishError> {
+    /// `origin` names where a re-read of this batch would start (trigger mode's checkpoint;
+    /// see [`recoverable`]).
+    pub async fn publish(
+        &self,
+        events: &[Event],
+        origin: Option<&str>,
+    ) -> Result<Vec<Delivery>, PublishError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let mut guard = self.connection().await?;
         let conn = guard.as_mut().expect("connected above");
-        let result = match tokio::time::timeout(self.timeout, conn.round_trip(events)).await {
+        let trip = async {
+            match &self.history {
+                Some(history) => {
+                    conn.round_trip_recoverable(events, history, origin.unwrap_or(""))
+                        .await
+                }
+                None => conn.round_trip(events).await,
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, trip).await {
             Ok(result) => result,
             Err(_) => Err(Unavailable::Timeout(self.timeout)),
         };
@@ -184,7 +218,7 @@ impl Publisher {
 }
 
 impl Conn {
-    async fn open(t: &Target) -> Result<Conn, Unavailable> {
+    async fn open(t: &Target, load_script: bool) -> Result<Conn, Unavailable> {
         let unavailable = |e: std::io::Error| Unavailable::Io {
             addr: format!("{}:{}", t.host, t.port),
             text: io_text(&e),
@@ -203,6 +237,7 @@ impl Conn {
             stream,
             read: BytesMut::with_capacity(16 * 1024),
             write: Vec::with_capacity(64 * 1024),
+            script: None,
         };
         let mut setup: Vec<Vec<&[u8]>> = Vec::new();
         match (&t.username, &t.password) {
@@ -214,15 +249,28 @@ impl Conn {
         if let Some(db) = &db {
             setup.push(vec![b"SELECT", db.as_bytes()]);
         }
+        if load_script {
+            setup.push(vec![b"SCRIPT", b"LOAD", recoverable::SCRIPT.as_bytes()]);
+        }
         setup.push(vec![b"ROLE"]);
         for args in &setup {
             resp::command(&mut conn.write, args);
         }
-        let replies = conn.exchange(setup.len()).await?;
+        let mut replies = conn.exchange(setup.len()).await?;
         if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
             return Err(Unavailable::SetupRefused(e.clone()));
         }
         primary(replies.last())?;
+        if load_script {
+            match replies.swap_remove(replies.len() - 2) {
+                Reply::Bulk(sha) => conn.script = Some(sha),
+                _ => {
+                    return Err(Unavailable::Protocol(resp::ProtocolError::Unexpected(
+                        "a script digest",
+                    )))
+                }
+            }
+        }
         Ok(conn)
     }
 
@@ -285,12 +333,15 @@ impl Conn {
 /// `ROLE`'s answer must name a primary (`master`); a replica holds the batch.
 fn primary(role: Option<&Reply>) -> Result<(), Unavailable> {
     match role {
-        Some(Reply::Role(resp::Role::Primary)) => Ok(()),
-        Some(Reply::Role(resp::Role::Other)) => Err(Unavailable::Replica),
         Some(Reply::Error(e)) => Err(Unavailable::SetupRefused(format!("ROLE: {e}"))),
-        _ => Err(Unavailable::Protocol(resp::ProtocolError::Unexpected(
-            "an answer to ROLE",
-        ))),
+        Some(r) => match r.is_primary_role() {
+            Some(true) => Ok(()),
+            Some(false) => Err(Unavailable::Replica),
+            None => Err(Unavailable::Protocol(resp::ProtocolError::Unexpected(
+                "an answer to ROLE",
+            ))),
+        },
+        None => Err(Unavailable::Closed),
     }
 }
 
@@ -333,17 +384,30 @@ fn parse_url(
 
 /// A client that reconnects forever with capped exponential backoff and times commands out.
 pub fn build_client(redis: &RedisConfig) -> Result<Client, PublishError> {
+    builder(redis)?.build().map_err(PublishError::BadUrl)
+}
+
+/// A subscriber that reconnects the same way and subscribes again after each reconnect.
+pub fn build_subscriber(
+    redis: &RedisConfig,
+) -> Result<fred::clients::SubscriberClient, PublishError> {
+    builder(redis)?
+        .build_subscriber_client()
+        .map_err(PublishError::BadUrl)
+}
+
+fn builder(redis: &RedisConfig) -> Result<Builder, PublishError> {
     let command_timeout = redis.command_timeout;
     let (mut config, tls) = parse_url(redis)?;
     config.tls = tls.map(|c| TlsConnector::Rustls(c.into()).into());
     config.fail_fast = false;
-    Builder::from_config(config)
+    let mut builder = Builder::from_config(config);
+    builder
         .with_performance_config(|p| p.default_command_timeout = command_timeout)
         .with_connection_config(|c| {
             c.connection_timeout = command_timeout;
             c.internal_command_timeout = command_timeout;
         })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()
-        .map_err(PublishError::BadUrl)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    Ok(builder)
 }

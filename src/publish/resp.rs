@@ -38,20 +38,25 @@ fn itoa_buf(mut n: usize) -> Vec<u8> {
 pub enum Reply {
     Integer(i64),
     Error(String),
-    /// An array that starts with a role name: the answer to `ROLE`, the only command the
-    /// publisher sends that answers with an array.
-    Role(Role),
-    /// Simple strings, bulk strings, nulls and other arrays: acknowledged, content unused.
+    Bulk(Vec<u8>),
+    /// `ROLE`'s answer and a channel script's results.
+    Array(Vec<Reply>),
+    /// Simple strings and nulls: acknowledged, content unused.
     Other,
 }
 
-/// The first element of `ROLE`'s answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// `master`: takes writes.
-    Primary,
-    /// `slave` or `sentinel`.
-    Other,
+impl Reply {
+    /// Whether `ROLE`'s answer names a primary (`master`), the one role that takes writes;
+    /// `None` when this is no answer to `ROLE`.
+    pub fn is_primary_role(&self) -> Option<bool> {
+        match self {
+            Reply::Array(items) => match items.first() {
+                Some(Reply::Bulk(role)) => Some(role == b"master"),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// Bytes that are not RESP2.
@@ -101,37 +106,29 @@ fn reply_len(buf: &[u8], at: usize) -> Result<Option<(usize, Reply)>, ProtocolEr
                 return Ok(Some((next, Reply::Other)));
             }
             let end = next + len as usize + 2;
-            Ok((buf.len() >= end).then_some((end, Reply::Other)))
+            Ok((buf.len() >= end).then(|| (end, Reply::Bulk(buf[next..end - 2].to_vec()))))
         }
-        b'*' => {
-            let mut end = next;
-            for _ in 0..number("array length")?.max(0) {
-                match reply_len(buf, end)? {
-                    Some((e, _)) => end = e,
-                    None => return Ok(None),
-                }
-            }
-            Ok(Some((
-                end,
-                role(&buf[next..end]).map_or(Reply::Other, Reply::Role),
-            )))
-        }
+        b'*' => array(buf, next, number("array length")?),
         other => Err(ProtocolError::UnknownType(other)),
     }
 }
 
-/// The role an array's elements name when its first one is a role's bulk string.
-fn role(elements: &[u8]) -> Option<Role> {
-    for (name, role) in [
-        (&b"$6\r\nmaster\r\n"[..], Role::Primary),
-        (b"$5\r\nslave\r\n", Role::Other),
-        (b"$8\r\nsentinel\r\n", Role::Other),
-    ] {
-        if elements.starts_with(name) {
-            return Some(role);
+/// An array of `n` replies starting at `at`.
+fn array(buf: &[u8], at: usize, n: i64) -> Result<Option<(usize, Reply)>, ProtocolError> {
+    if n < 0 {
+        return Ok(Some((at, Reply::Other)));
+    }
+    let (mut end, mut items) = (at, Vec::with_capacity(n.min(1024) as usize));
+    for _ in 0..n {
+        match reply_len(buf, end)? {
+            Some((e, item)) => {
+                end = e;
+                items.push(item);
+            }
+            None => return Ok(None),
         }
     }
-    None
+    Ok(Some((end, Reply::Array(items))))
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
@@ -164,23 +161,21 @@ mod tests {
             got.push(r);
         }
         use Reply::*;
-        let roles = [
-            Reply::Role(super::Role::Primary),
-            Reply::Role(super::Role::Other),
-        ];
         assert_eq!(
             got[..7],
             [
                 Integer(3),
                 Error("ERR wrong".into()),
                 Other,
+                Bulk(b"abc".to_vec()),
                 Other,
-                Other,
-                Other,
+                Array(vec![Integer(1), Bulk(b"x".to_vec())]),
                 Integer(0)
             ]
         );
-        assert_eq!(got[7..], roles);
+        assert_eq!(got[7].is_primary_role(), Some(true));
+        assert_eq!(got[8].is_primary_role(), Some(false));
+        assert_eq!(got[0].is_primary_role(), None);
         for cut in 0..all.len() {
             let mut partial = BytesMut::from(&all[..cut]);
             let mut n = 0;

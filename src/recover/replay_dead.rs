@@ -257,6 +257,7 @@ impl Replay<'_> {
         let Some(done) = publish_routed(
             self.publisher,
             &events,
+            None,
             Vec::new(),
             &self.config.delivery,
             self.health,

@@ -226,6 +226,7 @@ impl Replay<'_> {
         let done = publish_routed(
             self.publisher,
             &events,
+            None,
             Vec::new(),
             &self.config.delivery,
             self.health,

@@ -179,6 +179,7 @@ fn table_route(
         channel,
         invalidate,
         uses_id,
+        state: t.state,
     })
 }
 

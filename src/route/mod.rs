@@ -10,6 +10,7 @@
 //! payload over the limit (`payload_too_large`).
 
 mod compile;
+mod moved;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,14 @@ pub struct Event {
     pub payload: Vec<u8>,
     /// Cache keys to delete in the same round trip.
     pub invalidate: Vec<String>,
+    /// The change's place in its source's order (see [`order_key`]): what tells the publisher
+    /// that Redis already has this event.
+    pub key: String,
+    pub record_id: Option<String>,
+    /// The record leaves the channel (DELETE, MOVED_OUT): its state entry goes.
+    pub removes: bool,
+    /// The route keeps `sluice:state:{<channel>}`.
+    pub state: bool,
 }
 
 /// What routing made of one change.
@@ -65,6 +74,8 @@ struct TableRoute {
     invalidate: Vec<Template>,
     /// The channel or a cache key names `{id}`: the record id must then be safe.
     uses_id: bool,
+    /// Keep `sluice:state:{<channel>}`.
+    state: bool,
 }
 
 /// The compiled routing table.
@@ -121,8 +132,19 @@ impl Router {
                 return out.push(self.dead(change, Some(route), reason, why, buf))
             }
         };
+        let first = out.len();
         for app in apps {
             out.push(self.event(route, change, app, &tenant, buf));
+        }
+        if change.old.is_some() {
+            let now: Vec<String> = out[first..]
+                .iter()
+                .filter_map(|r| match r {
+                    Routed::Publish(e) => Some(e.channel.clone()),
+                    _ => None,
+                })
+                .collect();
+            self.moved_out(route, change, &now, out, buf);
         }
     }
 
@@ -182,6 +204,10 @@ impl Router {
             tenant: tenant.to_string(),
             payload: buf.clone(),
             invalidate,
+            key: order_key(change),
+            record_id: change.record_id.clone(),
+            removes: matches!(change.operation, Operation::Delete | Operation::MovedOut),
+            state: route.state,
         })
     }
 
@@ -297,6 +323,24 @@ impl Router {
             ));
         }
         Ok(apps)
+    }
+}
+
+/// A change's place in its source's order, as text Redis can compare: in logical mode `L` +
+/// the commit LSN and the index in the transaction, fixed-width hex, so it grows with commit
+/// order; in trigger mode the `change_log` id, whose order is not commit order (the publisher
+/// uses it as a name there, never as a bound).
+pub fn order_key(change: &Change) -> String {
+    if let Some(id) = change.source.id {
+        return id.to_string();
+    }
+    let (lsn, index) = change
+        .event_id
+        .rsplit_once(':')
+        .unwrap_or((&change.event_id, "0"));
+    match (crate::source::lsn::parse(lsn), index.parse::<u32>()) {
+        (Some(lsn), Ok(index)) => format!("L{lsn:016x}{index:08x}"),
+        _ => change.event_id.clone(),
     }
 }
 

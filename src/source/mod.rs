@@ -27,6 +27,10 @@ use crate::pg::PgError;
 pub struct Batch {
     pub changes: Vec<Change>,
     pub progress: Progress,
+    /// Trigger mode: the stored progress a re-read of this batch would start from. The
+    /// publisher keeps, per channel, what it published since that origin, so a batch read
+    /// again after a crash is not published twice (see `publish::recoverable`).
+    pub origin: Option<String>,
 }
 
 /// What a delivered batch lets the source's progress move to.

@@ -76,6 +76,7 @@ impl ChangeLogSource {
             if batch.changes.is_empty() && batch.next == *self.reader.progress() {
                 continue;
             }
+            let origin = self.reader.progress().position();
             self.reader.advance(batch.next.clone());
             let permit = tokio::select! {
                 permit = out.reserve() => permit,
@@ -85,6 +86,7 @@ impl ChangeLogSource {
             permit.send(Batch {
                 changes: batch.changes,
                 progress: Progress::ChangeLog(batch.next),
+                origin: Some(origin),
             });
         }
     }

@@ -388,6 +388,7 @@ impl LogicalSource {
                 self.ready = Some(Batch {
                     changes,
                     progress: Progress::Slot(commit),
+                    origin: None,
                 });
                 Ok(())
             }

@@ -1,0 +1,65 @@
+-- Publishes a run of events on one channel, exactly once, numbered, with their history and
+-- state, atomically (a script runs alone on the server). See publish/recoverable.rs.
+--
+-- KEYS: 1 sluice:meta:{ch}, 2 sluice:history:{ch}, 3 sluice:state:{ch}
+-- ARGV: 1 channel, 2 epoch to start if the channel has none, 3 history max_len (0: none),
+--       4 history ttl in ms, 5 batch origin ('' in logical mode), 6 '1' to keep state,
+--       then four per event: order key, record id, '1' if it removes the record, payload
+--       (a JSON object whose '{' the seq and epoch are written after).
+-- Returns: { epoch started (0/1), history entries trimmed, then per event the number of
+--            receivers, or -1 when Redis already had it }.
+local meta, hist, state = KEYS[1], KEYS[2], KEYS[3]
+local ch, maxlen, ttl, origin = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local keep = ARGV[6] == '1'
+local m = redis.call('HMGET', meta, 'epoch', 'seq', 'pos', 'origin', 'ids')
+local epoch, seq, pos, ids = m[1], tonumber(m[2]), m[3] or '', m[5] or ''
+local started = 0
+if not epoch then
+  -- the channel's state is gone (new, flushed, restarted without persistence, evicted)
+  epoch, seq, pos, ids, started = ARGV[2], 0, '', '', 1
+  redis.call('DEL', hist, state)
+end
+-- Logical mode: order keys grow with commit order, so one bound tells what was published.
+-- Trigger mode: ids are not in commit order; the ids published since the batch's origin are.
+local seen = {}
+if origin ~= '' then
+  if m[4] == origin then
+    for id in string.gmatch(ids, '[^,]+') do seen[id] = true end
+  else
+    ids = ''
+  end
+end
+local out = { started, 0 }
+local head = '","'
+for i = 7, #ARGV, 4 do
+  local key = ARGV[i]
+  local dup
+  if origin ~= '' then dup = seen[key] else dup = key <= pos end
+  if dup then
+    out[#out + 1] = -1
+  else
+    seq = seq + 1
+    local msg = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[i + 3], 2)
+    out[#out + 1] = redis.call('PUBLISH', ch, msg)
+    if maxlen > 0 then redis.call('XADD', hist, seq .. '-0', 'event', msg) end
+    if keep and ARGV[i + 1] ~= '' then
+      if ARGV[i + 2] == '1' then
+        redis.call('HDEL', state, ARGV[i + 1])
+      else
+        redis.call('HSET', state, ARGV[i + 1], msg)
+      end
+    end
+    if origin ~= '' then
+      seen[key] = true
+      ids = ids .. key .. ','
+    else
+      pos = key
+    end
+  end
+end
+if maxlen > 0 and seq > 0 then
+  out[2] = redis.call('XTRIM', hist, 'MAXLEN', '~', maxlen)
+  redis.call('PEXPIRE', hist, ttl)
+end
+redis.call('HSET', meta, 'epoch', epoch, 'seq', seq, 'pos', pos, 'origin', origin, 'ids', ids)
+return out
