@@ -48,7 +48,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection is asked to close after this long (after the answer in progress, if any).
 const CONNECTION_LIMIT: Duration = Duration::from_secs(30);
 /// The answer to a connection refused because every slot is answering a request.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
     content-length: 36\r\nconnection: close\r\n\r\nbusy: too many requests in progress\n";
 
 /// The bounds of the server's connections (tests use shorter ones).
@@ -59,7 +60,11 @@ struct Limits {
     connection_limit: Duration,
 }
 
-const LIMITS: Limits = Limits { max_connections: MAX_CONNECTIONS, header_timeout: HEADER_TIMEOUT, connection_limit: CONNECTION_LIMIT };
+const LIMITS: Limits = Limits {
+    max_connections: MAX_CONNECTIONS,
+    header_timeout: HEADER_TIMEOUT,
+    connection_limit: CONNECTION_LIMIT,
+};
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -67,7 +72,10 @@ const TEXT: &str = "text/plain; charset=utf-8";
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("cannot listen on http.listen = {listen:?}: {source}; free that port, choose another address, or set http.listen = \"\" to serve no HTTP")]
-    Bind { listen: String, source: std::io::Error },
+    Bind {
+        listen: String,
+        source: std::io::Error,
+    },
 }
 
 /// The running server; dropping it stops it.
@@ -84,18 +92,31 @@ impl Drop for Server {
 
 /// Binds `http.listen` and serves until the returned [`Server`] is dropped; `None` when
 /// `http.listen` is empty.
-pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Option<Server>, HttpError> {
+pub async fn start(
+    config: &Config,
+    metrics: PrometheusHandle,
+) -> Result<Option<Server>, HttpError> {
     let listen = config.http.listen.trim();
     if listen.is_empty() {
         tracing::info!("http.listen is empty: serving no HTTP endpoints");
         return Ok(None);
     }
-    let bind_error = |source| HttpError::Bind { listen: listen.to_string(), source };
+    let bind_error = |source| HttpError::Bind {
+        listen: listen.to_string(),
+        source,
+    };
     let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz and /status");
-    let endpoints = Arc::new(Endpoints { mode: config.source.mode.as_str(), metrics, stall_limit: stall_limit(config) });
-    Ok(Some(Server { addr, task: tokio::spawn(accept(listener, endpoints, LIMITS)) }))
+    let endpoints = Arc::new(Endpoints {
+        mode: config.source.mode.as_str(),
+        metrics,
+        stall_limit: stall_limit(config),
+    });
+    Ok(Some(Server {
+        addr,
+        task: tokio::spawn(accept(listener, endpoints, LIMITS)),
+    }))
 }
 
 /// How long the work loop may go without turning before `/healthz` fails. The loop turns at
@@ -104,8 +125,18 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Option<
 /// riding out an outage stays alive, a stuck one is noticed.
 pub fn stall_limit(config: &Config) -> Duration {
     let s = &config.source;
-    let period = (s.heartbeat_interval.max(s.poll_interval).max(s.status_interval) * 3).max(Duration::from_secs(30));
-    period + config.delivery.max_backoff + config.postgres.connect_timeout.max(config.redis.command_timeout)
+    let period = (s
+        .heartbeat_interval
+        .max(s.poll_interval)
+        .max(s.status_interval)
+        * 3)
+    .max(Duration::from_secs(30));
+    period
+        + config.delivery.max_backoff
+        + config
+            .postgres
+            .connect_timeout
+            .max(config.redis.command_timeout)
 }
 
 /// Accepts every connection as it arrives, making room at the cap (see [`pool`]).
@@ -124,7 +155,9 @@ async fn accept(listener: TcpListener, endpoints: Arc<Endpoints>, limits: Limits
         };
         match pool.admit() {
             Admit::Free => {}
-            Admit::Shed => tracing::debug!("HTTP connections at the cap: closed the oldest idle one"),
+            Admit::Shed => {
+                tracing::debug!("HTTP connections at the cap: closed the oldest idle one")
+            }
             Admit::Full => {
                 tracing::debug!("HTTP connections at the cap, all answering: refused a new one");
                 let _ = stream.try_write(BUSY);
@@ -139,7 +172,12 @@ async fn accept(listener: TcpListener, endpoints: Arc<Endpoints>, limits: Limits
 
 /// One connection: requests answered until the client closes it, it sends no request
 /// headers for `header_timeout`, or it has lived `connection_limit`.
-async fn serve(stream: TcpStream, endpoints: Arc<Endpoints>, activity: Arc<Activity>, limits: Limits) {
+async fn serve(
+    stream: TcpStream,
+    endpoints: Arc<Endpoints>,
+    activity: Arc<Activity>,
+    limits: Limits,
+) {
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let in_flight = activity.begin();
         let reply = endpoints.respond(request.method(), request.uri().path(), health::global());
@@ -183,7 +221,11 @@ pub struct Reply {
 
 impl Reply {
     fn text(status: StatusCode, body: impl Into<String>) -> Reply {
-        Reply { status, content_type: TEXT, body: Bytes::from(body.into()) }
+        Reply {
+            status,
+            content_type: TEXT,
+            body: Bytes::from(body.into()),
+        }
     }
 
     /// The response; `in_flight` ends once hyper has taken the whole body.
@@ -191,9 +233,13 @@ impl Reply {
         let allow_get = self.status == StatusCode::METHOD_NOT_ALLOWED;
         let mut response = Response::new(Answer::new(self.body, in_flight));
         *response.status_mut() = self.status;
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
         if allow_get {
-            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
         }
         response
     }
@@ -203,7 +249,10 @@ impl Endpoints {
     /// The answer to `method path`.
     pub fn respond(&self, method: &Method, path: &str, health: &Health) -> Reply {
         if !matches!(path, "/metrics" | "/healthz" | "/readyz" | "/status") {
-            return Reply::text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz or /status\n");
+            return Reply::text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz, /readyz or /status\n",
+            );
         }
         if method != Method::GET {
             return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed\n");
@@ -215,8 +264,13 @@ impl Endpoints {
                 Err(why) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
             },
             "/status" => {
-                let body = serde_json::to_vec(&health.status(self.mode)).expect("the status serialises");
-                Reply { status: StatusCode::OK, content_type: "application/json", body: Bytes::from(body) }
+                let body =
+                    serde_json::to_vec(&health.status(self.mode)).expect("the status serialises");
+                Reply {
+                    status: StatusCode::OK,
+                    content_type: "application/json",
+                    body: Bytes::from(body),
+                }
             }
             _ => self.metrics(health),
         }
@@ -227,14 +281,22 @@ impl Endpoints {
         if since <= self.stall_limit {
             return Reply::text(StatusCode::OK, "ok\n");
         }
-        let why = format!("stuck: the work loop has not turned for {}s (limit {}s)\n", since.as_secs(), self.stall_limit.as_secs());
+        let why = format!(
+            "stuck: the work loop has not turned for {}s (limit {}s)\n",
+            since.as_secs(),
+            self.stall_limit.as_secs()
+        );
         Reply::text(StatusCode::SERVICE_UNAVAILABLE, why)
     }
 
     fn metrics(&self, health: &Health) -> Reply {
         metrics::gauge!(m::READY).set(f64::from(u8::from(health.readiness().is_ok())));
         self.metrics.run_upkeep();
-        Reply { status: StatusCode::OK, content_type: PROMETHEUS_TEXT, body: Bytes::from(self.metrics.render()) }
+        Reply {
+            status: StatusCode::OK,
+            content_type: PROMETHEUS_TEXT,
+            body: Bytes::from(self.metrics.render()),
+        }
     }
 }
 

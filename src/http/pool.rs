@@ -53,7 +53,10 @@ pub struct Answer {
 
 impl Answer {
     pub fn new(body: Bytes, in_flight: InFlight) -> Answer {
-        Answer { body: Full::new(body), _in_flight: in_flight }
+        Answer {
+            body: Full::new(body),
+            _in_flight: in_flight,
+        }
     }
 }
 
@@ -61,7 +64,10 @@ impl Body for Answer {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -98,7 +104,10 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(cap: usize) -> Pool {
-        Pool { cap: cap.max(1), entries: VecDeque::with_capacity(cap) }
+        Pool {
+            cap: cap.max(1),
+            entries: VecDeque::with_capacity(cap),
+        }
     }
 
     /// Open connections (finished ones are forgotten on the next [`Pool::admit`]).
