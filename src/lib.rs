@@ -45,6 +45,7 @@
 //! | [`setup`], [`check`], [`tail`] | the other commands |
 //! | [`status`], [`teardown`] | where the source stands (from PostgreSQL); removing what setup made |
 //! | [`pg`] | PostgreSQL connections |
+//! | [`redact`] | passwords masked in URLs and messages, before anything is printed or stored |
 //! | [`error`] | sorting failures into transient and fatal |
 //! | [`health`] | the daemon's state, for the probes and `/status` |
 //! | [`http`] | `/metrics`, `/healthz`, `/readyz`, `/status` |
@@ -71,6 +72,7 @@ pub mod monitor;
 pub mod pg;
 pub mod publish;
 pub mod recover;
+pub mod redact;
 pub mod route;
 pub mod run;
 pub mod setup;
