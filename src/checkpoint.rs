@@ -104,7 +104,7 @@ const SAVE_ERROR: &str = "UPDATE sluice.checkpoint SET last_error = $2, last_err
 pub async fn save_error(client: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
     let health = crate::health::global();
     if let Some((text, at)) = health.unsaved_error() {
-        client.execute(SAVE_ERROR, &[&name, &text, &at]).await?;
+        client.execute(SAVE_ERROR, &[&name, &crate::redact::text(&text, &[]), &at]).await?;
         health.mark_error_saved();
     }
     Ok(())

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::config::{Config, SourceMode};
 use crate::telemetry::{init_logging, LogFormat};
 use crate::recover::{backfill, dead_letters, replay_dead, replay_log};
-use crate::{check, pg, run, setup, status, tail, teardown};
+use crate::{check, pg, redact, run, setup, status, tail, teardown};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -110,15 +110,16 @@ pub fn main() -> ExitCode {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact::text(&e.to_string(), &[]));
             return ExitCode::from(2);
         }
     };
+    let secrets = redact::secrets(&[&config.postgres.url, &config.redis.url]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(dispatch(cli.command, config)) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", masked(&message, &secrets));
             ExitCode::FAILURE
         }
     }
@@ -146,9 +147,15 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode, String> 
     }
 }
 
+/// `message` with the passwords in `secrets` (and in any URL it holds) masked, for the terminal.
+fn masked(message: &str, secrets: &[String]) -> String {
+    redact::text(message, &secrets.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// `sluice run`: the daemon, stopped by SIGTERM/SIGINT within `delivery.shutdown_timeout`.
 async fn run_daemon(config: Config) -> ExitCode {
     let limit = config.delivery.shutdown_timeout;
+    let secrets = redact::secrets(&[&config.postgres.url, &config.redis.url]);
     let (tx, rx) = watch::channel(false);
     let (overdue_tx, overdue) = tokio::sync::oneshot::channel::<&'static str>();
     tokio::spawn(async move {
@@ -166,7 +173,7 @@ async fn run_daemon(config: Config) -> ExitCode {
         result = run::run(config, rx) => match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", masked(&e.to_string(), &secrets));
                 ExitCode::from(crate::error::exit_code(&e))
             }
         },
@@ -178,7 +185,7 @@ async fn run_daemon(config: Config) -> ExitCode {
 }
 
 async fn setup_command(config: &Config, dry_run: bool, recreate_slot: bool) -> Result<ExitCode, String> {
-    let url = pg::redact(&config.postgres.url);
+    let url = redact::url(&config.postgres.url);
     let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout)
         .await
         .map_err(|e| format!("cannot connect to PostgreSQL at {url}: {e}; check postgres.url (or DATABASE_URL)"))?;

@@ -69,12 +69,12 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
     if let Err(e) = publisher.connect_within(config.redis.command_timeout).await {
         return Err(RunError::Other(format!(
             "cannot reach Redis at {} within {:?}: {e}; check redis.url (or REDIS_URL) and that Redis runs",
-            pg::redact(&config.redis.url),
+            crate::redact::url(&config.redis.url),
             config.redis.command_timeout
         )));
     }
     health::global().set_up("redis", true);
-    tracing::info!(postgres = %pg::redact(&config.postgres.url), redis = %pg::redact(&config.redis.url), mode = config.source.mode.as_str(), "sluice starting");
+    tracing::info!(postgres = %crate::redact::url(&config.postgres.url), redis = %crate::redact::url(&config.redis.url), mode = config.source.mode.as_str(), "sluice starting");
     let mut backoff = backoff_for(&config.delivery);
     let (mut pg_down, mut connected_once) = (false, false);
     loop {
@@ -106,7 +106,7 @@ async fn supervise(config: &Config, router: &Router, publisher: &Publisher, shut
             Class::Transient if !connected_once => {
                 return Err(RunError::Other(format!(
                     "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL) and that the server runs",
-                    pg::redact(&config.postgres.url)
+                    crate::redact::url(&config.postgres.url)
                 )))
             }
             Class::Transient => {

@@ -20,7 +20,7 @@ pub async fn tail(config: &RedisConfig, pattern: &str, stop: impl std::future::F
     client.connect();
     tokio::time::timeout(config.command_timeout, client.wait_for_connect())
         .await
-        .map_err(|_| format!("Redis at {} did not answer within {:?}", crate::pg::redact(&config.url), config.command_timeout))?
+        .map_err(|_| format!("Redis at {} did not answer within {:?}", crate::redact::url(&config.url), config.command_timeout))?
         .map_err(|e| e.to_string())?;
     let mut messages = client.message_rx();
     client.psubscribe(pattern).await.map_err(|e| e.to_string())?;

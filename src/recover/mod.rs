@@ -28,7 +28,7 @@ pub async fn connect(config: &Config) -> Result<pg::Conn, String> {
     pg::connect(&config.postgres.url, config.postgres.connect_timeout).await.map_err(|e| {
         format!(
             "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL)",
-            pg::redact(&config.postgres.url)
+            crate::redact::url(&config.postgres.url)
         )
     })
 }
@@ -39,7 +39,7 @@ pub async fn publisher(config: &Config) -> Result<crate::publish::Publisher, Str
     if let Err(e) = publisher.connect_within(std::time::Duration::from_secs(5)).await {
         return Err(format!(
             "cannot reach Redis at {}: {e}; check redis.url (or REDIS_URL) and that Redis is running",
-            pg::redact(&config.redis.url)
+            crate::redact::url(&config.redis.url)
         ));
     }
     Ok(publisher)
