@@ -30,7 +30,7 @@ pub async fn tail(
         .map_err(|_| {
             format!(
                 "Redis at {} did not answer within {:?}",
-                crate::pg::redact(&config.url),
+                crate::redact::url(&config.url),
                 config.command_timeout
             )
         })?
