@@ -5,16 +5,15 @@
 //! (PostgreSQL asking for passwords, Redis with `requirepass` and an ACL user), and their
 //! stdout, stderr (the daemon's log), `/readyz`, `/status` and `sluice.checkpoint.last_error`
 //! must not hold any password, nor any part of one: every password here contains [`MARK`].
+//! One more run has Redis refuse the daemon's user and then let it in, so that there is a
+//! stored `last_error` to look at whether the daemon stops on it or rides it out.
 
+#[path = "../common/mod.rs"]
 mod common;
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+mod process;
 
 use common::{redis_command, Env, DB};
+use process::{commands, config, redis_admin, write_config, Capture, Run};
 use sluice::testkit::{free_port, PgOptions, Postgres, Redis};
 
 /// In every password below; found anywhere in the output, something leaked.
@@ -27,10 +26,6 @@ const PG_SPACED: &str = "S3cr et pg";
 const REDIS_DEFAULT: &str = "S3cr-redis";
 /// The password of the Redis ACL user `sluice`.
 const REDIS_ACL: &str = "S3cr-acl";
-/// How long one `sluice run` is watched at most: long enough for a slow start, short enough
-/// for 21 runs.
-const RUN_LIMIT: Duration = Duration::from_secs(15);
-
 /// The superuser keeps trust (the harness's psql); everyone else must give a password.
 const HBA: &str = "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
 
@@ -41,13 +36,8 @@ enum Case {
     Down,
 }
 
-/// One thing Sluice printed or stored.
-struct Capture {
-    case: String,
-    what: &'static str,
-    text: String,
-}
-
+/// PostgreSQL asking every role but the superuser for a password, Redis with `requirepass`
+/// and an ACL user, the seed schema and `sluice setup`.
 fn servers() -> Env {
     let options = PgOptions {
         settings: Vec::new(),
@@ -79,33 +69,6 @@ fn servers() -> Env {
         "+OK"
     );
     env
-}
-
-/// A config for `pg` and `redis`, quick to give up on a server, serving HTTP on `http_port`.
-fn config(pg: &str, redis: &str, http_port: u16) -> String {
-    format!(
-        r#"[postgres]
-url = "{pg}"
-connect_timeout = "1s"
-[redis]
-url = "{redis}"
-command_timeout = "1s"
-[source]
-mode = "trigger"
-poll_interval = "100ms"
-[delivery]
-max_backoff = "1s"
-[apps]
-crm = {{ prefixes = ["crm."] }}
-[[tables]]
-table = "public.credit_configurations"
-type = "credit-configs"
-tenant = "tenant_id"
-app = {{ operation_code = "operation_code" }}
-[http]
-listen = "127.0.0.1:{http_port}"
-"#
-    )
 }
 
 /// The PostgreSQL URLs of every form for `case`, each with a Redis URL that works.
@@ -175,109 +138,18 @@ fn redis_forms(env: &Env, case: Case) -> Vec<(String, String, String)> {
     .collect()
 }
 
-/// The `sluice` binary with `config`, and no URL from the environment.
-fn sluice(config: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command
-        .arg("--config")
-        .arg(config)
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL");
-    command
+/// No stored error, and a change to publish (so a Redis that cannot be used is found out).
+fn prepare(env: &Env, name: &str) {
+    env.sql("UPDATE sluice.checkpoint SET last_error = NULL, last_error_at = NULL");
+    env.sql(&format!(
+        "INSERT INTO credit_configurations (config_id, tenant_id, operation_code) \
+         VALUES ('{name}', 'acme', 'crm.leads.create')"
+    ));
 }
 
-/// `GET path` on 127.0.0.1:`port`, the whole answer; empty when nothing answers.
-fn http_get(port: u16, path: &str) -> String {
-    let exchange = || -> std::io::Result<String> {
-        let mut stream =
-            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    };
-    exchange().unwrap_or_default()
-}
-
-/// `sluice run` until it exits, turns ready, or logs a warning or an error (it may exit on a
-/// server that is down, or stay and retry); then `/readyz` and `/status`, SIGTERM, and what it
-/// printed. Returns whether it was ready.
-fn run_daemon(config: &Path, http_port: u16, case: &str, out: &mut Vec<Capture>) -> bool {
-    let dir = config.parent().unwrap();
-    let (stdout, stderr) = (dir.join("run.out"), dir.join("run.err"));
-    let mut child = sluice(config)
-        .args(["--log-level", "sluice=debug,info", "run"])
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("spawn sluice run");
-    let deadline = Instant::now() + RUN_LIMIT;
-    let mut ready = false;
-    while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-        let log = std::fs::read_to_string(&stderr).unwrap_or_default();
-        ready = http_get(http_port, "/readyz").starts_with("HTTP/1.1 200");
-        if ready || log.contains("WARN") || log.contains("ERROR") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for (what, path) in [("/readyz", "/readyz"), ("/status", "/status")] {
-        out.push(Capture {
-            case: case.into(),
-            what,
-            text: http_get(http_port, path),
-        });
-    }
-    stop(&mut child);
-    for (what, path) in [("run stdout", &stdout), ("run stderr", &stderr)] {
-        out.push(Capture {
-            case: case.into(),
-            what,
-            text: std::fs::read_to_string(path).unwrap_or_default(),
-        });
-    }
-    ready
-}
-
-/// SIGTERM, then SIGKILL if it has not exited within 10 s.
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The one-shot commands, each with stdout and stderr.
-fn commands(config: &Path, case: &str, out: &mut Vec<Capture>) {
-    for (what, args) in [
-        ("check", &["check"][..]),
-        ("status", &["status"]),
-        ("setup --dry-run", &["setup", "--dry-run"]),
-    ] {
-        let output = sluice(config).args(args).output().expect("run sluice");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        out.push(Capture {
-            case: case.into(),
-            what,
-            text,
-        });
-    }
+fn last_error(env: &Env) -> String {
+    let sql = "SELECT coalesce(string_agg(last_error, E'\\n'), '') FROM sluice.checkpoint";
+    env.sql(sql).trim().to_string()
 }
 
 /// Every case, one after the other: each run's `last_error` is its own.
@@ -285,24 +157,48 @@ fn run_all(env: &Env, cases: Vec<(String, String, String)>) -> (Vec<Capture>, Ve
     let mut out = Vec::new();
     let mut ready = Vec::new();
     for (n, (case, pg, redis)) in cases.into_iter().enumerate() {
-        let http_port = free_port();
-        let path: PathBuf = env.dir.path().join(format!("case-{n}")).join("sluice.toml");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, config(&pg, &redis, http_port)).unwrap();
+        let (path, http_port) = write_config(env, &format!("case-{n}"), &pg, &redis);
         commands(&path, &case, &mut out);
-        env.sql("UPDATE sluice.checkpoint SET last_error = NULL, last_error_at = NULL");
-        if run_daemon(&path, http_port, &case, &mut out) {
+        prepare(env, &format!("case-{n}"));
+        let mut run = Run::start(&path, http_port);
+        run.watch(Run::settled);
+        if run.ready() {
             ready.push(case.clone());
         }
-        let stored =
-            env.sql("SELECT coalesce(string_agg(last_error, E'\\n'), '') FROM sluice.checkpoint");
+        run.finish(&case, &mut out);
+        let text = last_error(env);
         out.push(Capture {
             case,
             what: "sluice.checkpoint.last_error",
-            text: stored.trim().to_string(),
+            text,
         });
     }
     (out, ready)
+}
+
+/// Redis refuses the daemon's ACL user at first and lets it in later: the daemon stops on it
+/// or rides it out, and either way stores what happened in `last_error`, which is returned.
+fn refused_then_let_in(env: &Env, out: &mut Vec<Capture>) -> String {
+    let (case, port) = (
+        "redis user:password@, refused then let in",
+        env.redis.port(),
+    );
+    let redis = format!("redis://sluice:{REDIS_ACL}@127.0.0.1:{port}");
+    let (path, http_port) = write_config(env, "refused", &env.pg.url_for(DB), &redis);
+    prepare(env, "refused");
+    redis_admin(port, REDIS_DEFAULT, &["ACL", "SETUSER", "sluice", "off"]);
+    let mut run = Run::start(&path, http_port);
+    run.watch(Run::settled);
+    redis_admin(port, REDIS_DEFAULT, &["ACL", "SETUSER", "sluice", "on"]);
+    run.watch(|_| !last_error(env).is_empty());
+    run.finish(case, out);
+    let text = last_error(env);
+    out.push(Capture {
+        case: case.into(),
+        what: "sluice.checkpoint.last_error",
+        text: text.clone(),
+    });
+    text
 }
 
 /// Panics naming every capture that holds [`MARK`], with its lines that do.
@@ -330,7 +226,8 @@ fn no_password_is_printed_or_stored_in_any_form() {
         cases.extend(pg_forms(&env, case));
         cases.extend(redis_forms(&env, case));
     }
-    let (captures, ready) = run_all(&env, cases);
+    let (mut captures, ready) = run_all(&env, cases);
+    let refused = refused_then_let_in(&env, &mut captures);
     let stored = captures
         .iter()
         .filter(|c| c.what == "sluice.checkpoint.last_error" && !c.text.is_empty());
@@ -341,7 +238,7 @@ fn no_password_is_printed_or_stored_in_any_form() {
     );
     assert_no_password(&captures);
     // The right passwords work in every form the daemon's clients read (fred takes a Redis
-    // password from the user info only), and failures were stored where PostgreSQL answered.
+    // password from the user info only).
     for form in [
         "postgres user info",
         "postgres ?password=",
@@ -356,7 +253,7 @@ fn no_password_is_printed_or_stored_in_any_form() {
         );
     }
     assert!(
-        !stored.is_empty(),
-        "no case stored a last_error: the test would not see it leak"
+        !refused.is_empty(),
+        "Redis refusing the daemon left no last_error to look at"
     );
 }
