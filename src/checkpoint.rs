@@ -119,7 +119,9 @@ pub async fn save_error(
     name: &str,
 ) -> Result<(), tokio_postgres::Error> {
     if let Some((text, at)) = health.unsaved_error() {
-        client.execute(SAVE_ERROR, &[&name, &text, &at]).await?;
+        client
+            .execute(SAVE_ERROR, &[&name, &crate::redact::text(&text, &[]), &at])
+            .await?;
         health.mark_error_saved();
     }
     Ok(())

@@ -11,7 +11,7 @@ use crate::health::{Health, Phase};
 use crate::recover::{backfill, dead_letters, replay_dead, replay_log};
 use crate::route::Router;
 use crate::telemetry::{init_logging, LogFormat};
-use crate::{check, pg, run, setup, status, tail, teardown};
+use crate::{check, pg, redact, run, setup, status, tail, teardown};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,10 +129,11 @@ pub fn main() -> ExitCode {
     let (config, router) = match load(&path) {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact::text(&e.to_string(), &[]));
             return ExitCode::from(2);
         }
     };
+    let secrets = redact::secrets(&[&config.postgres.url, &config.redis.url]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -140,7 +141,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command, config, router)) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", masked(&message, &secrets));
             ExitCode::FAILURE
         }
     }
@@ -188,9 +189,18 @@ async fn dispatch(command: Command, config: Config, router: Router) -> Result<Ex
     }
 }
 
+/// `message` with the passwords in `secrets` (and in any URL it holds) masked, for the terminal.
+fn masked(message: &str, secrets: &[String]) -> String {
+    redact::text(
+        message,
+        &secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
 /// `sluice run`: the daemon, stopped by SIGTERM/SIGINT within `delivery.shutdown_timeout`.
 async fn run_daemon(config: Config, router: Router) -> ExitCode {
     let limit = config.delivery.shutdown_timeout;
+    let secrets = redact::secrets(&[&config.postgres.url, &config.redis.url]);
     let health = std::sync::Arc::new(Health::new());
     let (tx, rx) = watch::channel(false);
     let (overdue_tx, overdue) = tokio::sync::oneshot::channel::<&'static str>();
@@ -210,7 +220,7 @@ async fn run_daemon(config: Config, router: Router) -> ExitCode {
         result = run::run(config, router, health, rx) => match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", masked(&e.to_string(), &secrets));
                 ExitCode::from(crate::error::exit_code(&e))
             }
         },
@@ -226,7 +236,7 @@ async fn setup_command(
     dry_run: bool,
     recreate_slot: bool,
 ) -> Result<ExitCode, String> {
-    let url = pg::redact(&config.postgres.url);
+    let url = redact::url(&config.postgres.url);
     let conn = pg::connect(&config.postgres.url, config.postgres.connect_timeout)
         .await
         .map_err(|e| {

@@ -3,9 +3,14 @@
 //! They are how an orchestrator and Prometheus see the daemon, so they only read state that
 //! others keep current ([`crate::health`], the metrics recorder) and never wait on PostgreSQL
 //! or Redis: a probe answers at once even while both servers are gone, which is exactly when
-//! it matters. A minimal hyper HTTP/1 server (no keep-alive, a bounded number of connections,
-//! a header timeout) is enough for probes and scrapes on a local address; it listens on
-//! `127.0.0.1:9750` unless configured otherwise, and `http.listen = ""` turns it off.
+//! it matters. A minimal hyper HTTP/1 server is enough for probes and scrapes on a local
+//! address; it listens on `127.0.0.1:9750` unless configured otherwise, and `http.listen = ""`
+//! turns it off.
+//!
+//! Idle connections never keep a probe waiting: the server always accepts, and at
+//! [`MAX_CONNECTIONS`] it closes the oldest idle one to make room ([`pool`]); a client has
+//! [`HEADER_TIMEOUT`] to send its request headers, and a kept-alive connection as long for its
+//! next request, so a stalled connection is closed soon after anyway.
 //!
 //! * `/healthz`: 200 while the work loop turned recently (see [`stall_limit`]); 503 means the
 //!   process is stuck and a restart would help.
@@ -19,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -29,16 +33,39 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use pool::{Activity, Admit, Answer, InFlight, Pool};
+
 use crate::config::Config;
 use crate::health::Health;
 use crate::telemetry as m;
 
-/// Connections served at once; more wait to be accepted.
+/// Connections held open at once; at this many, a new one closes the oldest idle one.
 const MAX_CONNECTIONS: usize = 64;
-/// A client must send its request headers within this time.
+/// A client must send its request headers within this time, counted from the connect, and on a
+/// kept-alive connection from the end of the previous answer (hyper's `header_read_timeout`
+/// is also the keep-alive idle timeout).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// No connection lives longer than this, whatever the client does.
+/// A connection is asked to close after this long (after the answer in progress, if any).
 const CONNECTION_LIMIT: Duration = Duration::from_secs(30);
+/// The answer to a connection refused because every slot is answering a request.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+    content-length: 36\r\nconnection: close\r\n\r\nbusy: too many requests in progress\n";
+
+/// The bounds of the server's connections (tests use shorter ones).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    header_timeout: Duration,
+    connection_limit: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    max_connections: MAX_CONNECTIONS,
+    header_timeout: HEADER_TIMEOUT,
+    connection_limit: CONNECTION_LIMIT,
+};
+
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 
@@ -89,7 +116,7 @@ pub async fn start(
     });
     Ok(Some(Server {
         addr,
-        task: tokio::spawn(accept(listener, endpoints, health)),
+        task: tokio::spawn(accept(listener, endpoints, health, LIMITS)),
     }))
 }
 
@@ -113,39 +140,80 @@ pub fn stall_limit(config: &Config) -> Duration {
             .max(config.redis.command_timeout)
 }
 
-async fn accept(listener: TcpListener, endpoints: Arc<Endpoints>, health: Arc<Health>) {
-    let mut connections = JoinSet::new();
+/// Accepts every connection as it arrives, making room at the cap (see [`pool`]).
+async fn accept(
+    listener: TcpListener,
+    endpoints: Arc<Endpoints>,
+    health: Arc<Health>,
+    limits: Limits,
+) {
+    let mut tasks = JoinSet::new();
+    let mut pool = Pool::new(limits.max_connections);
     loop {
-        while connections.try_join_next().is_some() {}
-        if connections.len() >= MAX_CONNECTIONS {
-            connections.join_next().await;
-        }
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                connections.spawn(serve(stream, endpoints.clone(), health.clone()));
-            }
+        while tasks.try_join_next().is_some() {}
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot accept an HTTP connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match pool.admit() {
+            Admit::Free => {}
+            Admit::Shed => {
+                tracing::debug!("HTTP connections at the cap: closed the oldest idle one")
+            }
+            Admit::Full => {
+                tracing::debug!("HTTP connections at the cap, all answering: refused a new one");
+                let _ = stream.try_write(BUSY);
+                continue;
             }
         }
+        let activity = Arc::new(Activity::default());
+        let task = tasks.spawn(serve(
+            stream,
+            endpoints.clone(),
+            health.clone(),
+            activity.clone(),
+            limits,
+        ));
+        pool.push(task, activity);
     }
 }
 
-async fn serve(stream: TcpStream, endpoints: Arc<Endpoints>, health: Arc<Health>) {
+/// One connection: requests answered until the client closes it, it sends no request
+/// headers for `header_timeout`, or it has lived `connection_limit`.
+async fn serve(
+    stream: TcpStream,
+    endpoints: Arc<Endpoints>,
+    health: Arc<Health>,
+    activity: Arc<Activity>,
+    limits: Limits,
+) {
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+        let in_flight = activity.begin();
         let reply = endpoints.respond(request.method(), request.uri().path(), &health);
-        async move { Ok::<_, Infallible>(reply.into_response()) }
+        async move { Ok::<_, Infallible>(reply.into_response(in_flight)) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(false)
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
-    match tokio::time::timeout(CONNECTION_LIMIT, connection).await {
-        Ok(Err(e)) => tracing::debug!(error = %e, "HTTP connection failed"),
-        Err(_) => tracing::debug!("HTTP connection closed after {CONNECTION_LIMIT:?}"),
-        Ok(Ok(())) => {}
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = tokio::time::sleep(limits.connection_limit) => {
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(limits.header_timeout, connection).await {
+                Ok(result) => result,
+                Err(_) => return tracing::debug!("HTTP connection dropped after {:?}", limits.connection_limit),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTP connection failed");
     }
 }
 
@@ -173,9 +241,10 @@ impl Reply {
         }
     }
 
-    fn into_response(self) -> Response<Full<Bytes>> {
+    /// The response; `in_flight` ends once hyper has taken the whole body.
+    fn into_response(self, in_flight: InFlight) -> Response<Answer> {
         let allow_get = self.status == StatusCode::METHOD_NOT_ALLOWED;
-        let mut response = Response::new(Full::new(self.body));
+        let mut response = Response::new(Answer::new(self.body, in_flight));
         *response.status_mut() = self.status;
         response
             .headers_mut()
@@ -244,5 +313,6 @@ impl Endpoints {
     }
 }
 
+mod pool;
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,7 @@
 //! | [`setup::partitions`] | partitioned tables: setup covers each partition, and those added later |
 //! | [`status`], [`teardown`] | where the source stands (from PostgreSQL); removing what setup made |
 //! | [`pg`] | PostgreSQL connections, every statement bounded |
+//! | [`redact`] | passwords masked in URLs and messages, before anything is printed or stored |
 //! | [`error`] | sorting failures into transient and fatal |
 //! | [`health`] | the daemon's state, a handle shared by the loop, the monitor and the probes |
 //! | [`http`] | `/metrics`, `/healthz`, `/readyz`, `/status` |
@@ -87,6 +88,7 @@ pub mod pg;
 pub mod pipeline;
 pub mod publish;
 pub mod recover;
+pub mod redact;
 pub mod route;
 pub mod run;
 pub mod setup;

@@ -50,8 +50,8 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracing::info!(
-        postgres = %pg::redact(&config.postgres.url),
-        redis = %pg::redact(&config.redis.url),
+        postgres = %crate::redact::url(&config.postgres.url),
+        redis = %crate::redact::url(&config.redis.url),
         mode = config.source.mode.as_str(),
         "sluice starting"
     );

@@ -83,7 +83,7 @@ async fn connect(client: &impl ClientLike, config: &RedisConfig) -> Result<(), S
         .map_err(|_| {
             format!(
                 "Redis at {} did not answer within {:?}",
-                crate::pg::redact(&config.url),
+                crate::redact::url(&config.url),
                 config.command_timeout
             )
         })?

@@ -490,3 +490,88 @@ fn a_port_in_use_is_one_fatal_line_naming_http_listen() {
         "{stderr}"
     );
 }
+
+/// How long the daemon gives a client to send its request headers (and a kept-alive
+/// connection to send its next request); `src/http.rs` says so too.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens `count` connections to `port`; each sends `first` (maybe nothing) and then stalls.
+fn stalled(port: u16, count: usize, first: &str) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(first.as_bytes()).unwrap();
+            s
+        })
+        .collect()
+}
+
+/// True once the server closed `s` (end of stream, or a reset) within `limit`.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit.max(Duration::from_millis(1))))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {} // an answer (408, say) before the close
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_at_once_past_220_stalled_connections_which_close_after_the_header_timeout()
+{
+    let (env, port) = start("");
+    let daemon = env.daemon();
+    ready(port, WAIT, || daemon.log()).await;
+    let opened = Instant::now();
+    let mut idle = stalled(port, 200, "");
+    idle.extend(stalled(port, 20, "GET /heal"));
+    for round in 0..5 {
+        let asked = Instant::now();
+        let answer = get(port, "/healthz");
+        let took = asked.elapsed();
+        eprintln!(
+            "/healthz past {} stalled connections: {answer:?} in {took:?}",
+            idle.len()
+        );
+        assert_eq!(
+            answer,
+            (200, "ok\n".into()),
+            "round {round}\n{}",
+            daemon.log()
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round}: /healthz took {took:?}, past a 2 s probe timeout"
+        );
+    }
+    // The server closes every stalled connection by the header timeout (those shed for the
+    // probes sooner).
+    let deadline = opened + HEADER_TIMEOUT + Duration::from_secs(3);
+    let open: Vec<usize> = (0..idle.len())
+        .filter(|&i| {
+            !closed_within(
+                &mut idle[i],
+                deadline.saturating_duration_since(Instant::now()),
+            )
+        })
+        .collect();
+    assert!(
+        open.is_empty(),
+        "{} stalled connections still open {:?} after they were opened: {open:?}",
+        open.len(),
+        opened.elapsed()
+    );
+    assert_eq!(get(port, "/readyz"), (200, "ready\n".into()));
+}

@@ -46,7 +46,7 @@ pub async fn postgres(client: &Client, url: &str) -> Finding {
 
 /// Connects the way the daemon does (TLS, AUTH, SELECT, PING) and says how.
 pub async fn redis(config: &RedisConfig) -> Finding {
-    let url = pg::redact(&config.url);
+    let url = crate::redact::url(&config.url);
     let publisher = match Publisher::new(config) {
         Ok(p) => p,
         Err(e) => return fail(format!("redis {url}: {e}")),

@@ -9,8 +9,8 @@ mod partitions;
 mod state;
 
 use crate::config::{qualify, Config, SourceMode};
-use crate::pg;
 use crate::setup::table_shape;
+use crate::{pg, redact};
 
 /// One finding. A warning does not fail the check: it works, but an operator should know.
 pub struct Finding {
@@ -64,11 +64,18 @@ pub async fn check(config: &Config) -> Vec<Finding> {
     ))];
     out.extend(check_postgres(config).await);
     out.push(encryption::redis(&config.redis).await);
-    out
+    let secrets = redact::secrets(&[&config.postgres.url, &config.redis.url]);
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    out.into_iter()
+        .map(|f| Finding {
+            text: redact::text(&f.text, &secrets),
+            ..f
+        })
+        .collect()
 }
 
 async fn check_postgres(config: &Config) -> Vec<Finding> {
-    let url = pg::redact(&config.postgres.url);
+    let url = redact::url(&config.postgres.url);
     let conn = match pg::connect(&config.postgres.url, config.postgres.connect_timeout).await {
         Ok(c) => c,
         Err(e @ pg::PgError::Tls(_)) => return vec![fail(format!("postgres {url}: {e}"))],

@@ -30,7 +30,7 @@ pub async fn connect(config: &Config) -> Result<pg::Conn, String> {
         .map_err(|e| {
             format!(
                 "cannot connect to PostgreSQL at {}: {e}; check postgres.url (or DATABASE_URL)",
-                pg::redact(&config.postgres.url)
+                crate::redact::url(&config.postgres.url)
             )
         })
 }
@@ -45,7 +45,7 @@ pub async fn publisher(config: &Config) -> Result<crate::publish::Publisher, Str
     {
         return Err(format!(
             "cannot reach Redis at {}: {e}; check redis.url (or REDIS_URL) and that Redis is running",
-            pg::redact(&config.redis.url)
+            crate::redact::url(&config.redis.url)
         ));
     }
     Ok(publisher)
