@@ -87,19 +87,19 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO sluice.change_log (table_name, operation, record_id, tenant_id, new_row)
         SELECT tbl, 'INSERT', sluice.record_key(r, key_cols), r ->> tenant_col, r
-        FROM (SELECT to_jsonb(n) AS r FROM new_table n OFFSET 0) s;
+        FROM (SELECT to_jsonb(n.*) AS r FROM new_table n OFFSET 0) s;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO sluice.change_log (table_name, operation, record_id, tenant_id, new_row, old_row)
         SELECT tbl, 'UPDATE', n.k, n.r ->> tenant_col, n.r, o.r
         FROM (SELECT r, sluice.record_key(r, key_cols) AS k
-              FROM (SELECT to_jsonb(x) AS r FROM new_table x OFFSET 0) a OFFSET 0) n
+              FROM (SELECT to_jsonb(x.*) AS r FROM new_table x OFFSET 0) a OFFSET 0) n
         LEFT JOIN (SELECT r, sluice.record_key(r, key_cols) AS k
-                   FROM (SELECT to_jsonb(x) AS r FROM old_table x OFFSET 0) b OFFSET 0) o
+                   FROM (SELECT to_jsonb(x.*) AS r FROM old_table x OFFSET 0) b OFFSET 0) o
                ON o.k = n.k;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO sluice.change_log (table_name, operation, record_id, tenant_id, old_row)
         SELECT tbl, 'DELETE', sluice.record_key(r, key_cols), r ->> tenant_col, r
-        FROM (SELECT to_jsonb(o) AS r FROM old_table o OFFSET 0) s;
+        FROM (SELECT to_jsonb(o.*) AS r FROM old_table o OFFSET 0) s;
     ELSE
         INSERT INTO sluice.change_log (table_name, operation) VALUES (tbl, 'TRUNCATE');
     END IF;

@@ -44,6 +44,7 @@ pub async fn tail(
     connect(&reader, config).await?;
     let resubscribe = subscriber.manage_subscriptions();
     let mut messages = subscriber.message_rx();
+    let mut reconnects = subscriber.reconnect_rx();
     subscriber
         .psubscribe(pattern)
         .await
@@ -62,6 +63,15 @@ pub async fn tail(
                 }
                 Err(_) => break,
             },
+            Ok(_) = reconnects.recv() => {
+                // What was published while the subscription was down is in the histories.
+                for (channel, (_, last)) in seen.iter_mut() {
+                    if let Some(printed) = catch_up(&reader, channel, *last, None).await {
+                        *last = printed;
+                    }
+                }
+                continue;
+            }
         };
         let payload = message
             .value
@@ -100,42 +110,57 @@ async fn print_in_order(reader: &Client, seen: &mut Seen, channel: &str, payload
         return print(channel, payload); // a replay, or a publisher without numbers
     };
     match seen.get(channel) {
-        Some((known, last)) if *known == epoch && seq <= *last => return, // fetched already
-        Some((known, last)) if *known == epoch && seq > last + 1 => catch_up(reader, channel, *last, seq).await,
-        Some(_) => eprintln!("tail: {channel}: a new epoch {epoch} (Redis lost the channel's state); numbering starts again"),
-        None => {}
+        Some((known, last)) if *known == epoch && seq <= *last => return, // printed already
+        Some((known, last)) if *known == epoch && seq > last + 1 => {
+            catch_up(reader, channel, *last, Some(seq)).await;
+        }
+        Some((known, _)) if *known != epoch => {
+            eprintln!("tail: {channel}: a new epoch {epoch} (Redis lost the channel's state); numbering starts again")
+        }
+        _ => {}
     }
     seen.insert(channel.to_string(), (epoch, seq));
     print(channel, payload);
 }
 
-/// Prints the history entries between `last` and `seq` (both excluded).
-async fn catch_up(reader: &Client, channel: &str, last: u64, seq: u64) {
+/// Prints the history entries after `last` (and before `upto`, when given); the last seq
+/// printed, if any.
+async fn catch_up(reader: &Client, channel: &str, last: u64, upto: Option<u64>) -> Option<u64> {
     let key = format!("sluice:history:{{{channel}}}");
+    let end = upto.map_or("+".to_string(), |s| format!("{}-0", s - 1));
     let entries: Result<Vec<(String, HashMap<String, String>)>, _> = reader
-        .xrange(
-            key,
-            format!("{}-0", last + 1),
-            format!("{}-0", seq - 1),
-            None,
-        )
+        .xrange(key, format!("{}-0", last + 1), end, None)
         .await;
-    let entries = entries.unwrap_or_default();
-    let first = entries
-        .first()
-        .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok());
-    if first != Some(last + 1) {
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(e) => {
+            eprintln!("tail: {channel}: cannot read the history: {e}");
+            return None;
+        }
+    };
+    let seq_of = |id: &str| id.split('-').next()?.parse::<u64>().ok();
+    if let Some(upto) = upto {
+        if entries.first().and_then(|(id, _)| seq_of(id)) != Some(last + 1) {
+            eprintln!(
+                "tail: {channel}: seq {} to {} are no longer in the history; resync needed",
+                last + 1,
+                upto - 1
+            );
+        }
+    }
+    if !entries.is_empty() {
         eprintln!(
-            "tail: {channel}: seq {} to {} are no longer in the history; resync needed",
-            last + 1,
-            seq - 1
+            "tail: {channel}: fetched {} missed events from history",
+            entries.len()
         );
     }
+    let printed = entries.last().and_then(|(id, _)| seq_of(id));
     for (_, mut fields) in entries {
         if let Some(event) = fields.remove("event") {
             print(channel, &event);
         }
     }
+    printed
 }
 
 fn print(channel: &str, payload: &str) {

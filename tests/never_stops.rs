@@ -16,8 +16,11 @@ const WAIT: Duration = Duration::from_secs(30);
 const LOGICAL: &str = "mode = \"logical\"\nheartbeat_interval = \"1s\"\nstatus_interval = \"1s\"";
 const TRIGGER: &str = "mode = \"trigger\"";
 
+/// Columns named like the capture trigger's table aliases (`n`, `x`, `o`) must not stand in for
+/// the row.
 const THINGS: &str =
-    "CREATE TABLE things (id text PRIMARY KEY, tenant_id text, code text, doc json, note text);";
+    "CREATE TABLE things (id text PRIMARY KEY, tenant_id text, code text, doc json, note text, \
+    n int DEFAULT 1, x int DEFAULT 2, o int DEFAULT 3);";
 
 /// A config with one route, `things`, whose cache key names `{id}`.
 fn config(pg: &str, redis: &str, mode: &str, apps: &str, http: u16) -> String {
@@ -102,6 +105,12 @@ async fn poison_rows_are_parked_and_the_rest_flow(mode: &str) {
     )
     .await;
     assert_eq!(ids(&sub), ["a", "b"]);
+    let data = &sub.all()[0].event["data"];
+    assert_eq!(
+        (data["n"].as_i64(), data["x"].as_i64(), data["o"].as_i64()),
+        (Some(1), Some(2), Some(3)),
+        "{data}"
+    );
     let (reason, tenant, _) = &env.dead_letters()[0];
     assert_eq!((reason.as_str(), tenant.as_str()), ("invalid_key", "t1"));
     let error = env.sql("SELECT error FROM sluice.dead_letter WHERE reason = 'invalid_key'");

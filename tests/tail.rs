@@ -1,0 +1,156 @@
+//! `sluice tail` as a consumer that recovers by itself: stopped long enough for Redis to cut
+//! it off (its pub/sub output buffer limit), it comes back, subscribes again, notices the jump
+//! in `seq`, fetches what it missed from the channel's history, and prints every event once,
+//! in order.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{redis_command, wait_until, Env};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A running `sluice tail`, its stdout lines and stderr collected.
+struct Tail {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tail {
+    fn start(env: &Env, pattern: &str) -> Tail {
+        let mut child = env
+            .command()
+            .args(["tail", pattern])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                    .for_each(|l| sink.lock().unwrap().push(l))
+            });
+            lines
+        };
+        let lines = collect(Box::new(child.stdout.take().unwrap()));
+        let errors = collect(Box::new(child.stderr.take().unwrap()));
+        Tail {
+            child,
+            lines,
+            errors,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    fn count(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    fn errors(&self) -> String {
+        self.errors.lock().unwrap().join("\n")
+    }
+
+    /// The seqs printed per channel, in print order.
+    fn seqs(&self) -> BTreeMap<String, Vec<u64>> {
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for line in self.lines.lock().unwrap().iter() {
+            let (channel, payload) = line.split_once(' ').unwrap();
+            let event: serde_json::Value = serde_json::from_str(payload).unwrap();
+            out.entry(channel.to_string())
+                .or_default()
+                .push(event["seq"].as_u64().unwrap());
+        }
+        out
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_cut_off_as_a_slow_consumer_fetches_what_it_missed_from_history() {
+    let env = Env::start("mode = \"trigger\"");
+    let daemon = env.daemon();
+    let tail = Tail::start(&env, "crm:*");
+    wait_until(
+        WAIT,
+        || tail.errors().contains("listening on"),
+        || tail.errors(),
+    )
+    .await;
+    common::insert(&env, 1, 5);
+    wait_until(WAIT, || tail.count() == 5, || tail.errors()).await;
+
+    // Stopped, the tail reads nothing; past 64 kB queued Redis drops it, as it drops any
+    // subscriber that cannot keep up.
+    let reply = redis_command(
+        env.redis.port(),
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 64kb 64kb 0",
+        ],
+    );
+    assert!(reply.starts_with("+OK"), "{reply}");
+    tail.signal("-STOP");
+    common::insert(&env, 6, 3000);
+    wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
+    tail.signal("-CONT");
+    // Whether the tail missed events depends on when it got back: keep writing until it has
+    // printed every one, each new event showing a gap on its channel if there is one.
+    let mut written = 3000;
+    let deadline = std::time::Instant::now() + WAIT;
+    while tail.count() < written {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {written} printed\n{}",
+            tail.count(),
+            tail.errors()
+        );
+        written += 1;
+        common::insert(&env, written as i64, written as i64);
+        let printed = || tail.count() >= written;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while !printed() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+    for (channel, seqs) in tail.seqs() {
+        let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, want, "{channel}: every event once, in order");
+    }
+    assert_eq!(tail.count(), written);
+    assert!(
+        !tail.errors().contains("resync needed"),
+        "{}",
+        tail.errors()
+    );
+    assert!(
+        tail.errors().contains("missed events from history"),
+        "a gap was fetched: {}",
+        tail.errors()
+    );
+}
