@@ -303,3 +303,37 @@ async fn history_is_trimmed_and_replays_take_no_number() {
         "300-0"
     );
 }
+
+/// A standby that takes over after `kill -9` of the active daemon goes on numbering where the
+/// active one stopped: the channel's meta lives in Redis, not in the process.
+async fn takeover_keeps_numbering(mode: &str) {
+    let env = Env::start(mode);
+    let sub = env.subscribe().await;
+    let mut active = env.daemon();
+    common::insert(&env, 1, 500);
+    sub.wait_for(500, WAIT, || active.log()).await;
+    let standby = env.daemon_with(&env.config);
+    wait_until(WAIT, || standby.log().contains("standby"), || standby.log()).await;
+    common::insert(&env, 501, 2000);
+    wait_until(WAIT, || sub.count() > 600, || active.log()).await;
+    active.sigkill();
+    common::insert(&env, 2001, 2500);
+    wait_until(
+        WAIT,
+        || common::distinct(&sub) == 2500,
+        || format!("{} of 2500\n{}", common::distinct(&sub), standby.log()),
+    )
+    .await;
+    common::fenced(&env, &sub).await;
+    assert_eq!(assert_numbered_once(&sub), 2500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_taking_over_goes_on_numbering_in_trigger_mode() {
+    takeover_keeps_numbering(TRIGGER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_taking_over_goes_on_numbering_in_logical_mode() {
+    takeover_keeps_numbering(LOGICAL).await;
+}
