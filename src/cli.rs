@@ -202,6 +202,7 @@ async fn run_daemon(config: Config, router: Router) -> ExitCode {
     let limit = config.delivery.shutdown_timeout;
     let secrets = redact::secrets(&[&config.postgres.url, &config.redis.url]);
     let health = std::sync::Arc::new(Health::new());
+    ignore_sighup();
     let (tx, rx) = watch::channel(false);
     let (overdue_tx, overdue) = tokio::sync::oneshot::channel::<&'static str>();
     let stopping = health.clone();
@@ -282,6 +283,20 @@ fn interrupted() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+/// SIGHUP would end the process silently (its default), and systemd would count that as a
+/// clean stop. The daemon keeps running and says so: nothing is reloaded in place.
+fn ignore_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received and ignored: nothing is reloaded in place; restart sluice to apply config changes");
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -3,6 +3,7 @@
 //! Labels are bounded: table, operation, app, type and reason come from the config or a fixed
 //! set, never from a row (no tenant, no raw value).
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 pub const CHANGES_RECEIVED: &str = "sluice_changes_received_total";
@@ -44,14 +45,35 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber; `level` is a tracing filter such as `info` or `sluice=debug`.
+/// Colours only on a terminal, and never when `NO_COLOR` is set to anything non-empty
+/// (<https://no-color.org>): a file, a pipe or `docker logs` gets plain text.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(super::colour(true, None));
+        assert!(super::colour(true, Some("".into())));
+        assert!(!super::colour(true, Some("1".into())));
+        assert!(!super::colour(false, None));
+    }
 }

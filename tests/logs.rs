@@ -93,3 +93,33 @@ async fn no_log_line_and_no_finding_shows_a_password() {
     assert!(findings.contains("***"), "{findings}");
     assert_no_secret("check", &findings);
 }
+
+/// Written to a file (not a terminal), the log has no colour codes; SIGHUP is logged and
+/// ignored rather than ending the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_is_plain_text_and_sighup_does_not_stop_the_daemon() {
+    let env = Env::start("");
+    let sub = env.subscribe().await;
+    let mut daemon = env.daemon();
+    insert(&env, 1, 3);
+    sub.wait_for(3, WAIT, || daemon.log()).await;
+    assert!(
+        !daemon.log().contains('\u{1b}'),
+        "no ANSI escapes in a file:\n{}",
+        daemon.log()
+    );
+    daemon.send_signal("-HUP");
+    wait_until(
+        WAIT,
+        || daemon.log().contains("SIGHUP received and ignored"),
+        || daemon.log(),
+    )
+    .await;
+    insert(&env, 4, 6);
+    sub.wait_for(6, WAIT, || daemon.log()).await;
+    assert!(
+        daemon.wait_exit(Duration::from_millis(200)).is_none(),
+        "still running:\n{}",
+        daemon.log()
+    );
+}

@@ -264,8 +264,13 @@ impl Daemon {
 
     /// SIGTERM, without waiting.
     pub fn send_term(&self) {
+        self.send_signal("-TERM");
+    }
+
+    /// Sends a signal (`-HUP`, `-STOP` ...) with kill(1).
+    pub fn send_signal(&self, signal: &str) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status();
     }
 
