@@ -1,0 +1,43 @@
+/** A set that forgets its oldest members past `capacity` (for eventId dedup). */
+export class BoundedSet<T> {
+  private readonly items = new Set<T>();
+
+  constructor(readonly capacity: number) {}
+
+  has(item: T): boolean {
+    return this.items.has(item);
+  }
+
+  add(item: T): void {
+    this.items.add(item);
+    if (this.items.size > this.capacity) {
+      const oldest = this.items.values().next().value as T;
+      this.items.delete(oldest);
+    }
+  }
+}
+
+/** A FIFO queue with O(1) push and shift. */
+export class Queue<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head];
+    this.items[this.head++] = undefined;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+}
