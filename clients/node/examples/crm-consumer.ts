@@ -57,7 +57,7 @@ export class CrmConsumer {
     await this.consumer.start();
     // The current records of the state routes; the handler goes on from their seq.
     for (const type of ["credit-configs", "roles"]) {
-      this.load(await this.consumer.bootstrap(`crm:${this.tenantId}:${type}`));
+      await this.consumer.bootstrap(`crm:${this.tenantId}:${type}`, (snapshot) => this.load(snapshot));
     }
     console.log(`CRM subscribed to tenant ${this.tenantId} channels`);
   }

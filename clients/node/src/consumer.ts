@@ -164,12 +164,16 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
 
   /**
    * For routes with `state = true`: reads `sluice:state:{<ch>}` and its seq in one MULTI and
-   * moves the channel there, between two events. Apply the snapshot, then the handler goes on
-   * with the events after it.
+   * moves the channel there, between two events. `load` (awaited in the channel's order, before
+   * any later event reaches the handler) replaces the application's copy with the snapshot.
    */
-  bootstrap(channel: string): Promise<Snapshot> {
+  bootstrap(channel: string, load?: (snapshot: Snapshot) => void | Promise<void>): Promise<Snapshot> {
     const worker = this.worker(channel, undefined);
-    return worker.enqueue(() => worker.bootstrapNow());
+    return worker.enqueue(async () => {
+      const snapshot = await worker.bootstrapNow();
+      await load?.(snapshot);
+      return snapshot;
+    });
   }
 
   /** Resolves when every channel has applied all it has received (for tests and tools). */
