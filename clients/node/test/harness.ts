@@ -73,6 +73,8 @@ async function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals
 export class RedisServer {
   private proc: ChildProcess | undefined;
   readonly dir: string;
+  /** The server's log (kept across restarts). */
+  readonly logfile = join(tempDir("redis-log"), "redis.log");
 
   private constructor(
     readonly port: number,
@@ -97,8 +99,8 @@ export class RedisServer {
 
   private async boot(): Promise<void> {
     const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--dir", this.dir];
-    args.push("--appendonly", this.persistent ? "yes" : "no");
-    this.proc = track(spawn("redis-server", args, { stdio: ["ignore", "ignore", "inherit"] }));
+    args.push("--appendonly", this.persistent ? "yes" : "no", "--logfile", this.logfile);
+    this.proc = track(spawn("redis-server", args, { stdio: ["ignore", "inherit", "inherit"] }));
     const probe = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
     probe.on("error", () => {});
     try {
@@ -117,6 +119,10 @@ export class RedisServer {
     if (!options.keepData) rmSync(this.dir, { recursive: true, force: true });
     mkdirSync(this.dir, { recursive: true });
     await this.boot();
+  }
+
+  log(): string {
+    return existsSync(this.logfile) ? readFileSync(this.logfile, "utf8") : "";
   }
 
   async stop(): Promise<void> {
