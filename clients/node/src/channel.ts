@@ -47,7 +47,7 @@ const isThenable = (value: unknown): value is PromiseLike<void> =>
  */
 export class ChannelWorker {
   private readonly inbox = new Queue<Item>();
-  private readonly applied: BoundedSet<string>;
+  private readonly seen: BoundedSet<string>;
   private readonly retiredEpochs = new Set<string>();
   private running = false;
 
@@ -56,7 +56,7 @@ export class ChannelWorker {
     private readonly env: ChannelEnv,
     public position: Position | undefined,
   ) {
-    this.applied = new BoundedSet(env.dedupWindow);
+    this.seen = new BoundedSet(env.dedupWindow);
   }
 
   get busy(): boolean {
@@ -93,7 +93,12 @@ export class ChannelWorker {
     this.running = true;
     try {
       for (let item = this.inbox.shift(); item; item = this.inbox.shift()) {
-        if (item.kind === "message") this.env.taken();
+        if (item.kind === "message") {
+          this.env.taken();
+          const fast = this.applyNext(item.raw);
+          if (fast === true) continue;
+          if (fast !== false && (await fast.then(() => true, () => false))) continue;
+        }
         await this.retrying(item);
         if (this.env.stopped()) return;
       }
@@ -123,6 +128,57 @@ export class ChannelWorker {
     }
   }
 
+  /**
+   * The common case without a promise per event: the next seq of the current epoch, not applied
+   * before. Returns false for anything else (the full path then handles the message), and a
+   * promise when the handler (or the store) is asynchronous.
+   */
+  private applyNext(raw: string): boolean | Promise<void> {
+    const at = this.position;
+    if (!at) return false;
+    let event: SluiceEvent;
+    try {
+      event = JSON.parse(raw) as SluiceEvent;
+    } catch {
+      return false;
+    }
+    if (
+      event === null ||
+      typeof event.eventId !== "string" ||
+      event.seq !== at.seq + 1 ||
+      event.epoch !== at.epoch ||
+      this.seen.has(event.eventId)
+    ) {
+      return false;
+    }
+    const next: Position = { epoch: at.epoch, seq: event.seq };
+    let result: void | Promise<void>;
+    try {
+      result = this.env.handler(event, { channel: this.channel, delivery: "live", position: next });
+    } catch (error) {
+      this.env.reportError(new HandlerError(this.channel, event.eventId, error));
+      return false;
+    }
+    if (isThenable(result)) {
+      return Promise.resolve(result).then(
+        () => this.applied(event.eventId, next),
+        (error) => {
+          this.env.reportError(new HandlerError(this.channel, event.eventId, error));
+          throw error;
+        },
+      );
+    }
+    const saved = this.applied(event.eventId, next);
+    return saved === undefined ? true : saved;
+  }
+
+  private applied(eventId: string, next: Position): void | Promise<void> {
+    this.seen.add(eventId);
+    this.position = next;
+    const saved = this.env.store.save(this.channel, next);
+    if (isThenable(saved)) return Promise.resolve(saved);
+  }
+
   private parse(raw: string): SluiceEvent | undefined {
     try {
       const event = JSON.parse(raw) as SluiceEvent;
@@ -141,7 +197,7 @@ export class ChannelWorker {
     const event = this.parse(raw);
     if (!event) return;
     if (event.seq === undefined) {
-      if (!this.applied.has(event.eventId)) await this.apply(event, "replay");
+      if (!this.seen.has(event.eventId)) await this.apply(event, "replay");
       return;
     }
     const epoch = event.epoch as string;
@@ -178,7 +234,7 @@ export class ChannelWorker {
   private async apply(event: SluiceEvent, delivery: Delivery): Promise<void> {
     const next =
       event.seq === undefined ? this.position : { epoch: event.epoch as string, seq: event.seq };
-    if (!this.applied.has(event.eventId)) {
+    if (!this.seen.has(event.eventId)) {
       let result: void | Promise<void>;
       try {
         result = this.env.handler(event, { channel: this.channel, delivery, position: next });
@@ -186,7 +242,7 @@ export class ChannelWorker {
       } catch (error) {
         throw new HandlerError(this.channel, event.eventId, error);
       }
-      this.applied.add(event.eventId);
+      this.seen.add(event.eventId);
     }
     if (event.seq !== undefined) await this.moveTo(next as Position);
   }

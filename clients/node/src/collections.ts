@@ -1,6 +1,8 @@
 /** A set that forgets its oldest members past `capacity` (for eventId dedup). */
 export class BoundedSet<T> {
   private readonly items = new Set<T>();
+  private readonly ring: T[] = [];
+  private next = 0;
 
   constructor(readonly capacity: number) {}
 
@@ -9,11 +11,15 @@ export class BoundedSet<T> {
   }
 
   add(item: T): void {
-    this.items.add(item);
-    if (this.items.size > this.capacity) {
-      const oldest = this.items.values().next().value as T;
-      this.items.delete(oldest);
+    if (this.items.has(item)) return;
+    if (this.ring.length < this.capacity) {
+      this.ring.push(item);
+    } else {
+      this.items.delete(this.ring[this.next]);
+      this.ring[this.next] = item;
+      this.next = (this.next + 1) % this.capacity;
     }
+    this.items.add(item);
   }
 }
 
