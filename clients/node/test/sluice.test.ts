@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import type Redis from "ioredis";
-import { SluiceConsumer } from "../src";
+import { CrmConsumer } from "../examples/crm-consumer";
+import { SluiceConsumer, stateKey } from "../src";
 import { Recorder, assertChannel, expectedIds, insertSql, type Seen } from "./check";
 import { RedisServer, SluiceRun, Stack, tempDir, waitFor } from "./harness";
 
@@ -225,6 +226,36 @@ describe("against redis-server, PostgreSQL and sluice run", { timeout: 600_000 }
       console.log(`100k backlog: ${disconnects} cut-off(s), ${fromHistory} of ${channel(0)}'s events read back from history`);
     } finally {
       await consumer.stop();
+    }
+  });
+
+  it("the CRM example: credit configs into its map, roles filtered by CRM permissions", async () => {
+    await stack.psql(`
+      INSERT INTO credit_configurations (config_id, tenant_id, operation_code, credit_cost) VALUES
+        ('cc1', 'acme', 'crm.leads.create', 2.50), ('cc2', 'acme', 'crm.contacts.create', 1),
+        ('cc3', 'acme', 'hrms.payroll.process', 9);
+      INSERT INTO roles (role_id, tenant_id, role_name, permissions) VALUES
+        ('r1', 'acme', 'Sales', '{crm.leads.view}'), ('r2', 'acme', 'HR', '{hrms.employee.view}'),
+        ('r3', 'acme', 'Admin', '{user-management}');`);
+    await waitFor("the state routes to hold acme's rows", async () =>
+      (await admin.hlen(stateKey("crm:acme:credit-configs"))) === 2 && (await admin.hlen(stateKey("crm:acme:roles"))) === 2);
+    const crm = new CrmConsumer("acme", redis.url);
+    await crm.start();
+    try {
+      assert.equal(crm.creditCost("crm.leads.create"), 2.5);
+      assert.deepEqual([...crm.roles.keys()].sort(), ["r1", "r3"]);
+      await stack.psql(`
+        UPDATE credit_configurations SET credit_cost = 3 WHERE config_id = 'cc1';
+        DELETE FROM credit_configurations WHERE config_id = 'cc2';
+        UPDATE roles SET permissions = '{hrms.employee.view}' WHERE role_id = 'r1';
+        INSERT INTO roles (role_id, tenant_id, role_name, permissions) VALUES ('r4', 'acme', 'Support', '{crm.contacts.view}');`);
+      await waitFor("the changes in the CRM's maps", () =>
+        crm.creditCosts.get("crm.leads.create") === 3 &&
+        !crm.creditCosts.has("crm.contacts.create") &&
+        [...crm.roles.keys()].sort().join() === "r3,r4");
+      assert.throws(() => crm.creditCost("hrms.payroll.process"), /not found/);
+    } finally {
+      await crm.stop();
     }
   });
 });
