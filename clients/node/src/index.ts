@@ -1,7 +1,7 @@
 export { SluiceConsumer, type ConsumerOptions, type ConsumerEvents } from "./consumer";
 export { MemoryStore, JsonFileStore, type PositionStore, type JsonFileStoreOptions } from "./store";
 export { SluiceError, EventParseError, HandlerError, RecoveryError } from "./errors";
-export { metaKey, historyKey, stateKey } from "./keys";
+export { metaKey, historyKey, stateKey, channelName, tenantPatterns } from "./keys";
 export type {
   SluiceEvent,
   Position,

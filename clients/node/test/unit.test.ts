@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { JsonFileStore } from "../src";
+import { JsonFileStore, tenantPatterns } from "../src";
 import { BoundedSet, Queue } from "../src/collections";
 import { patternToRegExp } from "../src/pattern";
 import { generate, generatedPath } from "../scripts/gen-types";
@@ -21,6 +21,12 @@ describe("building blocks", () => {
     assert.ok(!patternToRegExp("crm:t[^ab]:x").test("crm:ta:x"));
     assert.ok(patternToRegExp("a.b\\*").test("a.b*"));
     assert.ok(!patternToRegExp("a.b").test("axb"));
+  });
+
+  it("builds an app's patterns for a list of tenants", () => {
+    assert.deepEqual(tenantPatterns("crm", ["tenant-1", "t*"]), ["crm:tenant-1:*", "crm:t\\*:*"]);
+    assert.ok(patternToRegExp(tenantPatterns("crm", ["t*"])[0]).test("crm:t*:roles"));
+    assert.ok(!patternToRegExp(tenantPatterns("crm", ["t*"])[0]).test("crm:tx:roles"));
   });
 
   it("forgets the oldest eventIds past its capacity", () => {
