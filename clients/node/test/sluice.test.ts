@@ -11,7 +11,7 @@ import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import type Redis from "ioredis";
 import { CrmConsumer } from "../examples/crm-consumer";
-import { SluiceConsumer, stateKey } from "../src";
+import { JsonFileStore, SluiceConsumer, historyKey, stateKey, type ConsumerOptions } from "../src";
 import { Recorder, assertChannel, expectedIds, insertSql, type Seen } from "./check";
 import { RedisServer, SluiceRun, Stack, tempDir, waitFor } from "./harness";
 
@@ -19,6 +19,7 @@ const TENANTS = 3;
 const channel = (t: number) => `crm:tenant-${t}:credit-configs`;
 const CHANNELS = [0, 1, 2].map(channel);
 
+const LONG_HISTORY = "[history]\nmax_len = 200000";
 let redis: RedisServer;
 let admin: Redis;
 let stack: Stack;
@@ -69,8 +70,8 @@ describe("against redis-server, PostgreSQL and sluice run", { timeout: 600_000 }
     redis = await RedisServer.start({ persistent: true });
     admin = redis.client();
     await admin.config("SET", "client-output-buffer-limit", "pubsub 32mb 8mb 60");
-    stack = await Stack.start(redis.url, { configExtra: "[history]\nmax_len = 200000\n" });
-    sluice = new SluiceRun(stack);
+    stack = await Stack.start(redis.url);
+    sluice = new SluiceRun(stack, stack.configWith(LONG_HISTORY));
     sluice.start();
   });
 
@@ -189,6 +190,63 @@ describe("against redis-server, PostgreSQL and sluice run", { timeout: 600_000 }
       assertAllOnce((ch) => recorder.list(ch), "d", total);
       assertAllOnce((ch) => recorder.list(ch), "e", total);
     });
+  });
+
+  it("a consumer restarted from a JSON file store: resync exactly where history was trimmed meanwhile", async () => {
+    const positions = join(tempDir("positions"), "positions.json");
+    const recorder = new Recorder();
+    const options: ConsumerOptions = {
+      redis: redis.url,
+      patterns: ["crm:*:credit-configs"],
+      handler: recorder.handler,
+      onResync: recorder.onResync,
+    };
+    const run = async (between: () => Promise<unknown>) => {
+      const consumer = new SluiceConsumer({ ...options, store: new JsonFileStore(positions) });
+      await consumer.start();
+      await between();
+      await consumer.idle();
+      await consumer.stop();
+    };
+    await run(async () => {
+      await writeRows("g", 300, 3);
+      await waitFor("every g row", allSeen(recorder, "g", 300));
+    });
+    // Away for a few events: the history covers them.
+    await writeRows("h", 30, 1);
+    await run(() => waitFor("every h row", allSeen(recorder, "h", 30)));
+    assert.equal(recorder.resyncs().length, 0);
+    // Away while sluice keeps only ~100 entries per channel: the history cannot cover it.
+    await sluice.kill();
+    sluice.start(stack.configWith("[history]\nmax_len = 100"));
+    await writeRows("i", 1500, 3);
+    const stored = JSON.parse(readFileSync(positions, "utf8"));
+    const published = async (ch: string) => Number(await admin.hget(`sluice:meta:{${ch}}`, "seq"));
+    await waitFor("sluice to publish every i row", async () => {
+      const seqs = await Promise.all(CHANNELS.map(published));
+      return seqs.every((seq, t) => seq >= stored[channel(t)].seq + 500);
+    });
+    const firstKept = await Promise.all(
+      CHANNELS.map(async (ch) => Number.parseInt((await admin.xrange(historyKey(ch), "-", "+", "COUNT", 1))[0][0], 10)),
+    );
+    await run(() =>
+      waitFor("the rest of the i rows", async () => {
+        const seqs = await Promise.all(CHANNELS.map(published));
+        return CHANNELS.every((ch, t) => recorder.events(ch).at(-1)?.seq === seqs[t]);
+      }),
+    );
+    // Resync exactly where the history lost the gap (on every channel, the way this test is sized).
+    for (const [t, ch] of CHANNELS.entries()) {
+      const trimmed = firstKept[t] > stored[ch].seq + 1;
+      assert.deepEqual(
+        recorder.resyncs(ch).map((r) => [r.reason, r.from.seq, r.resumeAfter.seq]),
+        trimmed ? [["history-trimmed", stored[ch].seq, firstKept[t] - 1]] : [],
+      );
+    }
+    assert.ok(CHANNELS.every((ch, t) => firstKept[t] > stored[ch].seq + 1), "the test outran the history");
+    recorder.assertInOrderOnce();
+    await sluice.kill();
+    sluice.start(stack.configWith(LONG_HISTORY));
   });
 
   it("a slow consumer cut off by client-output-buffer-limit during a 100k backlog catches up from history", async () => {
