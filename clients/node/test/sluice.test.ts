@@ -19,6 +19,8 @@ const TENANTS = 3;
 const channel = (t: number) => `crm:tenant-${t}:credit-configs`;
 const CHANNELS = [0, 1, 2].map(channel);
 
+/** Sluice's capture mode for this run: `SLUICE_MODE=logical npm test` runs the suite on logical decoding. */
+const MODE = process.env.SLUICE_MODE === "logical" ? "logical" : "trigger";
 const LONG_HISTORY = "[history]\nmax_len = 200000";
 let redis: RedisServer;
 let admin: Redis;
@@ -70,7 +72,7 @@ describe("against redis-server, PostgreSQL and sluice run", { timeout: 600_000 }
     redis = await RedisServer.start({ persistent: true });
     admin = redis.client();
     await admin.config("SET", "client-output-buffer-limit", "pubsub 32mb 8mb 60");
-    stack = await Stack.start(redis.url);
+    stack = await Stack.start(redis.url, { mode: MODE });
     sluice = new SluiceRun(stack, stack.configWith(LONG_HISTORY));
     sluice.start();
   });
