@@ -219,4 +219,32 @@ describe("catch-up rules on a real Redis", () => {
     r.assertInOrderOnce();
     await c.stop();
   });
+
+  it("awaits async handlers one at a time per channel, in order, and retries a failing one", async () => {
+    const ch = "crm:t-async:credit-configs";
+    const pub = new Publisher(ch);
+    const r = new Recorder();
+    let running = 0;
+    let overlap = false;
+    let failures = 0;
+    const errors: string[] = [];
+    const c = await consumer(r, {
+      handler: async (event, ctx) => {
+        overlap ||= running++ > 0;
+        await new Promise((done) => setTimeout(done, Math.random() * 3));
+        running--;
+        if (event.seq === 5 && failures++ < 2) throw new Error("database unavailable");
+        r.handler(event, ctx);
+      },
+    });
+    c.on("error", (error) => errors.push(error.name));
+    await pub.publishMany(20);
+    await waitFor("20 events", () => r.events(ch).length === 20);
+    await c.idle();
+    assert.deepEqual(seqs(r, ch), Array.from({ length: 20 }, (_, i) => i + 1));
+    assert.equal(overlap, false, "one handler call at a time on a channel");
+    assert.deepEqual(errors, ["HandlerError", "HandlerError"]);
+    r.assertInOrderOnce();
+    await c.stop();
+  });
 });
