@@ -102,7 +102,10 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
     };
   }
 
-  /** Loads the stored positions, connects, subscribes, and catches up every known channel. */
+  /**
+   * Loads the stored positions, connects, subscribes, and catches up every known channel (in the
+   * background: `idle()` tells when it is done). Waits for Redis if it is not up yet.
+   */
   async start(): Promise<void> {
     if (this.sub) throw new SluiceError("already started");
     const stored = await this.options.store.load();
@@ -135,7 +138,9 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
     const subscribed = new Promise<void>((resolve, reject) => {
       this.firstSubscribe = { resolve, reject };
     });
-    await Promise.all([this.cmd.connect(), this.sub.connect()]);
+    // A Redis that is not up yet is retried (retryStrategy): start() resolves once subscribed.
+    this.cmd.connect().catch(() => {});
+    this.sub.connect().catch(() => {});
     await subscribed;
   }
 

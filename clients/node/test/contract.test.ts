@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import type Redis from "ioredis";
 import { MemoryStore, SluiceConsumer, historyKey, metaKey, stateKey, type ConsumerOptions } from "../src";
 import { Recorder } from "./check";
-import { RedisServer, waitFor } from "./harness";
+import { RedisServer, freePort, waitFor } from "./harness";
 
 let server: RedisServer;
 let redis: Redis;
@@ -18,6 +18,7 @@ class Publisher {
   constructor(
     readonly channel: string,
     public epoch = "e1",
+    private readonly client: Redis = redis,
   ) {}
 
   message(extra: Record<string, unknown> = {}): string {
@@ -44,7 +45,7 @@ class Publisher {
     this.seq++;
     const json = this.message();
     const event = JSON.parse(json);
-    const tx = redis
+    const tx = this.client
       .multi()
       .hset(metaKey(this.channel), "epoch", this.epoch, "seq", this.seq)
       .xadd(historyKey(this.channel), `${this.seq}-0`, "event", json)
@@ -246,5 +247,26 @@ describe("catch-up rules on a real Redis", () => {
     assert.deepEqual(errors, ["HandlerError", "HandlerError"]);
     r.assertInOrderOnce();
     await c.stop();
+  });
+
+  it("started while Redis is down, subscribes once it is up", async () => {
+    const port = await freePort();
+    const r = new Recorder();
+    const c = new SluiceConsumer({ redis: `redis://127.0.0.1:${port}`, channels: ["crm:t-late:roles"], handler: r.handler });
+    let started = false;
+    const starting = c.start().then(() => (started = true));
+    await new Promise((done) => setTimeout(done, 300));
+    assert.equal(started, false);
+    const late = await RedisServer.start({ port });
+    try {
+      await starting;
+      const client = late.client();
+      await new Publisher("crm:t-late:roles", "e1", client).publish();
+      client.disconnect();
+      await waitFor("the event", () => r.events("crm:t-late:roles").length === 1);
+      await c.stop();
+    } finally {
+      await late.stop();
+    }
   });
 });

@@ -83,8 +83,8 @@ export class RedisServer {
     this.dir = tempDir("redis");
   }
 
-  static async start(options: { persistent?: boolean } = {}): Promise<RedisServer> {
-    const server = new RedisServer(await freePort(), options.persistent ?? false);
+  static async start(options: { persistent?: boolean; port?: number } = {}): Promise<RedisServer> {
+    const server = new RedisServer(options.port ?? (await freePort()), options.persistent ?? false);
     await server.boot();
     return server;
   }
