@@ -15,12 +15,17 @@ export const stackBin =
   process.env.SLUICE_STACK ?? join(repoRoot, "target", "debug", "examples", "stack");
 
 const children = new Set<ChildProcess>();
+const dirs: string[] = [];
 process.on("exit", () => {
   for (const child of children) child.kill("SIGKILL");
+  // SLUICE_KEEP_TMP=1 keeps the logs (sluice's, redis-server's) to look at after a failure.
+  if (!process.env.SLUICE_KEEP_TMP) for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
 export function tempDir(name: string): string {
-  return mkdtempSync(join(tmpdir(), `sluice-node-${name}-`));
+  const dir = mkdtempSync(join(tmpdir(), `sluice-node-${name}-`));
+  dirs.push(dir);
+  return dir;
 }
 
 export async function freePort(): Promise<number> {
