@@ -14,6 +14,8 @@
 
 use std::ops::Range;
 
+use crate::tls::pg_url::percent_decode;
+
 /// What a password is replaced with.
 pub const MASK: &str = "***";
 
@@ -241,29 +243,6 @@ fn replace(s: &str, spans: &[Range<usize>]) -> String {
     }
     out.push_str(&s[from..]);
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A key=value value without its quotes and escapes.

@@ -8,7 +8,7 @@
 //! these settings and into a tokio-postgres connector; the Redis publisher and `fred` client
 //! use [`client_config`] directly.
 
-mod pg_url;
+pub(crate) mod pg_url;
 pub mod postgres;
 mod verify;
 

@@ -40,7 +40,8 @@ fn take_from_query(url: &str) -> (String, Vec<(String, String)>) {
     (rest, taken)
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes of a URL part decoded (invalid ones kept as written).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
