@@ -37,6 +37,8 @@ async def test_live_events_once_in_order_and_valid(redis_server, make_servers, s
                    "('r1','tenant-1','sales','{crm.leads.create}'), ('r2','tenant-1','payroll','{hrms.payroll.process}')")
         await psql(servers, "UPDATE credit_configurations SET credit_cost = 3 WHERE config_id IN ('k1','k2')")
         await psql(servers, "DELETE FROM credit_configurations WHERE config_id = 'k3'")
+        await until(lambda: any(e.operation == "DELETE" for e in rec.events["crm:tenant-3:credit-configs"]),
+                    60, "the DELETE")
         await until(lambda: caught_up(c, redis_server.url), 60, "consumer at every channel's head")
     assert rec.record_ids() == expected_ids(1, 2000)
     assert [e.record_id for e in rec.events["crm:tenant-1:roles"]] == ["r1"]
@@ -61,6 +63,7 @@ async def test_live_gap_is_filled_from_history(redis_server, make_servers, schem
                  on_resync=rec.on_resync, buffer_limit=5, history_batch=50)
     async with c:
         await psql(servers, insert_sql(1, 3000))
+        await until(lambda: len(rec.record_ids()) >= 1200, 60, "every row of tenants 1, 2")
         await until(lambda: caught_up(c, redis_server.url, "crm:tenant-[12]:*"), 60, "caught up")
     assert c.stats.dropped > 0 and c.stats.gaps > 0 and c.stats.from_history > 0
     assert set(rec.events) == {"crm:tenant-1:credit-configs", "crm:tenant-2:credit-configs"}
@@ -80,6 +83,7 @@ async def test_resubscribes_after_disconnect_and_catches_up(redis_server, make_s
             await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
             await asyncio.sleep(0.2)
         await writer
+        await until(lambda: rec.record_ids() >= expected_ids(1, 20000), 120, "every row")
         await until(lambda: caught_up(c, redis_server.url), 120, "caught up")
     assert c.stats.reconnects >= 1
     assert rec.record_ids() == expected_ids(1, 20000)
@@ -96,6 +100,7 @@ async def test_restart_resumes_from_stored_position(redis_server, make_servers):
     rec = Recorder()
     async with Consumer(redis_server.url, ["crm:*:*"], rec.handle, store=store) as c:
         await psql(servers, insert_sql(1, 500))
+        await until(lambda: rec.record_ids() >= expected_ids(1, 500), 60, "every row")
         await until(lambda: caught_up(c, redis_server.url), 60, "caught up")
     await psql(servers, insert_sql(501, 1500))
     await until(lambda: total_published(redis_server.url, 2000), 60, "published")
@@ -104,6 +109,7 @@ async def test_restart_resumes_from_stored_position(redis_server, make_servers):
                         on_resync=rec2.on_resync) as c2:
         await until(lambda: c2.stats.applied >= 1500, 60, "the missed events")
         await psql(servers, insert_sql(2001, 100))
+        await until(lambda: rec2.record_ids() >= expected_ids(2001, 100), 60, "the live ones")
         await until(lambda: caught_up(c2, redis_server.url), 60, "caught up")
     assert rec2.resyncs == []
     assert rec2.record_ids() == expected_ids(501, 1600)
@@ -151,10 +157,12 @@ async def test_redis_restart_without_data_asks_for_resync(redis_server, make_ser
     rec = Recorder()
     async with Consumer(redis_server.url, ["crm:*:*"], rec.handle, on_resync=rec.on_resync) as c:
         await psql(servers, insert_sql(1, 1000))
+        await until(lambda: rec.record_ids() >= expected_ids(1, 1000), 60, "every row")
         await until(lambda: caught_up(c, redis_server.url), 60, "caught up")
         before = {ch: c.position(ch) for ch in c.known_channels()}
         await asyncio.to_thread(redis_server.restart)
         await psql(servers, insert_sql(1001, 1000))
+        await until(lambda: rec.record_ids() >= expected_ids(1001, 1000), 120, "the new rows")
         await until(lambda: caught_up(c, redis_server.url), 120, "caught up in the new epoch")
     # Exactly one notice per channel, for the epoch change, naming where the consumer was.
     assert sorted(n.channel for n in rec.resyncs) == sorted(before)

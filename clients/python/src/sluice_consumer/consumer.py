@@ -111,6 +111,7 @@ class Consumer:
         history_batch: int = 1_000,
         buffer_limit: int = 10_000,
         max_backoff: float = 2.0,
+        flush_interval: float = 0.2,
     ) -> None:
         subs = list(subscriptions)
         if not subs:
@@ -126,6 +127,8 @@ class Consumer:
         self.history_batch = history_batch
         self.buffer_limit = buffer_limit
         self.max_backoff = max_backoff
+        self.flush_interval = flush_interval
+        self._saves = 0
         self.stats = Stats()
         self._channels: dict[str, _Channel] = {}
         self._redis: aioredis.Redis | None = None
@@ -141,6 +144,7 @@ class Consumer:
         self._done = loop.create_future()
         self._redis = aioredis.Redis.from_url(self.redis_url)
         reader: asyncio.Task[None] | None = None
+        flusher: asyncio.Task[None] | None = None
         try:
             for name, pos in (await self.store.load()).items():
                 if self._wanted(name):
@@ -149,14 +153,30 @@ class Consumer:
                 if ch.task is None:
                     ch.task = asyncio.create_task(self._work(ch), name=f"sluice:{ch.name}")
             reader = asyncio.create_task(self._connection_loop(), name="sluice-reader")
+            reader.add_done_callback(self._on_reader_done)
+            flusher = asyncio.create_task(self._flush_loop(), name="sluice-flusher")
             await self._done
         finally:
-            tasks = [t for t in [reader, *(c.task for c in self._channels.values())] if t]
+            tasks = [t for t in [reader, flusher, *(c.task for c in self._channels.values())] if t]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.store.flush()
             await self._redis.aclose()
+
+    def _on_reader_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._done and not self._done.done():
+            self._done.set_exception(task.exception())  # type: ignore[arg-type]
+
+    async def _flush_loop(self) -> None:
+        """Flush the store shortly after positions moved, so an idle channel's last position
+        is durable without flushing on every event."""
+        saved = -1
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            if self._saves != saved:
+                saved = self._saves
+                await self.store.flush()
 
     async def start(self) -> None:
         """Run in the background; returns once subscribed."""
@@ -212,6 +232,7 @@ class Consumer:
         ch.position = position
         ch.bootstrapped = True
         if position is not None:
+            self._saves += 1
             await self.store.save(channel, position)
         return Snapshot(channel, position, records)
 
@@ -280,7 +301,8 @@ class Consumer:
             if fnmatch.fnmatchcase(known.name, name):
                 self._enqueue_catch_up(known)
         # Channels that started (or got messages) while we were away.
-        async for key in self._command(lambda r: r.scan_iter(match=meta_key(name), count=1000), iterate=True):
+        keys = await self._command(lambda r: r.scan_iter(match=meta_key(name), count=1000), iterate=True)
+        for key in keys:
             channel = channel_of_meta_key(key.decode())
             if channel not in self._channels and fnmatch.fnmatchcase(channel, name):
                 self._enqueue_catch_up(self._channel(channel, None))
@@ -326,7 +348,6 @@ class Consumer:
                         ch.overflowed = False
                         await self._catch_up(ch, None)
                         continue
-                    await self.store.flush()
                     ch.wake.clear()
                     await ch.wake.wait()
                     continue
@@ -420,6 +441,7 @@ class Consumer:
             await _maybe_await(self.on_resync(notice))
         if not ch.bootstrapped:
             ch.position = head
+            self._saves += 1
             await self.store.save(ch.name, head)
         ch.bootstrapped = False
 
@@ -434,6 +456,7 @@ class Consumer:
             self.stats.deduplicated += 1
         assert ev.epoch is not None and ev.seq is not None
         ch.position = Position(ev.epoch, ev.seq)
+        self._saves += 1
         await self.store.save(ch.name, ch.position)
 
     async def _apply_replay(self, ch: _Channel, ev: Event) -> None:
