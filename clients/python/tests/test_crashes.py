@@ -102,7 +102,7 @@ async def test_slow_consumer_cut_off_by_output_buffer_limit(redis_server, make_s
         writer.start()
 
         async def done() -> bool:
-            return not writer.is_alive() and await caught_up(c, redis_server.url)
+            return not writer.is_alive() and rec.count >= total and await caught_up(c, redis_server.url)
 
         await until(done, 300, "caught up")
         writer.join()

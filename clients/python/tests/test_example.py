@@ -33,6 +33,8 @@ async def test_crm_consumer_example(redis_server, make_servers, tmp_path):
             DELETE FROM credit_configurations WHERE config_id = 'c2';
             UPDATE roles SET permissions = '{hrms.leave.approve}' WHERE role_id = 'r3';
         """)
+        await until(lambda: set(crm.credit_configs) == {"c1"} and set(crm.roles) == {"r1", "r2"}
+                    and crm.credit_configs["c1"]["credit_cost"] == 3, 60, "the changes applied")
         await until(lambda: caught_up(crm.consumer, redis_server.url, "crm:tenant-123:*"), 60, "caught up")
     assert set(crm.credit_configs) == {"c1"}
     assert crm.credit_cost("crm.leads.create") == Decimal("3.00")
