@@ -11,9 +11,11 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
+import jsonschema
+
+from harness import SCHEMA
 from sluice_consumer import Consumer, Event, JsonFilePositionStore, ResyncNeeded
 
 
@@ -26,9 +28,10 @@ def main() -> None:
             if "seq" in doc:
                 applied[doc["channel"]] = (doc["epoch"], doc["seq"])
     log = open(log_path, "a")
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
 
     def handle(event: Event) -> None:
-        time.sleep(0.0002)  # slow enough to be killed mid-stream
+        validator.validate(json.loads(event.raw))  # slow enough to be killed mid-stream, too
         if applied.get(event.channel) is not None:
             epoch, seq = applied[event.channel]
             if event.epoch == epoch and event.seq is not None and event.seq <= seq:

@@ -69,7 +69,7 @@ async def test_consumer_killed_and_restarted_from_persisted_position(redis_serve
 BIG_HISTORY = "[history]\nmax_len = 200000\n"
 
 
-async def test_slow_consumer_cut_off_by_output_buffer_limit(redis_server, make_servers):
+async def test_slow_consumer_cut_off_by_output_buffer_limit(redis_server, make_servers, schema_validator):
     """100k events of ~750 bytes while the handler blocks the loop: Redis passes the 32 MB
     pubsub hard limit and disconnects us; the consumer resubscribes and reads the rest from
     history."""
@@ -110,6 +110,6 @@ async def test_slow_consumer_cut_off_by_output_buffer_limit(redis_server, make_s
     assert c.stats.from_history > 0
     assert rec.record_ids() == expected_ids(1, total)
     assert rec.resyncs == []
-    assert_exactly_once_in_order(rec)
+    assert_exactly_once_in_order(rec, schema_validator)
     assert_no_seq_gaps(rec, c)
     sync.close()

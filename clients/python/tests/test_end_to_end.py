@@ -28,8 +28,9 @@ async def psql(servers, sql: str) -> str:
     return await asyncio.to_thread(servers.stack.psql, sql)
 
 
-async def test_live_events_once_in_order_and_valid(redis_server, make_servers, schema_validator):
-    servers = make_servers(redis_server)
+@pytest.mark.parametrize("mode", ["trigger", "logical"])
+async def test_live_events_once_in_order_and_valid(redis_server, make_servers, schema_validator, mode):
+    servers = make_servers(redis_server, mode=mode)
     rec = Recorder()
     async with Consumer(redis_server.url, ["crm:*:*"], rec.handle, on_resync=rec.on_resync) as c:
         await psql(servers, insert_sql(1, 2000))
@@ -73,7 +74,7 @@ async def test_live_gap_is_filled_from_history(redis_server, make_servers, schem
     assert_no_seq_gaps(rec, c)
 
 
-async def test_resubscribes_after_disconnect_and_catches_up(redis_server, make_servers):
+async def test_resubscribes_after_disconnect_and_catches_up(redis_server, make_servers, schema_validator):
     servers = make_servers(redis_server)
     rec = Recorder()
     async with Consumer(redis_server.url, ["crm:*:*"], rec.handle, on_resync=rec.on_resync) as c:
@@ -88,11 +89,11 @@ async def test_resubscribes_after_disconnect_and_catches_up(redis_server, make_s
     assert c.stats.reconnects >= 1
     assert rec.record_ids() == expected_ids(1, 20000)
     assert rec.resyncs == []
-    assert_exactly_once_in_order(rec)
+    assert_exactly_once_in_order(rec, schema_validator)
     assert_no_seq_gaps(rec, c)
 
 
-async def test_restart_resumes_from_stored_position(redis_server, make_servers):
+async def test_restart_resumes_from_stored_position(redis_server, make_servers, schema_validator):
     """A new consumer on the same store reads from history what was published meanwhile,
     before live."""
     servers = make_servers(redis_server)
@@ -114,11 +115,11 @@ async def test_restart_resumes_from_stored_position(redis_server, make_servers):
     assert rec2.resyncs == []
     assert rec2.record_ids() == expected_ids(501, 1600)
     assert c2.stats.from_history >= 1500
-    assert_exactly_once_in_order(rec2)
+    assert_exactly_once_in_order(rec2, schema_validator)
     assert_no_seq_gaps(rec2, c2)
 
 
-async def test_sluice_kill9_mid_stream(redis_server, make_servers):
+async def test_sluice_kill9_mid_stream(redis_server, make_servers, schema_validator):
     servers = make_servers(redis_server)
     rec = Recorder()
     async with Consumer(redis_server.url, ["crm:*:*"], rec.handle, on_resync=rec.on_resync) as c:
@@ -133,10 +134,10 @@ async def test_sluice_kill9_mid_stream(redis_server, make_servers):
         await until(lambda: caught_up(c, redis_server.url), 60, "caught up")
     assert rec.record_ids() == expected_ids(1, 20000)
     assert rec.resyncs == []
-    assert_exactly_once_in_order(rec)
+    assert_exactly_once_in_order(rec, schema_validator)
 
 
-async def test_redis_restart_with_data(persistent_redis, make_servers):
+async def test_redis_restart_with_data(persistent_redis, make_servers, schema_validator):
     servers = make_servers(persistent_redis)
     rec = Recorder()
     async with Consumer(persistent_redis.url, ["crm:*:*"], rec.handle, on_resync=rec.on_resync) as c:
@@ -149,10 +150,10 @@ async def test_redis_restart_with_data(persistent_redis, make_servers):
     assert c.stats.reconnects >= 1
     assert rec.record_ids() == expected_ids(1, 10000)
     assert rec.resyncs == [], "Redis kept its data: history covers every gap"
-    assert_exactly_once_in_order(rec)
+    assert_exactly_once_in_order(rec, schema_validator)
 
 
-async def test_redis_restart_without_data_asks_for_resync(redis_server, make_servers):
+async def test_redis_restart_without_data_asks_for_resync(redis_server, make_servers, schema_validator):
     servers = make_servers(redis_server)
     rec = Recorder()
     async with Consumer(redis_server.url, ["crm:*:*"], rec.handle, on_resync=rec.on_resync) as c:
@@ -171,13 +172,13 @@ async def test_redis_restart_without_data_asks_for_resync(redis_server, make_ser
         assert n.last == before[n.channel]
         assert n.head.epoch != n.last.epoch
     assert expected_ids(1001, 1000) <= rec.record_ids()
-    assert_exactly_once_in_order(rec)
+    assert_exactly_once_in_order(rec, schema_validator)
 
 
 HISTORY_50 = "[history]\nmax_len = 50\n"
 
 
-async def test_trimmed_history_asks_for_resync_and_bootstrap(redis_server, make_servers):
+async def test_trimmed_history_asks_for_resync_and_bootstrap(redis_server, make_servers, schema_validator):
     servers = make_servers(redis_server, config_extra=HISTORY_50)
     store = MemoryPositionStore()
     rec = Recorder()
@@ -220,7 +221,7 @@ async def caught_up_meta(redis_url: str, channel: str, seq: int) -> bool:
     return bool(heads) and heads[channel][1] >= seq
 
 
-async def test_replays_are_deduplicated_by_event_id(redis_server, make_servers):
+async def test_replays_are_deduplicated_by_event_id(redis_server, make_servers, schema_validator):
     servers = make_servers(redis_server)
     rec = Recorder()
     channel = "crm:tenant-1:credit-configs"
