@@ -71,7 +71,11 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait()
 
-    def restart(self) -> None:
+    def restart(self, kill: bool = False) -> None:
+        """Stop (cleanly, or with SIGKILL) and start again on the same port and directory."""
+        if kill and self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         self.stop()
         self.start()
 

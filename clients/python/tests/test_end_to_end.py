@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sluice_consumer import Consumer, Event, MemoryPositionStore, ResyncNeeded
+from sluice_consumer import Consumer, Event, HandlerError, MemoryPositionStore, ResyncNeeded
 from support import Recorder, assert_exactly_once_in_order, assert_no_seq_gaps, caught_up, until
 
 TENANTS = 5
@@ -137,13 +137,15 @@ async def test_sluice_kill9_mid_stream(redis_server, make_servers, schema_valida
     assert_exactly_once_in_order(rec, schema_validator)
 
 
-async def test_redis_restart_with_data(persistent_redis, make_servers, schema_validator):
+@pytest.mark.parametrize("kill", [False, True], ids=["shutdown", "kill9"])
+async def test_redis_restart_with_data(persistent_redis, make_servers, schema_validator, kill):
+    """Redis with an AOF (appendfsync always) restarts, cleanly or after SIGKILL."""
     servers = make_servers(persistent_redis)
     rec = Recorder()
     async with Consumer(persistent_redis.url, ["crm:*:*"], rec.handle, on_resync=rec.on_resync) as c:
         writer = asyncio.create_task(psql(servers, insert_sql(1, 10000)))
         await until(lambda: rec.count > 1000, 60, "first events")
-        await asyncio.to_thread(persistent_redis.restart)
+        await asyncio.to_thread(persistent_redis.restart, kill)
         await writer
         await until(lambda: len(rec.record_ids()) >= 10000, 120, "every row")
         await until(lambda: caught_up(c, persistent_redis.url), 60, "caught up")
@@ -171,8 +173,9 @@ async def test_redis_restart_without_data_asks_for_resync(redis_server, make_ser
         assert n.reason == "epoch_changed"
         assert n.last == before[n.channel]
         assert n.head.epoch != n.last.epoch
-    assert expected_ids(1001, 1000) <= rec.record_ids()
+    assert rec.record_ids() == expected_ids(1, 2000)
     assert_exactly_once_in_order(rec, schema_validator)
+    assert_no_seq_gaps(rec, c)
 
 
 HISTORY_50 = "[history]\nmax_len = 50\n"
@@ -242,3 +245,25 @@ async def test_replays_are_deduplicated_by_event_id(redis_server, make_servers, 
     assert [e.event_id for e in rec.events[channel]].count(first.event_id) == 1
     assert rec.events[channel][-1].event_id == "cl:999999" and rec.events[channel][-1].is_replay
     assert position is not None and position.seq == 2
+
+
+async def test_handler_error_stops_the_consumer_without_moving_past_the_event(redis_server):
+    """A raising handler: run() raises HandlerError, the position stays before the event."""
+    store = MemoryPositionStore()
+
+    def handle(event: Event) -> None:
+        raise ValueError("boom")
+
+    consumer = Consumer(redis_server.url, ["crm:t:roles"], handle, store=store)
+    runner = asyncio.create_task(consumer.run())
+    await until(lambda: redis_server.cli("PUBSUB", "NUMSUB", "crm:t:roles").endswith("1"), 10, "subscribed")
+    event = {"seq": 1, "epoch": "e", "eventId": "cl:1", "operation": "INSERT", "app": "crm",
+             "tenantId": "t", "dataType": "roles", "table": "public.roles", "recordId": "r1",
+             "data": {"role_id": "r1"}, "timestamp": "2026-01-01T00:00:00Z", "source": {"mode": "trigger"}}
+    import json
+    redis_server.cli("PUBLISH", "crm:t:roles", json.dumps(event))
+    with pytest.raises(HandlerError) as failure:
+        await asyncio.wait_for(runner, 10)
+    assert failure.value.event.event_id == "cl:1"
+    assert isinstance(failure.value.__cause__, ValueError)
+    assert store.positions == {}

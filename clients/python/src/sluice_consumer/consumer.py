@@ -215,7 +215,8 @@ class Consumer:
     async def bootstrap(self, channel: str) -> Snapshot:
         """Read `sluice:state:{<channel>}` and the channel's seq in one MULTI, and go on from
         that seq. Apply `records` (recordId -> latest event) in place of your copy of the
-        channel's data; for routes with `state = true`."""
+        channel's data; for routes with `state = true`. Call it from `on_resync` (the channel
+        is paused there), or before `start()`/`run()`."""
         redis = self._redis or aioredis.Redis.from_url(self.redis_url)
         try:
             async with redis.pipeline(transaction=True) as pipe:
@@ -231,9 +232,8 @@ class Consumer:
         ch = self._channel(channel, position)
         ch.position = position
         ch.bootstrapped = True
-        if position is not None:
-            self._saves += 1
-            await self.store.save(channel, position)
+        # Saved once the application applied the snapshot: when on_resync returns, or with
+        # the next event it handles.
         return Snapshot(channel, position, records)
 
     # ---- connection ------------------------------------------------------------------------
@@ -441,9 +441,10 @@ class Consumer:
             await _maybe_await(self.on_resync(notice))
         if not ch.bootstrapped:
             ch.position = head
-            self._saves += 1
-            await self.store.save(ch.name, head)
         ch.bootstrapped = False
+        if ch.position is not None:
+            self._saves += 1
+            await self.store.save(ch.name, ch.position)
 
     async def _apply(self, ch: _Channel, ev: Event) -> None:
         if ch.recent.add(ev.event_id):
