@@ -9,4 +9,6 @@ repo="$(cd "$here/../.." && pwd)"
 python3 -m venv "$here/.venv"
 "$here/.venv/bin/pip" install -q --upgrade pip
 "$here/.venv/bin/pip" install -q -e "$here[test]"
-cd "$here" && exec .venv/bin/python -m pytest "$@"
+cd "$here"
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"

@@ -101,7 +101,8 @@ async def measure(url: str, names: list[str], per_channel: int, live: bool) -> t
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def main(argv: list[str] | None = None) -> None:
