@@ -52,7 +52,8 @@ class RedisServer:
 
     def start(self) -> None:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", self.dir, "--client-output-buffer-limit", "pubsub 32mb 8mb 60"]
+                "--dir", self.dir, "--logfile", str(Path(self.dir) / "redis.log"),
+                "--client-output-buffer-limit", "pubsub 32mb 8mb 60"]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.cli("PING") == "PONG", 10, "redis-server")
@@ -60,6 +61,9 @@ class RedisServer:
     def cli(self, *args: str) -> str:
         out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
         return out.stdout.strip()
+
+    def log(self) -> str:
+        return (Path(self.dir) / "redis.log").read_text(errors="replace")
 
     def stop(self) -> None:
         """Shut down cleanly (with persistence, the AOF has everything)."""

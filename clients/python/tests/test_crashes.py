@@ -106,6 +106,7 @@ async def test_slow_consumer_cut_off_by_output_buffer_limit(redis_server, make_s
 
         await until(done, 300, "caught up")
         writer.join()
+    assert "overcoming of output buffer limits" in redis_server.log()
     assert c.stats.reconnects >= 1
     assert c.stats.from_history > 0
     assert rec.record_ids() == expected_ids(1, total)
