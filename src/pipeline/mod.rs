@@ -22,6 +22,11 @@
 //! * **Logical mode's history** (`source.keep_history`) is written after Redis acknowledged a
 //!   batch and before its position is acknowledged, so a replay source never misses a change
 //!   that was published.
+//! * **A batch is published only from stored progress**: in trigger mode the publisher
+//!   recognises what Redis already took by the checkpoint the batch was read from (its
+//!   `origin`), so idle progress read past since the last stored checkpoint is stored before
+//!   the next batch is published. Otherwise a crash would read that batch again from an older
+//!   checkpoint, under another origin, and publish it twice.
 //! * **A transaction is confirmed by its Commit only** (the source's batches carry the end LSN
 //!   of their last Commit, or nothing when they end inside one).
 //!
@@ -113,6 +118,8 @@ impl Pipeline<'_> {
             self.store.idle(batch.progress).await?;
             return Ok(true);
         }
+        // The batch's origin must be what a restart reads from: idle progress is stored first.
+        self.store.settle(self.health).await?;
         metrics::histogram!(crate::telemetry::BATCH_SIZE).record(batch.changes.len() as f64);
         tracing::debug!(changes = batch.changes.len(), "batch read; publishing");
         let Some(done) = deliver(

@@ -224,6 +224,17 @@ impl Store {
         Ok(())
     }
 
+    /// Stores idle progress not stored yet, so that the next batch is published from the
+    /// checkpoint a restart would read it from (see the module doc).
+    pub async fn settle(&mut self, health: &Health) -> Result<(), PipelineError> {
+        if let Store::ChangeLog(s) = self {
+            if let Some(idle) = s.idle.take() {
+                s.store(idle, &[], health).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// What is due while batches are scarce: idle progress, pruning, the last error.
     pub async fn upkeep(&mut self, health: &Health) -> Result<(), PipelineError> {
         match self {
