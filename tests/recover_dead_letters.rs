@@ -314,10 +314,21 @@ fn purges(env: &Env) {
         "all are newer"
     );
     let future = ["dead-letters", "purge", "--before", "2999-01-01T00:00:00Z"];
+    let refused = env.sluice(&[&future[..], &["--reason", "payload_too_large"]].concat());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("still open") && why.contains("--yes"),
+        "{why}"
+    );
+    assert_eq!(
+        count(env, "reason = 'payload_too_large'"),
+        1,
+        "open ones stay without --yes"
+    );
     assert_eq!(
         ok(
             env,
-            &[&future[..], &["--reason", "payload_too_large"]].concat()
+            &[&future[..], &["--reason", "payload_too_large", "--yes"]].concat()
         )
         .0
         .trim(),
@@ -331,7 +342,10 @@ fn purges(env: &Env) {
         "an id is not a time: {}",
         text(&out.stderr)
     );
-    assert_eq!(ok(env, &future).0.trim(), "purged 1 dead letters");
+    assert_eq!(
+        ok(env, &[&future[..], &["--yes"]].concat()).0.trim(),
+        "purged 1 dead letters"
+    );
     assert_eq!(
         ok(env, &["dead-letters", "list", "--all"]).1.trim(),
         "no dead letters"

@@ -69,6 +69,10 @@ pub enum Command {
         /// Print how many would go, delete nothing
         #[arg(long)]
         dry_run: bool,
+        /// With --before: also delete open dead letters (never replayed), which are otherwise
+        /// refused
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -131,7 +135,8 @@ pub async fn run(config: &Config, command: Command) -> Result<ExitCode, String> 
             filters,
             before,
             dry_run,
-        } => purge(client, &filters, before, dry_run).await,
+            yes,
+        } => purge(client, &filters, before, dry_run, yes).await,
     }
 }
 
@@ -245,7 +250,9 @@ async fn purge(
     filters: &Filters,
     before: Option<String>,
     dry_run: bool,
+    yes: bool,
 ) -> Result<ExitCode, String> {
+    let delete_open = before.is_some() && !dry_run && !yes;
     let mut w = filter_where(
         filters,
         if before.is_some() {
@@ -256,6 +263,22 @@ async fn purge(
     )?;
     if let Some(time) = before {
         w.add("created_at < $::text::timestamptz", time);
+    }
+    if delete_open {
+        let sql = format!(
+            "SELECT count(*) FROM sluice.dead_letter {} AND resolved_at IS NULL",
+            w.clause()
+        );
+        let open: i64 = client
+            .query_one(sql.as_str(), &w.params())
+            .await
+            .map_err(sql_error)?
+            .get(0);
+        if open > 0 {
+            return Err(format!(
+                "{open} of those dead letters are still open (never replayed): add --yes to delete them too, or replay them first; nothing was deleted"
+            ));
+        }
     }
     if dry_run {
         let sql = format!("SELECT count(*) FROM sluice.dead_letter {}", w.clause());
