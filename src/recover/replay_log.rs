@@ -56,6 +56,9 @@ impl Window {
         if args.filters.reason.is_some() {
             return Err("--reason filters dead letters; replay change-log takes --tenant, --app and --table".into());
         }
+        if reversed(&args.from, args.to.as_ref()) {
+            return Err("--from is after --to: the window would be empty; swap them".into());
+        }
         let mut w = Where::default();
         match &args.from {
             Bound::Id(id) => w.add("id >= $", *id),
@@ -105,6 +108,23 @@ impl Window {
         let mut params = self.0.params();
         params.extend([&first as &(dyn ToSql + Sync), &last, &limit]);
         client.query(sql.as_str(), &params).await
+    }
+}
+
+/// `--to` before `--from` (both ids, or both times).
+fn reversed(from: &Bound, to: Option<&Bound>) -> bool {
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+    match (from, to) {
+        (Bound::Id(a), Some(Bound::Id(b))) => a > b,
+        (Bound::Time(a), Some(Bound::Time(b))) => match (
+            OffsetDateTime::parse(a, &Rfc3339),
+            OffsetDateTime::parse(b, &Rfc3339),
+        ) {
+            (Ok(a), Ok(b)) => a >= b,
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -271,6 +291,20 @@ mod tests {
             dry_run: false,
             rate: 0,
         }
+    }
+
+    #[test]
+    fn a_reversed_window_is_refused() {
+        let time = |t: &str| Bound::Time(t.into());
+        let e = Window::new(&args(Bound::Id(10), Some(Bound::Id(5)), Filters::default())).err();
+        assert!(e.is_some_and(|e| e.contains("--from is after --to")));
+        let (early, late) = (
+            time("2026-11-22T10:00:00Z"),
+            time("2026-11-22T11:00:00+00:00"),
+        );
+        assert!(Window::new(&args(late.clone(), Some(early.clone()), Filters::default())).is_err());
+        assert!(Window::new(&args(early, Some(late), Filters::default())).is_ok());
+        assert!(Window::new(&args(Bound::Id(5), Some(Bound::Id(5)), Filters::default())).is_ok());
     }
 
     #[test]
