@@ -76,6 +76,9 @@ pub enum Command {
         /// Redis channel pattern, e.g. crm:tenant-123:*
         #[arg(default_value = "*:*:*")]
         pattern: String,
+        /// Print each event's JSON alone, one per line (for jq), without the channel
+        #[arg(long)]
+        json: bool,
     },
     /// Look at and clear the dead-letter table: what could not be delivered, and why
     #[command(subcommand, name = "dead-letters")]
@@ -182,8 +185,13 @@ async fn dispatch(command: Command, config: Config, router: Router) -> Result<Ex
         Command::Backfill(args) => backfill::run(&config, args, interrupted()).await,
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown(args) => teardown::run(&config, args).await,
-        Command::Tail { pattern } => {
-            tail::tail(&config.redis, &pattern, shutdown_signal()).await?;
+        Command::Tail { pattern, json } => {
+            let output = if json {
+                tail::Output::Json
+            } else {
+                tail::Output::Text
+            };
+            tail::tail(&config.redis, &pattern, output, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

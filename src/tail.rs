@@ -14,6 +14,14 @@ use fred::prelude::*;
 use crate::config::RedisConfig;
 use crate::publish::{build_client, build_subscriber, Publisher};
 
+/// How each event is printed: `channel payload`, or the payload alone (`--json`, one JSON
+/// object per line, for `jq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
 /// Where a channel stands: its epoch and the last seq printed.
 type Seen = HashMap<String, (String, u64)>;
 
@@ -27,6 +35,7 @@ struct Numbered {
 pub async fn tail(
     config: &RedisConfig,
     pattern: &str,
+    output: Output,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     // One connection the daemon's way first: a TLS or AUTH problem is then one clear line,
@@ -66,7 +75,7 @@ pub async fn tail(
             Ok(_) = reconnects.recv() => {
                 // What was published while the subscription was down is in the histories.
                 for (channel, (_, last)) in seen.iter_mut() {
-                    if let Some(printed) = catch_up(&reader, channel, *last, None).await {
+                    if let Some(printed) = catch_up(&reader, channel, *last, None, output).await {
                         *last = printed;
                     }
                 }
@@ -78,7 +87,14 @@ pub async fn tail(
             .as_str()
             .map(|s| s.to_string())
             .unwrap_or_default();
-        print_in_order(&reader, &mut seen, &message.channel.to_string(), &payload).await;
+        print_in_order(
+            &reader,
+            &mut seen,
+            &message.channel.to_string(),
+            &payload,
+            output,
+        )
+        .await;
     }
     resubscribe.abort();
     let _ = subscriber.quit().await;
@@ -101,18 +117,24 @@ async fn connect(client: &impl ClientLike, config: &RedisConfig) -> Result<(), S
 }
 
 /// Prints `payload`, first fetching from history what the channel's `seq` says was missed.
-async fn print_in_order(reader: &Client, seen: &mut Seen, channel: &str, payload: &str) {
+async fn print_in_order(
+    reader: &Client,
+    seen: &mut Seen,
+    channel: &str,
+    payload: &str,
+    output: Output,
+) {
     let Ok(Numbered {
         seq: Some(seq),
         epoch: Some(epoch),
     }) = serde_json::from_str::<Numbered>(payload)
     else {
-        return print(channel, payload); // a replay, or a publisher without numbers
+        return print(output, channel, payload); // a replay, or a publisher without numbers
     };
     match seen.get(channel) {
         Some((known, last)) if *known == epoch && seq <= *last => return, // printed already
         Some((known, last)) if *known == epoch && seq > last + 1 => {
-            catch_up(reader, channel, *last, Some(seq)).await;
+            catch_up(reader, channel, *last, Some(seq), output).await;
         }
         Some((known, _)) if *known != epoch => {
             eprintln!("tail: {channel}: a new epoch {epoch} (Redis lost the channel's state); numbering starts again")
@@ -120,12 +142,18 @@ async fn print_in_order(reader: &Client, seen: &mut Seen, channel: &str, payload
         _ => {}
     }
     seen.insert(channel.to_string(), (epoch, seq));
-    print(channel, payload);
+    print(output, channel, payload);
 }
 
 /// Prints the history entries after `last` (and before `upto`, when given); the last seq
 /// printed, if any.
-async fn catch_up(reader: &Client, channel: &str, last: u64, upto: Option<u64>) -> Option<u64> {
+async fn catch_up(
+    reader: &Client,
+    channel: &str,
+    last: u64,
+    upto: Option<u64>,
+    output: Output,
+) -> Option<u64> {
     let key = format!("sluice:history:{{{channel}}}");
     let end = upto.map_or("+".to_string(), |s| format!("{}-0", s - 1));
     let entries: Result<Vec<(String, HashMap<String, String>)>, _> = reader
@@ -157,14 +185,17 @@ async fn catch_up(reader: &Client, channel: &str, last: u64, upto: Option<u64>) 
     let printed = entries.last().and_then(|(id, _)| seq_of(id));
     for (_, mut fields) in entries {
         if let Some(event) = fields.remove("event") {
-            print(channel, &event);
+            print(output, channel, &event);
         }
     }
     printed
 }
 
-fn print(channel: &str, payload: &str) {
+fn print(output: Output, channel: &str, payload: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{channel} {payload}");
+    let _ = match output {
+        Output::Text => writeln!(out, "{channel} {payload}"),
+        Output::Json => writeln!(out, "{payload}"),
+    };
     let _ = out.flush();
 }

@@ -23,10 +23,11 @@ struct Tail {
 }
 
 impl Tail {
-    fn start(env: &Env, pattern: &str) -> Tail {
+    fn start(env: &Env, args: &[&str]) -> Tail {
         let mut child = env
             .command()
-            .args(["tail", pattern])
+            .arg("tail")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -91,7 +92,7 @@ impl Drop for Tail {
 async fn tail_cut_off_as_a_slow_consumer_fetches_what_it_missed_from_history() {
     let env = Env::start("mode = \"trigger\"");
     let daemon = env.daemon();
-    let tail = Tail::start(&env, "crm:*");
+    let tail = Tail::start(&env, &["crm:*"]);
     wait_until(
         WAIT,
         || tail.errors().contains("listening on"),
@@ -153,4 +154,34 @@ async fn tail_cut_off_as_a_slow_consumer_fetches_what_it_missed_from_history() {
         "a gap was fetched: {}",
         tail.errors()
     );
+}
+
+/// `tail --json`: one event per line, each line a JSON object, nothing else on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_json_prints_one_event_object_per_line() {
+    let env = Env::start("mode = \"trigger\"");
+    let daemon = env.daemon();
+    let tail = Tail::start(&env, &["--json"]);
+    wait_until(
+        WAIT,
+        || tail.errors().contains("listening on"),
+        || tail.errors(),
+    )
+    .await;
+    common::insert(&env, 1, 3);
+    wait_until(
+        WAIT,
+        || tail.count() == 3,
+        || format!("{}\n{}", tail.errors(), daemon.log()),
+    )
+    .await;
+    for line in tail.lines.lock().unwrap().iter() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(
+            (event["seq"].as_u64(), event["operation"].as_str()),
+            (Some(1), Some("INSERT")),
+            "{line}"
+        );
+    }
 }
