@@ -72,3 +72,62 @@ fn unreachable_servers_fail_with_one_sentence_and_no_password() {
         "{err}"
     );
 }
+
+/// `check` connects to Redis as the daemon does, loading the channel script: a user whose ACL
+/// forbids scripting fails there, with Redis's reason, rather than at the first batch; a
+/// replica fails as one.
+#[test]
+fn check_fails_a_redis_user_without_scripting_and_a_replica() {
+    let redis = sluice::testkit::Redis::start().unwrap();
+    let send = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(send(&[
+        "ACL",
+        "SETUSER",
+        "noscript",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-@scripting"
+    ])
+    .contains("OK"));
+    let redis_line = |url: &str| {
+        let text = config(sluice::testkit::free_port(), redis.port(), "")
+            .replace(&format!("redis://127.0.0.1:{}", redis.port()), url);
+        let (_, stdout, _) = sluice(&text, &["check"]);
+        stdout
+            .lines()
+            .find(|l| l.contains(" redis "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let plain = format!("redis://127.0.0.1:{}", redis.port());
+    assert!(
+        redis_line(&plain).starts_with("ok ") || redis_line(&plain).starts_with("OK "),
+        "{}",
+        redis_line(&plain)
+    );
+    let refused = redis_line(&format!("redis://noscript:pw@127.0.0.1:{}", redis.port()));
+    assert!(
+        refused.starts_with("FAIL") && refused.contains("NOPERM"),
+        "{refused}"
+    );
+    send(&[
+        "REPLICAOF",
+        "127.0.0.1",
+        &sluice::testkit::free_port().to_string(),
+    ]);
+    let replica = redis_line(&plain);
+    assert!(
+        replica.starts_with("FAIL") && replica.contains("replica"),
+        "{replica}"
+    );
+}

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use super::{fail, ok, Finding};
-use crate::config::RedisConfig;
+use crate::config::{HistoryConfig, RedisConfig};
 use crate::pg;
-use crate::publish::Publisher;
+use crate::publish::{History, Publisher};
 use crate::tls::postgres::{split, SslMode};
 use crate::tls::Verify;
 
@@ -45,17 +45,19 @@ pub async fn postgres(client: &Client, url: &str) -> Finding {
 }
 
 /// Connects the way the daemon does (TLS, AUTH, SELECT, PING) and says how.
-pub async fn redis(config: &RedisConfig) -> Finding {
+/// Redis reachable as a primary, with the rights the daemon needs: connecting as it does
+/// loads the channel script (`SCRIPT LOAD`), which an ACL without `@scripting` refuses.
+pub async fn redis(config: &RedisConfig, history: &HistoryConfig) -> Finding {
     let url = crate::redact::url(&config.url);
     let publisher = match Publisher::new(config) {
-        Ok(p) => p,
+        Ok(p) => p.recoverable(History::new(history)),
         Err(e) => return fail(format!("redis {url}: {e}")),
     };
     let limit = config.command_timeout + Duration::from_millis(100);
     let answer = tokio::time::timeout(limit, publisher.connect()).await;
     publisher.close().await;
     match answer {
-        Ok(Ok(())) => ok(format!("redis {url}: PING answered, {}", redis_transport(config))),
+        Ok(Ok(())) => ok(format!("redis {url}: a primary, channel script loaded, {}", redis_transport(config))),
         Ok(Err(e)) if e.to_string().contains("TLS ") => fail(format!("redis {url}: {e}")),
         Ok(Err(e)) => fail(format!("redis {url}: {e}; check redis.url (or REDIS_URL) and that Redis runs")),
         Err(_) => fail(format!("redis {url}: no answer within {:?}; check redis.url (or REDIS_URL) and that Redis runs", config.command_timeout)),
