@@ -62,6 +62,10 @@ pub struct LogicalSource {
     /// `acked < sent` a batch is in flight.
     acked: u64,
     sent: u64,
+    /// A batch that ends inside a transaction was handed over since the last Commit: nothing
+    /// may be confirmed past it before the pipeline acknowledges a later Commit (a Commit that
+    /// arrives alone then goes through the pipeline, behind that batch).
+    partial_in_flight: bool,
     /// How often status goes out: `status_interval`, or less when `wal_sender_timeout` is short.
     status_every: Duration,
     flush_at: Option<Instant>,
@@ -98,6 +102,7 @@ impl LogicalSource {
             confirmed: started.confirmed,
             acked: started.confirmed,
             sent: started.confirmed,
+            partial_in_flight: false,
             status_every,
             flush_at: None,
             status_at: now,
@@ -183,8 +188,12 @@ impl LogicalSource {
             permit = out.reserve() => {
                 let Ok(permit) = permit else { return Ok(false) };
                 let batch = self.ready.take().expect("a sealed batch");
-                if let Progress::Slot(Some(commit)) = batch.progress {
-                    self.sent = self.sent.max(commit);
+                match batch.progress {
+                    Progress::Slot(Some(commit)) => {
+                        self.sent = self.sent.max(commit);
+                        self.partial_in_flight = false;
+                    }
+                    _ => self.partial_in_flight = true,
                 }
                 permit.send(batch);
                 // Not reading while the channel was full is no silence of the server's.
@@ -379,7 +388,9 @@ impl LogicalSource {
         let changes = std::mem::take(&mut self.pending);
         let commit = self.pending_commit.take();
         match commit {
-            Some(end) if changes.is_empty() && self.acked >= self.sent => {
+            Some(end)
+                if changes.is_empty() && self.acked >= self.sent && !self.partial_in_flight =>
+            {
                 self.sent = self.sent.max(end);
                 self.on_ack(end).await
             }
@@ -416,7 +427,7 @@ impl LogicalSource {
             && self.pending.is_empty()
             && self.pending_commit.is_none()
             && self.ready.is_none();
-        if idle && self.acked >= self.sent {
+        if idle && self.acked >= self.sent && !self.partial_in_flight {
             self.confirmed = self.confirmed.max(wal_end);
         }
     }
