@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::dead_letter::{Columns, DeadLetter, INSERT_BATCH};
@@ -46,27 +47,15 @@ pub async fn commit(
     }
     let c = Columns::from_letters(dead);
     let sql = format!("WITH dl AS ({INSERT_BATCH}) {UPDATE_AFTER_DEAD_LETTERS}");
-    client
-        .execute(
-            sql.as_str(),
-            &[
-                &c.event_id,
-                &c.channel,
-                &c.app,
-                &c.tenant,
-                &c.table,
-                &c.payload,
-                &c.reason,
-                &c.error,
-                &c.attempts,
-                &name,
-                &position,
-                &progress.done,
-                &round,
-                &after,
-            ],
-        )
-        .await?;
+    let mut params = c.params();
+    params.extend([
+        &name as &(dyn ToSql + Sync),
+        &position,
+        &progress.done,
+        &round,
+        &after,
+    ]);
+    client.execute(sql.as_str(), &params).await?;
     Ok(())
 }
 
@@ -88,24 +77,9 @@ pub async fn commit_position(
     }
     let c = Columns::from_letters(dead);
     let sql = format!("WITH dl AS ({INSERT_BATCH}) {SET_POSITION_AFTER_DEAD_LETTERS}");
-    client
-        .execute(
-            sql.as_str(),
-            &[
-                &c.event_id,
-                &c.channel,
-                &c.app,
-                &c.tenant,
-                &c.table,
-                &c.payload,
-                &c.reason,
-                &c.error,
-                &c.attempts,
-                &name,
-                &position,
-            ],
-        )
-        .await?;
+    let mut params = c.params();
+    params.extend([&name as &(dyn ToSql + Sync), &position]);
+    client.execute(sql.as_str(), &params).await?;
     Ok(())
 }
 

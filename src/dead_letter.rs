@@ -122,6 +122,21 @@ impl Columns {
         }
         c
     }
+
+    /// The nine parameters of [`INSERT_BATCH`], in order; a statement built on it appends its own.
+    pub fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        vec![
+            &self.event_id,
+            &self.channel,
+            &self.app,
+            &self.tenant,
+            &self.table,
+            &self.payload,
+            &self.reason,
+            &self.error,
+            &self.attempts,
+        ]
+    }
 }
 
 /// PostgreSQL text cannot hold NUL; a tenant made of control characters must still be parked.
