@@ -41,7 +41,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`cli`] | the command line and its commands |
-//! | [`config`] | the TOML file, typed and validated |
+//! | [`config`] | the TOML file and `SLUICE_*` variables, typed and validated, with each value's origin |
 //! | [`source`] | where changes come from |
 //! | [`event`] | a change and the event envelope |
 //! | [`json`] | reading a few fields of a row's JSON without a tree |
@@ -59,6 +59,7 @@
 //! | [`setup::partitions`] | partitioned tables: setup covers each partition, and those added later |
 //! | [`status`], [`teardown`] | where the source stands (from PostgreSQL); removing what setup made |
 //! | [`pg`] | PostgreSQL connections, every statement bounded |
+//! | [`libpq`] | libpq's conventions: `PGHOST`, `PGPASSWORD`, ... and the password file |
 //! | [`redact`] | passwords masked in URLs and messages, before anything is printed or stored |
 //! | [`error`] | sorting failures into transient and fatal |
 //! | [`health`] | the daemon's state, a handle shared by the loop, the monitor and the probes |
@@ -85,6 +86,7 @@ pub mod history;
 pub mod http;
 pub mod json;
 pub mod latency;
+pub mod libpq;
 pub mod monitor;
 pub mod pg;
 pub mod pipeline;

@@ -33,8 +33,8 @@ use super::{client_config, pg_url, Identity, Settings, Stream, TlsError, Verify}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgTlsError {
-    #[error("postgres.url: sslmode={0:?} is not supported; use disable, prefer, require, verify-ca or verify-full")]
-    BadMode(String),
+    #[error("{from}: sslmode={value:?} is not supported; use disable, prefer, require, verify-ca or verify-full")]
+    BadMode { value: String, from: &'static str },
     #[error("postgres.url: sslrootcert=system needs sslmode=verify-full, as in libpq")]
     SystemNeedsVerifyFull,
     #[error("postgres.url: sslcert and sslkey go together: give both, or neither")]
@@ -58,14 +58,19 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    fn parse(s: &str) -> Result<SslMode, PgTlsError> {
+    fn parse(s: &str, from: &'static str) -> Result<SslMode, PgTlsError> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => return Err(PgTlsError::BadMode(other.to_string())),
+            other => {
+                return Err(PgTlsError::BadMode {
+                    value: other.to_string(),
+                    from,
+                })
+            }
         })
     }
 
@@ -131,9 +136,28 @@ impl PgTls {
     }
 }
 
-/// Splits `postgres.url` into what tokio-postgres parses and the TLS settings.
+/// Splits `postgres.url` into what tokio-postgres parses and the TLS settings, with this
+/// process's libpq variables for the parameters it leaves out.
 pub fn split(url: &str) -> Result<(String, PgTls), PgTlsError> {
-    let (rest, params) = pg_url::take_params(url);
+    split_with(url, &|name| std::env::var(name).ok())
+}
+
+/// [`split`] with the variables `get` answers: the URL's parameters win, as in libpq.
+pub fn split_with(
+    url: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, PgTls), PgTlsError> {
+    let (rest, mut params) = pg_url::take_params(url);
+    let from_env = crate::libpq::tls_from_env(&params, get);
+    let mode_from = match from_env.iter().any(|(name, _, _)| *name == "sslmode") {
+        true => "PGSSLMODE",
+        false => "postgres.url",
+    };
+    params.extend(
+        from_env
+            .into_iter()
+            .map(|(name, _, value)| (name.to_string(), value)),
+    );
     let mut tls = PgTls {
         mode: SslMode::Prefer,
         root_cert: None,
@@ -143,7 +167,7 @@ pub fn split(url: &str) -> Result<(String, PgTls), PgTlsError> {
     for (name, value) in params {
         let path = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty());
         match name.as_str() {
-            "sslmode" => tls.mode = SslMode::parse(&value)?,
+            "sslmode" => tls.mode = SslMode::parse(&value, mode_from)?,
             "sslcert" => cert = path,
             "sslkey" => key = path,
             _ if value == "system" => system = true,
@@ -164,10 +188,28 @@ pub fn split(url: &str) -> Result<(String, PgTls), PgTlsError> {
     Ok((rest, tls))
 }
 
-/// Parses `postgres.url` for tokio-postgres, with the TLS negotiation its `sslmode` implies.
+/// The TLS settings of `url` that libpq's variables give: (parameter, variable).
+pub fn tls_vars(
+    url: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(&'static str, &'static str)> {
+    let (_, params) = pg_url::take_params(url);
+    crate::libpq::tls_from_env(&params, get)
+        .into_iter()
+        .map(|(name, var, _)| (name, var))
+        .collect()
+}
+
+/// Parses `postgres.url` for tokio-postgres, with the TLS negotiation its `sslmode` implies,
+/// and what it leaves out filled from libpq's variables and password file
+/// ([`crate::libpq::apply`]).
 pub fn config(url: &str) -> Result<(tokio_postgres::Config, PgTls), PgTlsError> {
     let (rest, tls) = split(url)?;
     let mut config: tokio_postgres::Config = rest.parse().map_err(PgTlsError::BadUrl)?;
+    let outcome = crate::libpq::apply(&mut config, &|name| std::env::var(name).ok());
+    if let Some(refused) = outcome.warning {
+        crate::libpq::warn_once(refused.to_string());
+    }
     config.ssl_mode(match tls.mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
