@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, SourceMode};
+use crate::config::{Config, ConfigError, Problem, SourceMode};
 use crate::health::{Health, Phase};
 use crate::recover::{backfill, dead_letters, replay_dead, replay_log};
-use crate::route::Router;
+use crate::route::{preview, Router};
 use crate::telemetry::{init_logging, LogFormat};
 use crate::{check, pg, redact, run, setup, status, tail, teardown};
 
@@ -103,6 +103,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the effective configuration (TOML): each value with where it came from
+    ///
+    /// The file, `SLUICE_<SECTION>_<KEY>` variables over it (and DATABASE_URL, REDIS_URL),
+    /// the defaults under it; after each value, `sluice.toml:LINE`, `env VAR` or `default`.
+    /// Passwords are shown as ***. Under [postgres], what libpq's variables (PGUSER,
+    /// PGPASSWORD, ...) and the password file add when Sluice connects.
+    Config,
+    /// Show what a row would become: channels, cache keys, or the dead-letter reason
+    ///
+    /// Routes the row with the same compiled routes the daemon uses, without connecting to
+    /// PostgreSQL or Redis and without writing anything. Exit status: 0 when it would be
+    /// published, 1 when it would be dead-lettered (the reason is printed), 3 when nothing
+    /// would be published (delivery.on_unroutable = "drop", or no app), 2 for an unknown
+    /// table or a row that is not a JSON object.
+    Route(preview::Args),
     /// Drop the replication slot, publication and capture triggers that setup made
     ///
     /// Without --yes it prints what it would drop and exits 1. It refuses while a daemon is
@@ -136,6 +151,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match &cli.command {
+        Command::Config => {
+            print!("{}", crate::config::show(&config, &path));
+            return ExitCode::SUCCESS;
+        }
+        Command::Route(args) => return preview::run(&config, &router, args),
+        _ => {}
+    }
     let secrets = redact::secrets(&[&config.postgres.url, &config.redis.url]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,8 +177,13 @@ pub fn main() -> ExitCode {
 /// its line.
 fn load(path: &std::path::Path) -> Result<(Config, Router), ConfigError> {
     let config = Config::load(path)?;
-    let router = Router::compile(&config)
-        .map_err(|found| ConfigError::at(path, found.into_iter().map(|p| (p.locate, p.message))))?;
+    let router = Router::compile(&config).map_err(|found| {
+        let problems = found
+            .into_iter()
+            .map(|p| Problem::key(&p.locate, p.message))
+            .collect();
+        config.invalid(path, problems)
+    })?;
     Ok((config, router))
 }
 
@@ -185,6 +213,7 @@ async fn dispatch(command: Command, config: Config, router: Router) -> Result<Ex
         Command::Backfill(args) => backfill::run(&config, args, interrupted()).await,
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown(args) => teardown::run(&config, args).await,
+        Command::Config | Command::Route(_) => unreachable!("answered before the runtime starts"),
         Command::Tail { pattern, json } => {
             let output = if json {
                 tail::Output::Json

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice::config::Config;
+use sluice::config::{Config, Env};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn read(path: &str) -> String {
@@ -181,10 +181,14 @@ fn the_kubernetes_sidecar_probes_the_port_its_config_listens_on() {
     let docs = kubernetes();
     let toml_text = docs["ConfigMap"]["data"]["sluice.toml"].as_str().unwrap();
     let path = Path::new("sluice.toml");
-    let mut config = Config::parse(toml_text, path)
+    let secret = docs["Secret"]["stringData"].as_hash().unwrap();
+    let env = Env::from_pairs(
+        secret
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap(), v.as_str().unwrap())),
+    );
+    let config = Config::from_sources(toml_text, path, &env)
         .unwrap_or_else(|e| panic!("the ConfigMap's sluice.toml: {e}"));
-    let secret = &docs["Secret"]["stringData"];
-    config.apply_env(|k| secret[k].as_str().map(String::from));
     config.validate(path).unwrap();
     let port: i64 = config
         .http

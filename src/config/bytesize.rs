@@ -85,9 +85,49 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_any(Size)
 }
 
+/// serde: written back as a string `parse` reads (`"8GiB"`, `"512MB"`, `"1000"`).
+pub fn serialize<S: serde::Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format(*value))
+}
+
+/// In the largest unit that divides `bytes`, else plain bytes.
+pub fn format(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 8] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("TB", 1_000_000_000_000),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("kB", 1_000),
+    ];
+    UNITS
+        .into_iter()
+        .filter(|(_, size)| bytes != 0 && bytes % size == 0)
+        .max_by_key(|(_, size)| *size)
+        .map_or_else(
+            || bytes.to_string(),
+            |(unit, size)| format!("{}{unit}", bytes / size),
+        )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{format, parse};
+
+    #[test]
+    fn formats_what_it_parses() {
+        for (bytes, text) in [
+            (8 << 30, "8GiB"),
+            (512_000_000, "512MB"),
+            (0, "0"),
+            (1500, "1500"),
+        ] {
+            assert_eq!(format(bytes), text);
+            assert_eq!(parse(text), Ok(bytes));
+        }
+    }
 
     #[test]
     fn parses_decimal_and_binary_units() {

@@ -1,26 +1,42 @@
-//! Configuration: the TOML file, typed and validated once, then compiled into runtime objects
-//! (the [`crate::route::Router`], whose `compile` checks the routing sections, and the
-//! per-stage settings).
+//! Configuration: the TOML file and the environment, typed and validated once, then compiled
+//! into runtime objects (the [`crate::route::Router`], whose `compile` checks the routing
+//! sections, and the per-stage settings).
 //!
-//! Unknown keys are errors that name the key and the line; durations are humantime strings;
-//! `DATABASE_URL` and `REDIS_URL` override `postgres.url` and `redis.url`.
+//! Layers, highest first: `SLUICE_<SECTION>_<KEY>` variables ([`env`]; `DATABASE_URL` and
+//! `REDIS_URL` too), the file, the defaults ([`defaults`]). Every value is type-checked
+//! against [`schema`] before serde sees it ([`check`]), and every problem is placed where its
+//! value came from ([`origin`]): the key's own line, or the variable. `sluice config` prints
+//! the result ([`show`]).
 
 mod bytesize;
+mod check;
+mod defaults;
 mod duration;
+mod env;
+mod load;
+mod origin;
+pub mod schema;
+mod show;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-pub use validate::{qualify, ConfigError, Located};
+use defaults::*;
+pub use env::Env;
+pub use origin::{Origin, Origins};
+pub use show::show;
+pub use validate::{qualify, ConfigError, Located, Problem};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Optional when the environment names the database (see [`load`]).
+    #[serde(default)]
     pub postgres: PostgresConfig,
     #[serde(default)]
     pub source: SourceConfig,
@@ -36,9 +52,12 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// Where each value came from; not a key.
+    #[serde(skip)]
+    pub origins: Origins,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     #[serde(default = "default_pg_url")]
@@ -53,7 +72,7 @@ pub struct PostgresConfig {
     pub query_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceMode {
     Logical,
@@ -69,7 +88,7 @@ impl SourceMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     #[serde(default = "default_mode")]
@@ -98,12 +117,13 @@ pub struct SourceConfig {
     /// logical: readiness fails while the slot retains more WAL than this many bytes (0: never).
     #[serde(
         default = "default_max_retained_wal",
-        deserialize_with = "bytesize::deserialize"
+        deserialize_with = "bytesize::deserialize",
+        serialize_with = "bytesize::serialize"
     )]
     pub max_retained_wal: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     #[serde(default = "default_redis_url")]
@@ -123,7 +143,7 @@ pub struct RedisConfig {
     pub key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `host:port` for /metrics, /healthz, /readyz and /status; `""` serves no HTTP.
@@ -131,7 +151,7 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     #[serde(default = "default_attempts")]
@@ -151,7 +171,7 @@ pub struct DeliveryConfig {
 }
 
 /// `[history]`: each channel's catch-up history in Redis (see `publish::recoverable`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryConfig {
     /// Keep `sluice:history:{<ch>}`; `seq` and `epoch` are given either way.
@@ -165,21 +185,21 @@ pub struct HistoryConfig {
     pub ttl: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnUnroutable {
     DeadLetter,
     Drop,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub prefixes: Vec<String>,
 }
 
 /// One `[[tables]]` entry: how a table's changes are routed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     pub table: String,
@@ -197,7 +217,7 @@ pub struct TableConfig {
 }
 
 /// Where a table's application comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AppRule {
     /// The app whose prefix starts this column's value.
@@ -240,33 +260,6 @@ impl AppRule {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file, then applies the environment overrides.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        let mut config = Config::parse(&text, path)?;
-        config.apply_env(|k| std::env::var(k).ok());
-        config.validate(path)?;
-        Ok(config)
-    }
-
-    /// Parses TOML text; errors carry the file name and line.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| validate::parse_error(text, path, &e))
-    }
-
-    /// `DATABASE_URL` and `REDIS_URL` win over the file.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
-        if let Some(url) = get("DATABASE_URL").filter(|s| !s.is_empty()) {
-            self.postgres.url = url;
-        }
-        if let Some(url) = get("REDIS_URL").filter(|s| !s.is_empty()) {
-            self.redis.url = url;
-        }
-    }
-
     /// The path the CLI uses when `--config` is not given.
     pub fn default_path() -> PathBuf {
         std::env::var_os("SLUICE_CONFIG")
@@ -275,87 +268,8 @@ impl Config {
     }
 }
 
-fn default_pg_url() -> String {
-    "postgres://sluice@127.0.0.1:5432/app".into()
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_true() -> bool {
-    true
-}
-fn default_history_len() -> usize {
-    10_000
-}
-fn default_history_ttl() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-fn default_query_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_mode() -> SourceMode {
-    SourceMode::Logical
-}
-fn default_name() -> String {
-    "sluice".into()
-}
-fn default_poll() -> Duration {
-    Duration::from_millis(250)
-}
-fn default_batch() -> usize {
-    1000
-}
-fn default_shutdown_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_retention() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-fn default_status_interval() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_retained_wal() -> u64 {
-    8 << 30
-}
-fn default_redis_url() -> String {
-    "redis://127.0.0.1:6379".into()
-}
-fn default_command_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_listen() -> String {
-    "127.0.0.1:9750".into()
-}
-fn default_attempts() -> u32 {
-    5
-}
-fn default_initial_backoff() -> Duration {
-    Duration::from_millis(100)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_payload() -> usize {
-    1_048_576
-}
-fn default_on_unroutable() -> OnUnroutable {
-    OnUnroutable::DeadLetter
-}
-fn default_channel() -> String {
-    "{app}:{tenant}:{type}".into()
-}
-
-macro_rules! default_via_serde {
-    ($($t:ty),*) => {$(
-        impl Default for $t {
-            fn default() -> Self {
-                toml::from_str("").expect("every field has a default")
-            }
-        }
-    )*};
-}
 default_via_serde!(
+    PostgresConfig,
     SourceConfig,
     RedisConfig,
     HttpConfig,

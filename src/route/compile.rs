@@ -7,8 +7,8 @@ use super::{Router, Rule, TableRoute};
 use crate::channel::{is_safe_name, Template, Var};
 use crate::config::{qualify, AppRule, Config, TableConfig};
 
-/// One thing wrong with the routing config: its message, and a text of the config file that
-/// locates it (the first line that mentions it).
+/// One thing wrong with the routing config: its message, and the dotted path of the key it is
+/// about (`apps.crm.prefixes`, `tables[2].channel`), which places it in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct RouteProblem {
@@ -40,11 +40,11 @@ impl Router {
                 .any(|o| qualify(&o.table) == qualify(&t.table))
             {
                 problems.push(problem(
-                    quoted(&t.table),
+                    format!("tables[{i}].table"),
                     format!("{}: the table is configured twice", at("table")),
                 ));
             }
-            match table_route(t, &apps, config.apps.is_empty(), &at) {
+            match table_route(t, i, &apps, config.apps.is_empty(), &at) {
                 Ok(route) => {
                     tables.insert(route.table.to_string(), route);
                 }
@@ -73,21 +73,17 @@ impl Router {
     }
 }
 
-fn quoted(s: &str) -> String {
-    format!("\"{s}\"")
-}
-
 fn app_problems(config: &Config) -> Vec<RouteProblem> {
     let mut out = Vec::new();
     for (name, app) in &config.apps {
         if !is_safe_name(name) {
             out.push(problem(
-                name,
+                format!("apps.{name}"),
                 format!("apps.{name}: an app name may hold only letters, digits, '.', '_' and '-'"),
             ));
         }
         if app.prefixes.is_empty() || app.prefixes.iter().any(|p| p.is_empty()) {
-            out.push(problem(name, format!("apps.{name}.prefixes: give at least one non-empty prefix, e.g. prefixes = [\"{name}.\"]")));
+            out.push(problem(format!("apps.{name}.prefixes"), format!("apps.{name}.prefixes: give at least one non-empty prefix, e.g. prefixes = [\"{name}.\"]")));
         }
     }
     out
@@ -96,6 +92,7 @@ fn app_problems(config: &Config) -> Vec<RouteProblem> {
 /// One table's route, or what is wrong with it.
 fn table_route(
     t: &TableConfig,
+    i: usize,
     apps: &HashMap<&str, Arc<str>>,
     no_apps: bool,
     at: &dyn Fn(&str) -> String,
@@ -103,7 +100,7 @@ fn table_route(
     let mut problems = Vec::new();
     if !is_safe_name(&t.data_type) {
         problems.push(problem(
-            quoted(&t.data_type),
+            format!("tables[{i}].type"),
             format!(
                 "{}: type may hold only letters, digits, '.', '_' and '-'",
                 at("type")
@@ -121,9 +118,13 @@ fn table_route(
     };
     match &t.app {
         AppRule::Fixed(list) => {
-            if let Some(a) = list.iter().find(|a| !apps.contains_key(a.as_str())) {
+            if let Some((n, a)) = list
+                .iter()
+                .enumerate()
+                .find(|(_, a)| !apps.contains_key(a.as_str()))
+            {
                 problems.push(problem(
-                    quoted(a),
+                    format!("tables[{i}].app.fixed[{n}]"),
                     format!(
                         "{}: unknown app {a:?}; declare it under [apps]",
                         at("app.fixed")
@@ -132,28 +133,30 @@ fn table_route(
             }
         }
         _ if no_apps => problems.push(problem(
-            quoted(&t.table),
+            format!("tables[{i}].app"),
             format!("{}: routes by prefix but [apps] is empty", at("app")),
         )),
         _ => {}
     }
-    let mut parse = |key: &str, text: &str| match Template::parse(text) {
+    let mut parse = |key: String, text: &str| match Template::parse(text) {
         Ok(template) => Some(template),
         Err(e) => {
-            problems.push(problem(text, format!("{}: {e}", at(key))));
+            let message = format!("{}: {e}", at(key.split('[').next().unwrap_or_default()));
+            problems.push(problem(format!("tables[{i}].{key}"), message));
             None
         }
     };
-    let channel = parse("channel", &t.channel);
+    let channel = parse("channel".into(), &t.channel);
     let invalidate: Vec<Option<Template>> = t
         .invalidate
         .iter()
-        .map(|k| parse("invalidate", k))
+        .enumerate()
+        .map(|(n, k)| parse(format!("invalidate[{n}]"), k))
         .collect();
     if let Some(c) = &channel {
         if !c.uses(Var::Tenant) {
             problems.push(problem(
-                t.channel.clone(),
+                format!("tables[{i}].channel"),
                 format!(
                     "{}: the channel must contain {{tenant}} so tenants stay apart",
                     at("channel")

@@ -11,6 +11,7 @@
 
 mod compile;
 mod moved;
+pub mod preview;
 
 use std::collections::HashMap;
 use std::sync::Arc;
