@@ -145,6 +145,9 @@ pub fn classify_pg_error(e: &PgError) -> Class {
     match e {
         PgError::Timeout(_) => Class::Transient,
         PgError::Tls(_) => fatal("fix the TLS settings of postgres.url (sslmode, sslrootcert)"),
+        PgError::NoPassword => {
+            fatal("give the role's password (postgres.url, PGPASSWORD or ~/.pgpass)")
+        }
         PgError::Postgres(e) => classify_pg(e),
     }
 }

@@ -30,6 +30,10 @@ pub enum PgError {
     /// The URL's TLS settings, or the TLS handshake, failed: one line that names the fix.
     #[error("{0}")]
     Tls(String),
+    /// The server asks for a password and neither the URL, `PGPASSWORD` nor the password file
+    /// gave one (tokio-postgres says only "password missing").
+    #[error("PostgreSQL asks for a password and none was given: put it in postgres.url, set PGPASSWORD, or add a line for this server to the password file (PGPASSFILE, else ~/.pgpass)")]
+    NoPassword,
 }
 
 /// A tokio-postgres error in one line, with the server's message when there is one.
@@ -162,8 +166,12 @@ async fn open(
 const RAW_TEXT_ON_SQL_ASCII: &str = "SELECT set_config('client_encoding', 'SQL_ASCII', false) \
     WHERE current_setting('server_encoding') = 'SQL_ASCII'";
 
-/// A TLS failure becomes its one-line explanation; anything else stays a tokio-postgres error.
+/// A TLS failure becomes its one-line explanation, a missing password says where one may
+/// come from; anything else stays a tokio-postgres error.
 fn connect_error(e: tokio_postgres::Error) -> PgError {
+    if e.code().is_none() && describe(&e).ends_with("password missing") {
+        return PgError::NoPassword;
+    }
     if let Some(text) = tls::explain(&e, tls::Server::Postgres) {
         return PgError::Tls(text);
     }
