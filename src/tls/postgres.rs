@@ -369,6 +369,31 @@ mod tests {
     }
 
     #[test]
+    fn libpq_variables_fill_the_tls_parameters_the_url_lacks() {
+        let env = |k: &str| match k {
+            "PGSSLMODE" => Some("verify-full".to_string()),
+            "PGSSLROOTCERT" => Some("/env-ca.pem".to_string()),
+            _ => None,
+        };
+        let (_, tls) = split_with("postgres://u@h/db", &env).unwrap();
+        assert_eq!(
+            (tls.mode, tls.root_cert),
+            (SslMode::VerifyFull, Some("/env-ca.pem".into()))
+        );
+        let (_, tls) = split_with("postgres://u@h/db?sslmode=require", &env).unwrap();
+        assert_eq!(tls.mode, SslMode::Require, "the URL wins");
+        assert_eq!(
+            tls_vars("postgres://u@h/db?sslmode=require", &env),
+            [("sslrootcert", "PGSSLROOTCERT")]
+        );
+        let bad = |k: &str| (k == "PGSSLMODE").then(|| "allow".to_string());
+        let e = split_with("postgres://u@h/db", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("PGSSLMODE: sslmode=\"allow\""), "{e}");
+    }
+
+    #[test]
     fn bad_settings_are_one_line_errors() {
         let e = split("postgres://h/db?sslmode=allow")
             .unwrap_err()
