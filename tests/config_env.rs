@@ -132,6 +132,23 @@ fn type_errors_name_key_line_found_and_example_without_serde() {
 }
 
 #[test]
+fn a_routing_problem_is_placed_on_its_key_not_on_a_comment_that_mentions_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[postgres]\n# channel = \"{{app}}:{{type}}\" would mix tenants\n{TABLES}channel = \"{{app}}:{{type}}\"\n"
+    );
+    let out = sluice(dir.path(), &config, &["check"], &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "sluice.toml:14: tables[0] (leads) channel: the channel must contain {tenant}"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn postgres_may_be_absent_when_the_environment_names_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let out = sluice(dir.path(), TABLES, &["config"], &[]);

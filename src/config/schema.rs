@@ -141,7 +141,7 @@ pub fn found(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => format!("the string {:?}", short(s)),
         toml::Value::Integer(i) => format!("the number {i}"),
-        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Float(f) => format!("the number {f:?}"),
         toml::Value::Boolean(b) => format!("{b}"),
         toml::Value::Datetime(d) => format!("the date-time {d}"),
         toml::Value::Array(_) => "a list".into(),

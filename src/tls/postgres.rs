@@ -15,6 +15,9 @@
 //! daemon's home is no place for trust decisions, so Sluice wants the path spelled out. The
 //! same goes for a client certificate: `sslcert=/path/client.crt&sslkey=/path/client.key`
 //! (an unencrypted PEM key), sent when the server asks for one (`cert` in pg_hba.conf).
+//! libpq's `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY` stand in for parameters the
+//! URL leaves out ([`split_with`]), and [`config`] fills the rest as libpq would
+//! ([`crate::libpq`]).
 
 use std::future::Future;
 use std::io;
