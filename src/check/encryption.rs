@@ -54,10 +54,23 @@ pub async fn redis(config: &RedisConfig, history: &HistoryConfig) -> Finding {
         Err(e) => return fail(format!("redis {url}: {e}")),
     };
     let limit = config.command_timeout + Duration::from_millis(100);
-    let answer = tokio::time::timeout(limit, publisher.connect()).await;
+    let answer = tokio::time::timeout(limit, async {
+        publisher.connect().await?;
+        publisher.shards().await
+    })
+    .await;
     publisher.close().await;
     match answer {
-        Ok(Ok(())) => ok(format!("redis {url}: a primary, channel script loaded, {}", redis_transport(config))),
+        Ok(Ok(shards)) if shards.is_empty() => ok(format!("redis {url}: a primary, channel script loaded, {}", redis_transport(config))),
+        Ok(Ok(shards)) => {
+            let list: Vec<String> = shards.iter().map(|(node, slots)| format!("{node} slots {slots}")).collect();
+            ok(format!(
+                "redis cluster {url}: {} masters ({}), all 16384 slots served, cluster_state ok on each, channel script loaded, {}",
+                shards.len(),
+                list.join("; "),
+                redis_transport(config)
+            ))
+        }
         Ok(Err(e)) if e.to_string().contains("TLS ") => fail(format!("redis {url}: {e}")),
         Ok(Err(e)) => fail(format!("redis {url}: {e}; check redis.url (or REDIS_URL) and that Redis runs")),
         Err(_) => fail(format!("redis {url}: no answer within {:?}; check redis.url (or REDIS_URL) and that Redis runs", config.command_timeout)),
@@ -65,7 +78,7 @@ pub async fn redis(config: &RedisConfig, history: &HistoryConfig) -> Finding {
 }
 
 fn redis_transport(config: &RedisConfig) -> String {
-    if !config.url.starts_with("rediss://") {
+    if !config.url.starts_with("rediss") {
         return "plain, not encrypted (rediss:// would use TLS)".into();
     }
     match &config.ca_file {

@@ -128,6 +128,9 @@ pub struct SourceConfig {
 pub struct RedisConfig {
     #[serde(default = "default_redis_url")]
     pub url: String,
+    /// `cluster`: `url` names seed nodes of a Redis Cluster (as `redis+cluster://` does).
+    #[serde(default)]
+    pub mode: RedisMode,
     /// A command (or a pipeline) that gets no answer within this time counts as Redis down.
     #[serde(default = "default_command_timeout", with = "duration")]
     pub command_timeout: Duration,
@@ -141,6 +144,15 @@ pub struct RedisConfig {
     pub cert_file: Option<PathBuf>,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+}
+
+/// One Redis server, or a Redis Cluster (sharded pub/sub).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    #[default]
+    Standalone,
+    Cluster,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -95,6 +95,12 @@ pub const KEYS: &[Key] = &[
     key("source", "heartbeat_interval", Duration, "\"10s\""),
     key("source", "max_retained_wal", ByteSize, "\"8GiB\""),
     key("redis", "url", Str, "\"redis://127.0.0.1:6379\""),
+    key(
+        "redis",
+        "mode",
+        Enum(&["standalone", "cluster"]),
+        "\"cluster\"",
+    ),
     key("redis", "command_timeout", Duration, "\"5s\""),
     key("redis", "ca_file", Path, "\"/etc/sluice/redis-ca.pem\""),
     key(

@@ -205,7 +205,7 @@ impl Config {
             ),
             _ => {}
         }
-        if (r.ca_file.is_some() || r.cert_file.is_some()) && !r.url.starts_with("rediss://") {
+        if (r.ca_file.is_some() || r.cert_file.is_some()) && !r.url.starts_with("rediss") {
             found.push("redis.ca_file/cert_file are set but redis.url is not rediss://: use rediss:// for TLS, or remove them".into());
         }
         found.extend(

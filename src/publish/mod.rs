@@ -23,8 +23,10 @@
 //! `redis.ca_file`, or to the system's trust store without one, and name the URL's host.
 //! There is no switch to skip that check: a self-signed server is trusted by naming its CA.
 
+mod cluster;
 mod recoverable;
 mod resp;
+mod topology;
 
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisMode};
 use crate::route::Event;
 use crate::tls::{self, Stream};
 pub use recoverable::History;
@@ -47,8 +49,10 @@ use resp::Reply;
 pub enum PublishError {
     #[error("invalid redis.url: {0}")]
     BadUrl(fred::error::Error),
-    #[error("redis.url: only a single Redis server (redis://host:port) is supported")]
+    #[error("redis.url: give one server (redis://host:port), or a cluster's seed nodes (redis+cluster://host:port,host:port)")]
     NotSingleServer,
+    #[error("redis.url: a Redis Cluster has only database 0; remove the /{0} from the URL")]
+    ClusterDatabase(u8),
     #[error("redis TLS settings: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("Redis is unavailable: {0}")]
@@ -74,6 +78,18 @@ pub enum Unavailable {
     ReadOnly(String),
     #[error("its script cache was flushed; reconnecting to load the channel script again")]
     ScriptMissing,
+    #[error("shard {node} (slots {slots}): {source}")]
+    Shard {
+        node: String,
+        slots: String,
+        source: Box<Unavailable>,
+    },
+    #[error("no seed node answered CLUSTER SLOTS: {0}")]
+    NoTopology(String),
+    #[error("the cluster is down or incomplete: {0}")]
+    ClusterDown(String),
+    #[error("the cluster kept redirecting the batch (slots moving); retrying")]
+    Unsettled,
 }
 
 /// What Redis said about one event.
@@ -99,11 +115,27 @@ struct Target {
     tls: Option<Arc<ClientConfig>>,
 }
 
+impl Target {
+    /// The same credentials and TLS settings, another node.
+    fn at(&self, (host, port): &topology::Addr) -> Target {
+        Target {
+            host: host.clone(),
+            port: *port,
+            ..self.clone()
+        }
+    }
+}
+
+/// One Redis server, or a Redis Cluster's masters.
+enum Backend {
+    Single(Target, Mutex<Option<Conn>>),
+    Cluster(cluster::Cluster),
+}
+
 /// The Redis side of the daemon.
 pub struct Publisher {
-    target: Target,
+    backend: Backend,
     timeout: Duration,
-    conn: Mutex<Option<Conn>>,
     /// The daemon's recoverable channels (see [`recoverable`]); `None` for the operator's
     /// replays, which publish plainly and take no `seq`.
     history: Option<History>,
@@ -122,23 +154,39 @@ impl Publisher {
     /// is down.
     pub fn new(config: &RedisConfig) -> Result<Publisher, PublishError> {
         let (parsed, tls) = parse_url(config)?;
-        let ServerConfig::Centralized { server } = &parsed.server else {
-            return Err(PublishError::NotSingleServer);
+        let seeds: Vec<topology::Addr> = match &parsed.server {
+            ServerConfig::Centralized { server } => vec![(server.host.to_string(), server.port)],
+            ServerConfig::Clustered { hosts, .. } => {
+                hosts.iter().map(|s| (s.host.to_string(), s.port)).collect()
+            }
+            _ => return Err(PublishError::NotSingleServer),
         };
         let target = Target {
-            host: server.host.to_string(),
-            port: server.port,
+            host: seeds[0].0.clone(),
+            port: seeds[0].1,
             username: parsed.username.clone(),
             password: parsed.password.clone(),
             database: parsed.database,
             tls,
         };
+        let backend = if matches!(parsed.server, ServerConfig::Clustered { .. }) {
+            if let Some(db) = parsed.database.filter(|&d| d != 0) {
+                return Err(PublishError::ClusterDatabase(db));
+            }
+            Backend::Cluster(cluster::Cluster::new(seeds, target))
+        } else {
+            Backend::Single(target, Mutex::new(None))
+        };
         Ok(Publisher {
-            target,
+            backend,
             timeout: config.command_timeout,
-            conn: Mutex::new(None),
             history: None,
         })
+    }
+
+    /// Whether this publishes to a Redis Cluster (with `SPUBLISH`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
     }
 
     /// Publishes on recoverable channels: numbered, kept in history, exactly once.
@@ -149,7 +197,32 @@ impl Publisher {
 
     /// Connects now (TLS, AUTH, SELECT, PING), reporting why not: for `check` and `tail`.
     pub async fn connect(&self) -> Result<(), PublishError> {
-        self.connection().await.map(drop)
+        match &self.backend {
+            Backend::Single(..) => self.connection().await.map(drop),
+            Backend::Cluster(c) => {
+                let open = c.connect_all(self.script());
+                tokio::time::timeout(self.timeout, open)
+                    .await
+                    .map_err(|_| Unavailable::Timeout(self.timeout))??;
+                Ok(())
+            }
+        }
+    }
+
+    /// A cluster's masters and the slots each serves (`check`); empty for a single server.
+    pub async fn shards(&self) -> Result<Vec<(String, String)>, PublishError> {
+        match &self.backend {
+            Backend::Single(..) => Ok(Vec::new()),
+            Backend::Cluster(c) => Ok(c.shards().await?),
+        }
+    }
+
+    /// The channel script this publisher loads, if it publishes on recoverable channels.
+    fn script(&self) -> Option<&'static str> {
+        self.history.as_ref().map(|_| match &self.backend {
+            Backend::Single(..) => recoverable::SCRIPT,
+            Backend::Cluster(_) => recoverable::sharded_script(),
+        })
     }
 
     /// Tries to connect for up to `timeout`; the last failure if Redis is still unreachable
@@ -157,7 +230,7 @@ impl Publisher {
     pub async fn connect_within(&self, timeout: Duration) -> Result<(), PublishError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let failure = match self.connection().await {
+            let failure = match self.connect().await {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
@@ -169,9 +242,12 @@ impl Publisher {
     }
 
     async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Conn>>, PublishError> {
-        let mut guard = self.conn.lock().await;
+        let Backend::Single(target, conn) = &self.backend else {
+            unreachable!("a single server's connection")
+        };
+        let mut guard = conn.lock().await;
         if guard.is_none() {
-            let open = Conn::open(&self.target, self.history.is_some());
+            let open = Conn::open(target, self.script(), true);
             let conn = tokio::time::timeout(self.timeout, open)
                 .await
                 .map_err(|_| Unavailable::Timeout(self.timeout))??;
@@ -190,6 +266,16 @@ impl Publisher {
     ) -> Result<Vec<Delivery>, PublishError> {
         if events.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Backend::Cluster(c) = &self.backend {
+            let trip = c.publish(events, self.history.as_ref(), origin.unwrap_or(""));
+            return match tokio::time::timeout(self.timeout, trip).await {
+                Ok(result) => Ok(result?),
+                Err(_) => {
+                    c.forget().await;
+                    Err(Unavailable::Timeout(self.timeout).into())
+                }
+            };
         }
         let mut guard = self.connection().await?;
         let conn = guard.as_mut().expect("connected above");
@@ -213,12 +299,17 @@ impl Publisher {
     }
 
     pub async fn close(&self) {
-        *self.conn.lock().await = None;
+        match &self.backend {
+            Backend::Single(_, conn) => *conn.lock().await = None,
+            Backend::Cluster(c) => c.forget().await,
+        }
     }
 }
 
 impl Conn {
-    async fn open(t: &Target, load_script: bool) -> Result<Conn, Unavailable> {
+    /// Connects, authenticates, selects the database, loads `script` if given, and with
+    /// `primary` refuses a replica.
+    async fn open(t: &Target, script: Option<&str>, primary: bool) -> Result<Conn, Unavailable> {
         let unavailable = |e: std::io::Error| Unavailable::Io {
             addr: format!("{}:{}", t.host, t.port),
             text: io_text(&e),
@@ -249,8 +340,8 @@ impl Conn {
         if let Some(db) = &db {
             setup.push(vec![b"SELECT", db.as_bytes()]);
         }
-        if load_script {
-            setup.push(vec![b"SCRIPT", b"LOAD", recoverable::SCRIPT.as_bytes()]);
+        if let Some(script) = script {
+            setup.push(vec![b"SCRIPT", b"LOAD", script.as_bytes()]);
         }
         setup.push(vec![b"ROLE"]);
         for args in &setup {
@@ -260,8 +351,10 @@ impl Conn {
         if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
             return Err(Unavailable::SetupRefused(e.clone()));
         }
-        primary(replies.last())?;
-        if load_script {
+        if primary {
+            self::primary(replies.last())?;
+        }
+        if script.is_some() {
             match replies.swap_remove(replies.len() - 2) {
                 Reply::Bulk(sha) => conn.script = Some(sha),
                 _ => {
@@ -366,18 +459,50 @@ fn delivery(published: Reply, deleted: Option<Reply>) -> Result<Delivery, Unavai
 
 /// fred's view of `redis.url`, and the TLS settings for `rediss://`. fred is handed a plain
 /// `redis://` URL and our TLS settings, so it never builds a client config of its own.
+/// `redis+cluster://host:port,host:port` (or `redis.mode = "cluster"`) names a cluster's
+/// seed nodes.
 fn parse_url(
     config: &RedisConfig,
 ) -> Result<(FredConfig, Option<Arc<ClientConfig>>), PublishError> {
-    let plain = config
-        .url
-        .strip_prefix("rediss://")
-        .map(|rest| format!("redis://{rest}"));
-    let parsed = FredConfig::from_url(plain.as_deref().unwrap_or(&config.url))
-        .map_err(PublishError::BadUrl)?;
-    let tls = match plain {
-        Some(_) => Some(tls::client_config(&config.tls_settings())?),
-        None => None,
+    let url = &config.url;
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (tls, cluster_scheme) = match scheme {
+        "rediss" => (true, false),
+        "redis+cluster" => (false, true),
+        "rediss+cluster" => (true, true),
+        _ => (false, false),
+    };
+    let cluster = cluster_scheme || config.mode == RedisMode::Cluster;
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let tail_at = hosts.find(['/', '?']).unwrap_or(hosts.len());
+    let (hosts, tail) = hosts.split_at(tail_at);
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    let plain = match scheme {
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
+            format!("redis://{auth}{}{tail}", hosts[0])
+        }
+        _ => url.clone(),
+    };
+    let mut parsed = FredConfig::from_url(&plain).map_err(PublishError::BadUrl)?;
+    if cluster {
+        let mut seeds = Vec::new();
+        for host in &hosts {
+            let one =
+                FredConfig::from_url(&format!("redis://{host}")).map_err(PublishError::BadUrl)?;
+            if let ServerConfig::Centralized { server } = one.server {
+                seeds.push((server.host.to_string(), server.port));
+            }
+        }
+        parsed.server = ServerConfig::new_clustered(seeds);
+    } else if hosts.len() > 1 {
+        return Err(PublishError::NotSingleServer);
+    }
+    let tls = match tls {
+        true => Some(tls::client_config(&config.tls_settings())?),
+        false => None,
     };
     Ok((parsed, tls))
 }

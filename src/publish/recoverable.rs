@@ -34,6 +34,13 @@ use crate::telemetry as m;
 /// The script, loaded on every connection (`SCRIPT LOAD`) and called by its digest.
 pub const SCRIPT: &str = include_str!("channel.lua");
 
+/// The script for a Redis Cluster: the same, publishing with `SPUBLISH` (sharded pub/sub: the
+/// message goes to the channel's shard only, which is also where its keys live).
+pub fn sharded_script() -> &'static str {
+    static SHARDED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHARDED.get_or_init(|| SCRIPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+}
+
 /// What the script keeps per channel.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -54,7 +61,7 @@ impl History {
 
 /// The events of one channel within a batch, in batch order.
 pub struct Run<'a> {
-    channel: &'a str,
+    pub channel: &'a str,
     events: Vec<usize>,
 }
 

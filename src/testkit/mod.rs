@@ -110,10 +110,12 @@ pub(super) fn run(cmd: &mut Command, what: &str) -> io::Result<Output> {
 }
 
 /// True when the effective uid is 0 (read from /proc, falling back to `id -u`).
+mod cluster;
 mod postgres;
 mod proxy;
 mod redis;
 
+pub use cluster::RedisCluster;
 pub use postgres::{PgOptions, Postgres};
 pub use proxy::Proxy;
 pub use redis::Redis;

@@ -1,0 +1,451 @@
+//! Publishing to a Redis Cluster: one pipeline per master, all in flight at once.
+//!
+//! A channel's message and its recoverable keys (`sluice:*:{<ch>}`, the channel as hash tag)
+//! hash to one slot, so the channel script runs on the master of that slot and publishes with
+//! `SPUBLISH` (sharded pub/sub: only that shard's subscribers hear it, instead of every node
+//! relaying every message). A batch is split by master: each gets its channels' script calls
+//! and the `DEL`s of the cache keys that hash to it, in one write; the masters answer in
+//! parallel. Cache keys may hash to another shard than their channel, so in a cluster their
+//! `DEL` is not atomic with the publish (it still rides the same batch).
+//!
+//! Slots move. A `MOVED` answer updates the slot map and the command goes again to the new
+//! master within the same batch; `ASK` sends it once to the importing node behind `ASKING`;
+//! `TRYAGAIN` (a slot half migrated) and `CLUSTERDOWN` wait a moment and retry. Nothing is
+//! duplicated by going again: the script skips what the channel already has (see
+//! [`super::recoverable`]), and the meta moved with the slot, so the seq stays contiguous. A
+//! master that does not answer (failing over, say) fails the batch as
+//! [`Unavailable::Shard`], naming it; the slot map is read again before the retry, which finds
+//! the promoted replica.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::Mutex;
+
+use super::recoverable::{self, History, Run};
+use super::resp::{self, Reply};
+use super::topology::{self, Addr, Redirect, SlotMap};
+use super::{Conn, Delivery, Target, Unavailable};
+use crate::route::Event;
+
+/// Redirections one batch may follow before it is retried as a whole.
+const MAX_ROUNDS: usize = 16;
+
+pub(super) struct Cluster {
+    seeds: Vec<Addr>,
+    target: Target,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    map: Option<SlotMap>,
+    conns: HashMap<Addr, Conn>,
+}
+
+/// One command of a batch, and where it must go.
+#[derive(Clone)]
+struct Item {
+    op: Op,
+    slot: u16,
+    /// Sent once to this node behind `ASKING` (a slot being imported there).
+    ask: Option<Addr>,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    /// The channel script for run `i`.
+    Run(usize),
+    /// `SPUBLISH` of event `i` (replays: not numbered).
+    Publish(usize),
+    /// `DEL` of event `i`'s cache key `k`.
+    Del(usize, usize),
+}
+
+/// What a batch is: the events, and how they are published.
+struct Batch<'a> {
+    events: &'a [Event],
+    runs: Vec<Run<'a>>,
+    history: Option<&'a History>,
+    origin: &'a str,
+    epoch: String,
+}
+
+impl Cluster {
+    pub(super) fn new(seeds: Vec<Addr>, target: Target) -> Cluster {
+        Cluster {
+            seeds,
+            target,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Drops every connection and the slot map (after a timeout: nothing is known).
+    pub(super) async fn forget(&self) {
+        *self.state.lock().await = State::default();
+    }
+
+    /// Reads the slot map and connects to every master (for `check` and startup).
+    pub(super) async fn connect_all(&self, script: Option<&str>) -> Result<(), Unavailable> {
+        let mut state = self.state.lock().await;
+        let map = self.refresh(&mut state).await?;
+        if map.uncovered() > 0 {
+            return Err(Unavailable::ClusterDown(format!(
+                "{} of 16384 hash slots have no master",
+                map.uncovered()
+            )));
+        }
+        for (i, addr) in map.masters.iter().enumerate() {
+            let mut conn = match state.conns.remove(addr) {
+                Some(conn) => conn,
+                None => Conn::open(&self.target.at(addr), script, false)
+                    .await
+                    .map_err(|e| shard(&map, i, e))?,
+            };
+            cluster_state_ok(&mut conn)
+                .await
+                .map_err(|e| shard(&map, i, e))?;
+            state.conns.insert(addr.clone(), conn);
+        }
+        Ok(())
+    }
+
+    /// The masters and the slots each serves, as the cluster tells it now.
+    pub(super) async fn shards(&self) -> Result<Vec<(String, String)>, Unavailable> {
+        let mut state = self.state.lock().await;
+        let map = self.refresh(&mut state).await?;
+        Ok((0..map.masters.len())
+            .map(|i| (addr_text(&map.masters[i]), map.ranges(i)))
+            .collect())
+    }
+
+    /// Publishes a batch; one [`Delivery`] per event, in order.
+    pub(super) async fn publish(
+        &self,
+        events: &[Event],
+        history: Option<&History>,
+        origin: &str,
+    ) -> Result<Vec<Delivery>, Unavailable> {
+        let batch = Batch {
+            events,
+            runs: recoverable::runs(events),
+            history,
+            origin,
+            epoch: recoverable::new_epoch(),
+        };
+        let mut out: Vec<Option<Delivery>> = vec![None; events.len()];
+        let mut del_errors: Vec<(usize, String)> = Vec::new();
+        let mut pending = batch.items();
+        let mut state = self.state.lock().await;
+        for round in 0..MAX_ROUNDS {
+            if state.map.is_none() {
+                self.refresh(&mut state).await?;
+            }
+            let map = state.map.clone().expect("refreshed above");
+            let groups = group(&map, std::mem::take(&mut pending))?;
+            let results = self.send_all(&mut state, &batch, groups).await;
+            let mut wait = false;
+            for (addr, result) in results {
+                let (items, replies) = match result {
+                    Ok(done) => done,
+                    Err(e) => {
+                        state.map = None;
+                        let i = map.masters.iter().position(|a| *a == addr);
+                        return Err(match i {
+                            Some(i) => shard(&map, i, e),
+                            None => e,
+                        });
+                    }
+                };
+                for (item, reply) in items.into_iter().zip(replies) {
+                    match settle(&mut state, &batch, item, reply, &mut out, &mut del_errors)? {
+                        Settled::Done => {}
+                        Settled::Again(item, pause) => {
+                            wait |= pause;
+                            pending.push(item);
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return Ok(finish(out, del_errors, events));
+            }
+            if wait {
+                tokio::time::sleep(Duration::from_millis(20 * (round as u64 + 1))).await;
+            }
+        }
+        state.map = None;
+        Err(Unavailable::Unsettled)
+    }
+
+    /// Sends each node its items in one write, all nodes at once; answers per node.
+    async fn send_all(
+        &self,
+        state: &mut State,
+        batch: &Batch<'_>,
+        groups: HashMap<Addr, Vec<Item>>,
+    ) -> Vec<(Addr, Result<(Vec<Item>, Vec<Reply>), Unavailable>)> {
+        let script = batch.history.map(|_| recoverable::sharded_script());
+        let trips = groups.into_iter().map(|(addr, items)| {
+            let conn = state.conns.remove(&addr);
+            let target = self.target.at(&addr);
+            async move {
+                let mut conn = match conn {
+                    Some(c) => c,
+                    None => match Conn::open(&target, script, false).await {
+                        Ok(c) => c,
+                        Err(e) => return (addr, None, Err(e)),
+                    },
+                };
+                let result = trip(&mut conn, batch, &items).await;
+                let keep = result.is_ok().then_some(conn);
+                (addr, keep, result.map(|replies| (items, replies)))
+            }
+        });
+        let mut results = Vec::new();
+        for (addr, conn, result) in join_all(trips).await {
+            if let Some(conn) = conn {
+                state.conns.insert(addr.clone(), conn);
+            }
+            results.push((addr, result));
+        }
+        results
+    }
+
+    /// Reads the slot map from the first node that answers: known masters, then the seeds.
+    async fn refresh(&self, state: &mut State) -> Result<SlotMap, Unavailable> {
+        let mut candidates: Vec<Addr> = state.map.iter().flat_map(|m| m.masters.clone()).collect();
+        candidates.extend(self.seeds.iter().cloned());
+        let mut failures = Vec::new();
+        for addr in candidates {
+            match self.slots_from(&addr).await {
+                Ok(map) => {
+                    state.conns.retain(|a, _| map.masters.contains(a));
+                    state.map = Some(map.clone());
+                    return Ok(map);
+                }
+                Err(e) => failures.push(format!("{}: {e}", addr_text(&addr))),
+            }
+        }
+        Err(Unavailable::NoTopology(failures.join("; ")))
+    }
+
+    async fn slots_from(&self, addr: &Addr) -> Result<SlotMap, Unavailable> {
+        let mut conn = Conn::open(&self.target.at(addr), None, false).await?;
+        resp::command(&mut conn.write, &[b"CLUSTER", b"SLOTS"]);
+        let reply = conn.exchange(1).await?.pop().ok_or(Unavailable::Closed)?;
+        if let Reply::Error(e) = &reply {
+            return Err(Unavailable::SetupRefused(format!("CLUSTER SLOTS: {e}")));
+        }
+        SlotMap::parse(&reply, addr).map_err(|e| Unavailable::ClusterDown(e.to_string()))
+    }
+}
+
+/// `CLUSTER INFO` must say `cluster_state:ok`: this node serves its slots.
+async fn cluster_state_ok(conn: &mut Conn) -> Result<(), Unavailable> {
+    resp::command(&mut conn.write, &[b"CLUSTER", b"INFO"]);
+    match conn.exchange(1).await?.pop() {
+        Some(Reply::Bulk(info)) if info.windows(16).any(|w| w == b"cluster_state:ok") => Ok(()),
+        Some(Reply::Bulk(_)) => Err(Unavailable::ClusterDown(
+            "the node says cluster_state is not ok".into(),
+        )),
+        other => Err(Unavailable::SetupRefused(format!(
+            "CLUSTER INFO: {other:?}"
+        ))),
+    }
+}
+
+impl Batch<'_> {
+    /// The batch's commands: a script call per channel (or a `SPUBLISH` per event), then one
+    /// `DEL` per cache key, each on its own slot.
+    fn items(&self) -> Vec<Item> {
+        let mut items: Vec<Item> = match self.history {
+            Some(_) => (0..self.runs.len())
+                .map(|r| item(Op::Run(r), self.runs[r].channel))
+                .collect(),
+            None => (0..self.events.len())
+                .map(|i| item(Op::Publish(i), &self.events[i].channel))
+                .collect(),
+        };
+        for (i, e) in self.events.iter().enumerate() {
+            for (k, key) in e.invalidate.iter().enumerate() {
+                items.push(item(Op::Del(i, k), key));
+            }
+        }
+        items
+    }
+
+    /// Appends `item`'s command to `out`.
+    fn encode(&self, out: &mut Vec<u8>, sha: Option<&[u8]>, item: &Item) {
+        match item.op {
+            Op::Run(r) => {
+                let (history, sha) = (
+                    self.history.expect("runs are recoverable"),
+                    sha.unwrap_or_default(),
+                );
+                recoverable::encode(
+                    out,
+                    sha,
+                    &self.runs[r],
+                    self.events,
+                    history,
+                    self.origin,
+                    &self.epoch,
+                );
+            }
+            Op::Publish(i) => {
+                let e = &self.events[i];
+                resp::command(out, &[b"SPUBLISH", e.channel.as_bytes(), &e.payload]);
+            }
+            Op::Del(i, k) => resp::command(out, &[b"DEL", self.events[i].invalidate[k].as_bytes()]),
+        }
+    }
+}
+
+fn item(op: Op, key: &str) -> Item {
+    Item {
+        op,
+        slot: topology::slot(key),
+        ask: None,
+    }
+}
+
+/// Splits items by the node they go to.
+fn group(map: &SlotMap, items: Vec<Item>) -> Result<HashMap<Addr, Vec<Item>>, Unavailable> {
+    let mut groups: HashMap<Addr, Vec<Item>> = HashMap::new();
+    for item in items {
+        let addr = match &item.ask {
+            Some(addr) => addr.clone(),
+            None => match map.owner(item.slot) {
+                Some(i) => map.masters[i].clone(),
+                None => {
+                    return Err(Unavailable::ClusterDown(format!(
+                        "slot {} has no master",
+                        item.slot
+                    )))
+                }
+            },
+        };
+        groups.entry(addr).or_default().push(item);
+    }
+    Ok(groups)
+}
+
+/// One node's pipeline: every item's command (behind `ASKING` where redirected so), one write,
+/// and the items' replies in order (the `ASKING` answers dropped).
+async fn trip(
+    conn: &mut Conn,
+    batch: &Batch<'_>,
+    items: &[Item],
+) -> Result<Vec<Reply>, Unavailable> {
+    let sha = conn.script.clone();
+    if batch.history.is_some() && sha.is_none() {
+        return Err(Unavailable::ScriptMissing);
+    }
+    let mut expected = 0;
+    for item in items {
+        if item.ask.is_some() {
+            resp::command(&mut conn.write, &[b"ASKING"]);
+            expected += 1;
+        }
+        batch.encode(&mut conn.write, sha.as_deref(), item);
+        expected += 1;
+    }
+    let mut replies = conn.exchange(expected).await?.into_iter();
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        if item.ask.is_some() {
+            replies.next();
+        }
+        out.push(replies.next().ok_or(Unavailable::Closed)?);
+    }
+    Ok(out)
+}
+
+enum Settled {
+    Done,
+    /// Send again; `true`: after a pause.
+    Again(Item, bool),
+}
+
+/// Applies one reply: a redirect sends the item again, anything else is the item's outcome.
+fn settle(
+    state: &mut State,
+    batch: &Batch<'_>,
+    mut item: Item,
+    reply: Reply,
+    out: &mut [Option<Delivery>],
+    del_errors: &mut Vec<(usize, String)>,
+) -> Result<Settled, Unavailable> {
+    if let Reply::Error(e) = &reply {
+        if let Some(redirect) = Redirect::parse(e) {
+            item.ask = None;
+            match redirect {
+                Redirect::Moved(slot, addr) => {
+                    if let Some(map) = state.map.as_mut() {
+                        map.moved(slot, addr);
+                    }
+                }
+                Redirect::Ask(_, addr) => item.ask = Some(addr),
+            }
+            return Ok(Settled::Again(item, false));
+        }
+        if e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") {
+            item.ask = None;
+            return Ok(Settled::Again(item, true));
+        }
+        if e.starts_with("READONLY") {
+            state.map = None;
+            return Ok(Settled::Again(item, true));
+        }
+    }
+    match item.op {
+        Op::Run(r) => recoverable::read(reply, &batch.runs[r], out)?,
+        Op::Publish(i) => {
+            out[i] = Some(match reply {
+                Reply::Error(e) => Delivery::Rejected(format!("SPUBLISH: {e}")),
+                Reply::Integer(receivers) => Delivery::Sent { receivers },
+                _ => Delivery::Sent { receivers: 0 },
+            })
+        }
+        Op::Del(i, _) => {
+            if let Reply::Error(e) = reply {
+                del_errors.push((i, e));
+            }
+        }
+    }
+    Ok(Settled::Done)
+}
+
+/// Every event's delivery; a failed `DEL` of its cache keys rejects an event Redis took.
+fn finish(
+    out: Vec<Option<Delivery>>,
+    del_errors: Vec<(usize, String)>,
+    events: &[Event],
+) -> Vec<Delivery> {
+    let mut out: Vec<Delivery> = out
+        .into_iter()
+        .map(|d| d.expect("every event has an outcome"))
+        .collect();
+    for (i, err) in del_errors {
+        if matches!(out[i], Delivery::Sent { .. } | Delivery::Duplicate) {
+            out[i] =
+                Delivery::Rejected(format!("DEL of cache keys of {}: {err}", events[i].channel));
+        }
+    }
+    out
+}
+
+/// `e`, said of master `i` of `map`.
+fn shard(map: &SlotMap, i: usize, e: Unavailable) -> Unavailable {
+    Unavailable::Shard {
+        node: addr_text(&map.masters[i]),
+        slots: map.ranges(i),
+        source: Box::new(e),
+    }
+}
+
+fn addr_text((host, port): &Addr) -> String {
+    format!("{host}:{port}")
+}

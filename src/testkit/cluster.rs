@@ -1,0 +1,264 @@
+//! A throwaway Redis Cluster: `redis-server --cluster-enabled yes` nodes on free ports, joined
+//! with `redis-cli --cluster create`.
+
+use std::io;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A master's port and the slot ranges it serves.
+pub type Master = (u16, Vec<(u16, u16)>);
+
+/// A Redis Cluster of `masters` masters, each with `replicas` replicas, every node a child
+/// process in its own directory under one temp dir.
+pub struct RedisCluster {
+    dir: TempDir,
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes and joins them; returns once every node reports `cluster_state:ok`.
+    pub fn start(masters: usize, replicas: usize) -> io::Result<RedisCluster> {
+        let dir = TempDir::new("redis-cluster")?;
+        let mut cluster = RedisCluster {
+            dir,
+            nodes: Vec::new(),
+        };
+        for _ in 0..masters * (1 + replicas) {
+            let port = free_port();
+            cluster.nodes.push(Node { port, child: None });
+            cluster.spawn(cluster.nodes.len() - 1)?;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        run(&mut create, "redis-cli --cluster create")?;
+        cluster.wait_ok(Duration::from_secs(30))?;
+        cluster.wait_replicas_synced(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// Every node's port, in start order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...` naming every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// Runs `redis-cli -p PORT ARGS...` and returns its output (`--raw` answers).
+    pub fn cli(&self, port: u16, args: &[&str]) -> io::Result<String> {
+        let out = run(
+            Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "--raw"])
+                .args(args),
+            "redis-cli",
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `redis-cli -c` (follows redirections) against the first live node.
+    pub fn cli_any(&self, args: &[&str]) -> io::Result<String> {
+        let port = self
+            .live_ports()
+            .first()
+            .copied()
+            .ok_or_else(|| err("no live node".into()))?;
+        let out = run(
+            Command::new("redis-cli")
+                .args(["-c", "-p", &port.to_string(), "--raw"])
+                .args(args),
+            "redis-cli -c",
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// The ports of the nodes that are masters now, with the slot ranges each serves.
+    pub fn masters(&self) -> io::Result<Vec<Master>> {
+        let port = *self
+            .live_ports()
+            .first()
+            .ok_or_else(|| err("no live node".into()))?;
+        let text = self.cli(port, &["CLUSTER", "NODES"])?;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() < 8 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let node_port = f[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok());
+            let Some(node_port) = node_port else { continue };
+            let ranges = f[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|n| (n, n)),
+                })
+                .collect();
+            out.push((node_port, ranges));
+        }
+        Ok(out)
+    }
+
+    /// The cluster node id of the node on `port`.
+    pub fn node_id(&self, port: u16) -> io::Result<String> {
+        Ok(self.cli(port, &["CLUSTER", "MYID"])?.trim().to_string())
+    }
+
+    /// Moves `slots` slots, with their keys, from the master on `from` to the master on `to`
+    /// (`redis-cli --cluster reshard`), while clients go on.
+    pub fn reshard(&self, from: u16, to: u16, slots: usize) -> io::Result<()> {
+        let (from_id, to_id) = (self.node_id(from)?, self.node_id(to)?);
+        run(
+            Command::new("redis-cli")
+                .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+                .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+                .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+                .args(["--cluster-pipeline", "100"])
+                .stdout(Stdio::null()),
+            "redis-cli --cluster reshard",
+        )?;
+        Ok(())
+    }
+
+    /// Kills the node on `port` (SIGKILL).
+    pub fn kill(&mut self, port: u16) -> io::Result<()> {
+        let node = self.nodes.iter_mut().find(|n| n.port == port);
+        let node = node.ok_or_else(|| err(format!("no node on port {port}")))?;
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the node on `port` again (it keeps its nodes.conf, so it rejoins).
+    pub fn restart(&mut self, port: u16) -> io::Result<()> {
+        let i = self.nodes.iter().position(|n| n.port == port);
+        let i = i.ok_or_else(|| err(format!("no node on port {port}")))?;
+        self.kill(port)?;
+        self.spawn(i)
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and agrees on the masters.
+    pub fn wait_ok(&self, within: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self.live_ports().iter().all(|&p| {
+                self.cli(p, &["CLUSTER", "INFO"])
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "the cluster did not reach cluster_state:ok within {within:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every replica's link to its master is up (its first sync done), so that a
+    /// killed master can be replaced.
+    pub fn wait_replicas_synced(&self, within: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + within;
+        for port in self.live_ports() {
+            loop {
+                let info = self.cli(port, &["INFO", "replication"])?;
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(err(format!("the replica on {port} never synced: {info}")));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, i: usize) -> io::Result<()> {
+        let port = self.nodes[i].port;
+        let dir = self.dir.0.join(port.to_string());
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args([
+                "--cluster-node-timeout",
+                "2000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            // a replica takes over however long it was cut off (the tests kill masters)
+            .args(["--cluster-replica-validity-factor", "0"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--logfile")
+            .arg(&log)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| err(format!("cannot run redis-server: {e}")))?;
+        self.nodes[i].child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.cli(port, &["PING"]).ok().as_deref().map(str::trim) != Some("PONG") {
+            if Instant::now() > deadline {
+                let tail = log_tail(&log, 20);
+                return Err(err(format!(
+                    "cluster node {port} never answered PING\n{tail}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut child) = n.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
