@@ -4,7 +4,9 @@
 //! It follows each channel's `seq`: a jump means messages were missed (a slow terminal, a
 //! reconnect), and they are read back from the channel's history and printed in order before
 //! the live one; a gap the history no longer covers, and a new epoch, are reported on stderr.
-//! After Redis restarts, the subscription is made again.
+//! After Redis restarts, the subscription is made again. On a Redis Cluster, see [`sharded`].
+
+mod sharded;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -42,6 +44,13 @@ pub async fn tail(
     // where fred would only retry.
     let probe = Publisher::new(config).map_err(|e| e.to_string())?;
     probe.connect().await.map_err(|e| e.to_string())?;
+    if probe.is_cluster() {
+        let reader = build_client(config).map_err(|e| e.to_string())?;
+        connect(&reader, config).await?;
+        let result = sharded::tail(&probe, &reader, pattern, output, stop).await;
+        let _ = reader.quit().await;
+        return result;
+    }
     probe.close().await;
     let subscriber = build_subscriber(config).map_err(|e| e.to_string())?;
     subscriber.update_perf_config(fred::types::config::PerformanceConfig {

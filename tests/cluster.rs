@@ -384,3 +384,60 @@ async fn check_reports_every_master_and_a_failed_cluster() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// `sluice tail` on the cluster finds channels created after it started (by their meta keys),
+/// subscribes each on its shard, and across a reshard (Redis ends the moved channels'
+/// subscriptions with a `sunsubscribe` push) prints every event once, in seq order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_channels_across_a_reshard() {
+    let cluster = RedisCluster::start(3, 0).unwrap();
+    let env = env_on(&cluster, TRIGGER);
+    let redis = client(&cluster).await;
+    let daemon = env.daemon();
+    let tail = common::tail::Tail::start(&env, &["crm:*"]);
+    wait_until(
+        WAIT,
+        || tail.errors().contains("listening on"),
+        || tail.errors(),
+    )
+    .await;
+    let writer = insert_in_rounds(&env);
+    wait_for_history(&redis, 2_000).await;
+    let masters = cluster.masters().unwrap();
+    cluster.reshard(masters[0].0, masters[2].0, 5461).unwrap();
+    writer.join().unwrap();
+    assert_all_once(&redis, 10_000, &daemon).await;
+    wait_until(
+        WAIT,
+        || tail.count() >= 10_000,
+        || {
+            let e = tail.errors();
+            format!(
+                "{} printed\n{}",
+                tail.count(),
+                &e[e.len().saturating_sub(3000)..]
+            )
+        },
+    )
+    .await;
+    let mut ids = HashSet::new();
+    for (ch, events) in tail.events() {
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=events.len() as u64).collect::<Vec<_>>(),
+            "{ch}: every seq once, in order"
+        );
+        ids.extend(
+            events
+                .iter()
+                .map(|e| e["eventId"].as_str().unwrap().to_string()),
+        );
+    }
+    assert_eq!(ids.len(), 10_000);
+    assert!(
+        tail.errors().contains("its slot moved"),
+        "the sunsubscribe push was seen:\n{}",
+        tail.errors()
+    );
+}

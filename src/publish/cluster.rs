@@ -120,6 +120,33 @@ impl Cluster {
             .collect())
     }
 
+    /// Each channel with the master (`host:port`) that serves its slot, from a fresh slot map.
+    pub(super) async fn owners(
+        &self,
+        channels: impl IntoIterator<Item = &String>,
+    ) -> Result<Vec<(String, String)>, Unavailable> {
+        let mut state = self.state.lock().await;
+        let map = self.refresh(&mut state).await?;
+        let mut out = Vec::new();
+        for channel in channels {
+            let slot = topology::slot(channel);
+            let owner = map
+                .owner(slot)
+                .ok_or_else(|| Unavailable::ClusterDown(format!("slot {slot} has no master")))?;
+            out.push((channel.clone(), addr_text(&map.masters[owner])));
+        }
+        Ok(out)
+    }
+
+    /// A new connection to `node` (`host:port`), with the cluster's credentials.
+    pub(super) async fn open(&self, node: &str) -> Result<Conn, Unavailable> {
+        let addr = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+            .ok_or_else(|| Unavailable::ClusterDown(format!("not a node address: {node}")))?;
+        Conn::open(&self.target.at(&addr), None, false).await
+    }
+
     /// Publishes a batch; one [`Delivery`] per event, in order.
     pub(super) async fn publish(
         &self,

@@ -26,6 +26,7 @@
 mod cluster;
 mod recoverable;
 mod resp;
+mod subscribe;
 mod topology;
 
 use std::time::Duration;
@@ -44,6 +45,7 @@ use crate::route::Event;
 use crate::tls::{self, Stream};
 pub use recoverable::History;
 use resp::Reply;
+pub use subscribe::{Push, Subscription};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -51,6 +53,8 @@ pub enum PublishError {
     BadUrl(fred::error::Error),
     #[error("redis.url: give one server (redis://host:port), or a cluster's seed nodes (redis+cluster://host:port,host:port)")]
     NotSingleServer,
+    #[error("this needs a Redis Cluster (redis+cluster://)")]
+    NotCluster,
     #[error("redis.url: a Redis Cluster has only database 0; remove the /{0} from the URL")]
     ClusterDatabase(u8),
     #[error("redis TLS settings: {0}")]
@@ -397,6 +401,23 @@ impl Conn {
             out.push(delivery(published, deleted)?);
         }
         Ok(out)
+    }
+
+    /// Reads the next reply (or push) off the connection.
+    async fn read_one(&mut self) -> Result<Reply, Unavailable> {
+        loop {
+            if let Some(r) = resp::take_reply(&mut self.read)? {
+                return Ok(r);
+            }
+            let n = self.stream.read_buf(&mut self.read).await;
+            if n.map_err(|e| Unavailable::Io {
+                addr: "Redis".into(),
+                text: io_text(&e),
+            })? == 0
+            {
+                return Err(Unavailable::Closed);
+            }
+        }
     }
 
     /// Writes what is buffered and reads `n` replies.

@@ -3,6 +3,8 @@
 //! every event. Waits are on conditions with deadlines, never fixed sleeps.
 #![allow(dead_code)]
 
+pub mod tail;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
