@@ -52,6 +52,12 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.port).collect()
     }
 
+    /// The process id of the node on `port`, while it runs.
+    pub fn pid(&self, port: u16) -> Option<u32> {
+        let node = self.nodes.iter().find(|n| n.port == port)?;
+        node.child.as_ref().map(Child::id)
+    }
+
     /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...` naming every node as a seed.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self

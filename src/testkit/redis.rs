@@ -77,6 +77,11 @@ impl Redis {
         self.port
     }
 
+    /// The server's process id, while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// "redis://127.0.0.1:PORT"
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
