@@ -13,6 +13,10 @@ class SluiceConsumerError(Exception):
     """Base class of the SDK's errors."""
 
 
+class ClusterUnavailable(SluiceConsumerError, ConnectionError):
+    """No node of the Redis Cluster answered, or a slot has no master (the consumer retries)."""
+
+
 class EventParseError(SluiceConsumerError):
     """A message on a Sluice channel is not a valid event."""
 
