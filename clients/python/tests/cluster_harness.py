@@ -77,7 +77,7 @@ class RedisCluster:
     def _start(self, node: Node) -> None:
         args = ["redis-server", "--port", str(node.port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout),
-                "--save", "", "--appendonly", "no", "--dir", node.dir,
+                "--save", "", "--appendonly", "no", "--dir", node.dir, "--repl-diskless-sync-delay", "0",
                 "--logfile", str(Path(node.dir) / "redis.log")]
         node.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: node.cli("PING") == "PONG", 10, f"redis-server on {node.port}")
@@ -114,10 +114,14 @@ class RedisCluster:
         return sorted(set(self.slot_owners().values()))
 
     def agreed(self) -> bool:
-        """Every live node reports cluster_state:ok and the same slot owners for all slots."""
+        """Every live node reports cluster_state:ok and the same slot owners for all slots, and
+        every replica is in sync with its master."""
         views = []
         for n in self.live():
             if "cluster_state:ok" not in n.cli("CLUSTER", "INFO"):
+                return False
+            info = n.cli("INFO", "replication")
+            if "role:slave" in info and "master_link_status:up" not in info:
                 return False
             views.append(self.slot_owners(n))
         return len(views[0]) == 16384 and all(v == views[0] for v in views)

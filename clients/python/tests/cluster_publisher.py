@@ -114,17 +114,16 @@ class ClusterPublisher:
             if asking:
                 pipe.execute_command("ASKING")
             pipe.execute_command("EVAL", SHARDED_SCRIPT, 3, *keys(args[0]), *args)
-            if addr in self._replicated:
+            if self.wait_replicas and addr in self._replicated:
                 pipe.execute_command("WAIT", 1, 2000)
             replies = await pipe.execute()
         return replies[1] if asking else replies[0]
 
     async def _refresh(self, slot: int) -> str | None:
         self._owners = await asyncio.to_thread(self.cluster.slot_owners)
-        if self.wait_replicas:
-            self._replicated = {a for a in set(self._owners.values())
-                                if "connected_slaves:0" not in await asyncio.to_thread(
-                                    self.cluster.node(a).cli, "INFO", "replication")}
+        self._replicated = {a for a in set(self._owners.values())
+                            if "connected_slaves:0" not in await asyncio.to_thread(
+                                self.cluster.node(a).cli, "INFO", "replication")}
         return self._owners.get(slot)  # None while the slot's master is failing over
 
     async def aclose(self) -> None:
