@@ -4,6 +4,7 @@ daemon's own channel script in its cluster form (SPUBLISH)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -250,3 +251,47 @@ async def subscribed_everywhere(cluster: RedisCluster, names: list[str]) -> bool
     except (KeyError, IndexError):
         return False
     return True
+
+
+async def test_failover_to_a_lagging_replica_is_reported_not_skipped(cluster_with_replicas):
+    """Redis replicates asynchronously: a master killed before its replica got its last
+    messages takes them along, and the promoted replica numbers new events with the same seqs.
+    A consumer that applied the lost ones must hear about it (position_ahead) rather than take
+    the new master's later seqs as the next ones. Here the replica is stopped (SIGSTOP) and
+    cut off while the master takes five more events, and the consumer is kept off the promoted replica (its
+    ACL user disabled there) until that has numbered past the consumer's position."""
+    cluster = cluster_with_replicas
+    for node in cluster.nodes:
+        assert node.cli("ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "+@all") == "OK"
+    ch = "crm:tenant-1:roles"
+    master = cluster.slot_owners()[key_slot(ch.encode())]
+    replica = cluster.replica_of(master)
+    pub = ClusterPublisher(cluster, wait_replicas=True)
+    rec = Recorder()
+    url = cluster.url.replace("://", "://reader:pw@")
+    async with Consumer(url, [ch], rec.handle, on_resync=rec.on_resync, max_backoff=0.2) as c:
+        await pub.publish(ch, 5)
+        replica.cli("ACL", "SETUSER", "reader", "off")
+        replica.cli("CLIENT", "KILL", "USER", "reader")
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGSTOP)
+        assert cluster.node(master).cli("CLIENT", "KILL", "TYPE", "replica") == "1"
+        pub.wait_replicas = False
+        await pub.publish(ch, 5)  # acknowledged by the master only
+        await until(lambda: c.position(ch) is not None and c.position(ch).seq == 10, 10, "ten applied")
+        lost = pub.published[ch][5:10]
+        cluster.kill(master)
+        replica.proc.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(cluster.failover_killed, replica)
+        await pub.publish(ch, 8)  # seqs 6..13 on the promoted replica: other events
+        assert (await metas(cluster))[ch] == ("e1", 13)
+        replica.cli("ACL", "SETUSER", "reader", "on")
+        await until(lambda: rec.resyncs, 20, "the resync notice")
+        await pub.publish(ch, 2)
+        await until(lambda: c.position(ch).seq == 15, 10, "new events after the notice")
+    [notice] = rec.resyncs
+    assert (notice.reason, notice.last.seq, notice.head.seq) == ("position_ahead", 10, 13)
+    handled = [e.event_id for e in rec.events[ch]]
+    assert handled == pub.published[ch][:10] + pub.published[ch][-2:]
+    assert set(lost) <= set(handled)
+    await pub.aclose()

@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from .cluster import ClusterLink
 from .dedup import RecentIds
-from .errors import HandlerError, ResyncNeeded, ResyncReason
 from .event import Event, Position, parse_event
-from .keys import channel_of_meta_key, glob_match, history_key, is_pattern, meta_key, state_key
+from .follow import CATCH_UP, Channel, Follower, Handler, ResyncCallback, StartFrom, Stats
+from .keys import channel_of_meta_key, glob_match, is_pattern, meta_key, state_key
 from .link import Link
 from .standalone import StandaloneLink
 from .store import MemoryPositionStore, PositionStore
 from .topology import is_cluster_url
 
-log = logging.getLogger("sluice_consumer")
-
-Handler = Callable[[Event], Awaitable[None] | None]
-ResyncCallback = Callable[[ResyncNeeded], Awaitable[None] | None]
-StartFrom = Literal["earliest", "latest"]
-
-_CATCH_UP = object()  # queue marker: read history up to the channel's meta
+__all__ = ["Consumer", "Snapshot", "Stats", "Handler", "ResyncCallback", "StartFrom"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,48 +29,7 @@ class Snapshot:
     records: dict[str, Event]
 
 
-@dataclass(slots=True)
-class Stats:
-    applied: int = 0
-    """Events handed to the handler."""
-    from_history: int = 0
-    """Of those, events read from history (catch-up)."""
-    duplicates: int = 0
-    """Live or history messages skipped because their seq was already applied."""
-    deduplicated: int = 0
-    """Events skipped because their eventId was already applied (replays, re-publishes)."""
-    gaps: int = 0
-    """Catch-ups started (a seq jump, a reconnect, a start from a stored position)."""
-    resyncs: int = 0
-    reconnects: int = 0
-    dropped: int = 0
-    """Live messages dropped because a channel's buffer was full (read later from history)."""
-    moved: int = 0
-    """Cluster: channels the server unsubscribed (slot moved, master demoted), resubscribed."""
-    discovered: int = 0
-    """Cluster: channels pattern discovery found."""
-
-
-@dataclass(slots=True)
-class _Channel:
-    name: str
-    position: Position | None
-    recent: RecentIds
-    queue: deque[Any] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    overflowed: bool = False
-    bootstrapped: bool = False
-    task: asyncio.Task[None] | None = None
-    start: StartFrom = "earliest"
-    """Where to start without a position (`start_from`; `earliest` when discovered later)."""
-
-
-async def _maybe_await(value: Awaitable[None] | None) -> None:
-    if value is not None and inspect.isawaitable(value):
-        await value
-
-
-class Consumer:
+class Consumer(Follower):
     """Follows Sluice channels and hands each change to `handler` once, in seq order per channel.
 
     `subscriptions` are channel names (`crm:tenant-1:roles`) or patterns (`crm:tenant-1:*`).
@@ -133,7 +83,7 @@ class Consumer:
         self.discovery_interval = discovery_interval
         self._saves = 0
         self.stats = Stats()
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str, Channel] = {}
         self._link: Link | None = None
         self._done: asyncio.Future[None] | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -242,6 +192,7 @@ class Consumer:
         position = Position(epoch.decode(), int(seq)) if epoch is not None and seq is not None else None
         ch = self._channel(channel, position)
         ch.position = position
+        ch.last_id = None
         ch.bootstrapped = True
         # Saved once the application applied the snapshot: when on_resync returns, or with
         # the next event it handles.
@@ -289,17 +240,17 @@ class Consumer:
     def moved(self, channel: str) -> None:
         self.stats.moved += 1
 
-    def _enqueue_catch_up(self, ch: _Channel) -> None:
-        ch.queue.append(_CATCH_UP)
+    def _enqueue_catch_up(self, ch: Channel) -> None:
+        ch.queue.append(CATCH_UP)
         ch.wake.set()
 
     def _wanted(self, name: str) -> bool:
         return name in self.channels or any(glob_match(p, name) for p in self.patterns)
 
-    def _channel(self, name: str, position: Position | None, start: StartFrom | None = None) -> _Channel:
+    def _channel(self, name: str, position: Position | None, start: StartFrom | None = None) -> Channel:
         ch = self._channels.get(name)
         if ch is None:
-            ch = _Channel(name, position, RecentIds(self.dedup_size), start=start or self.start_from)
+            ch = Channel(name, position, RecentIds(self.dedup_size), start=start or self.start_from)
             self._channels[name] = ch
             if self._done is not None:
                 ch.task = asyncio.create_task(self._work(ch), name=f"sluice:{name}")
@@ -309,136 +260,3 @@ class Consumer:
         """One read on the node holding `key`, retried through connection loss."""
         assert self._link is not None
         return (await self._link.execute(key, [command]))[0]
-
-    # ---- per channel -----------------------------------------------------------------------
-
-    async def _work(self, ch: _Channel) -> None:
-        try:
-            queue = ch.queue
-            while True:
-                if not queue:
-                    if ch.overflowed:
-                        ch.overflowed = False
-                        await self._catch_up(ch, None)
-                        continue
-                    ch.wake.clear()
-                    await ch.wake.wait()
-                    continue
-                item = queue.popleft()
-                if item is _CATCH_UP:
-                    await self._catch_up(ch, None)
-                else:
-                    await self._on_message(ch, parse_event(item, ch.name))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - handed to run()
-            if self._done is not None and not self._done.done():
-                self._done.set_exception(exc)
-            raise
-
-    async def _on_message(self, ch: _Channel, ev: Event) -> None:
-        if ev.seq is None or ev.epoch is None:
-            await self._apply_replay(ch, ev)
-            return
-        if ch.position is None:
-            start = 0 if ch.start == "earliest" else ev.seq - 1
-            ch.position = Position(ev.epoch, start)
-        while True:
-            pos = ch.position
-            if pos is None:  # bootstrapped from an empty Redis: take what comes
-                ch.position = pos = Position(ev.epoch, 0)
-            if pos.epoch != ev.epoch:
-                await self._resync(ch, "epoch_changed", Position(ev.epoch, ev.seq - 1), None)
-                continue
-            if ev.seq <= pos.seq:
-                self.stats.duplicates += 1
-                return
-            if ev.seq == pos.seq + 1:
-                await self._apply(ch, ev)
-                return
-            await self._catch_up(ch, Position(ev.epoch, ev.seq - 1))
-
-    async def _catch_up(self, ch: _Channel, target: Position | None) -> None:
-        """Apply history from the channel's position up to `target` (None: the meta's seq)."""
-        name = ch.name
-        if target is None:
-            epoch, seq = await self._command(meta_key(name), "HMGET", meta_key(name), "epoch", "seq")
-            if epoch is None or seq is None:
-                return  # nothing published since Redis last lost its data
-            target = Position(epoch.decode(), int(seq))
-            if ch.position is None:
-                start = 0 if ch.start == "earliest" else target.seq
-                ch.position = Position(target.epoch, start)
-        pos = ch.position
-        if pos is None:
-            ch.position = pos = Position(target.epoch, 0)
-        if pos.epoch != target.epoch:
-            await self._resync(ch, "epoch_changed", target, None)
-            return
-        if target.seq < pos.seq:
-            await self._resync(ch, "position_ahead", target, None)
-            return
-        if target.seq == pos.seq:
-            return
-        self.stats.gaps += 1
-        key = history_key(name)
-        next_seq = pos.seq + 1
-        while next_seq <= target.seq:
-            lo, hi, count = f"{next_seq}-0", f"{target.seq}-0", self.history_batch
-            entries = await self._command(key, "XRANGE", key, lo, hi, "COUNT", count)
-            if not entries or int(entries[0][0].split(b"-", 1)[0]) != next_seq:
-                first = await self._first_available(key)
-                await self._resync(ch, "history_trimmed", target, first)
-                return
-            for entry_id, fields in entries:
-                seq = int(entry_id.split(b"-", 1)[0])
-                ev = parse_event(fields[b"event"], name, from_history=True)
-                if ev.epoch != pos.epoch or seq != next_seq:
-                    await self._resync(ch, "epoch_changed" if ev.epoch != pos.epoch else "history_trimmed", target, None)
-                    return
-                self.stats.from_history += 1
-                await self._apply(ch, ev)
-                next_seq += 1
-
-    async def _first_available(self, key: str) -> int | None:
-        entries = await self._command(key, "XRANGE", key, "-", "+", "COUNT", 1)
-        return int(entries[0][0].split(b"-", 1)[0]) if entries else None
-
-    async def _resync(self, ch: _Channel, reason: ResyncReason, head: Position, first: int | None) -> None:
-        notice = ResyncNeeded(ch.name, reason, ch.position, head, first)
-        self.stats.resyncs += 1
-        ch.bootstrapped = False
-        if self.on_resync is None:
-            log.warning("sluice consumer: resync needed on %s (%s); going on after %s", ch.name, reason, head)
-        else:
-            await _maybe_await(self.on_resync(notice))
-        if not ch.bootstrapped:
-            ch.position = head
-        ch.bootstrapped = False
-        if ch.position is not None:
-            self._saves += 1
-            await self.store.save(ch.name, ch.position)
-
-    async def _apply(self, ch: _Channel, ev: Event) -> None:
-        if ch.recent.add(ev.event_id):
-            try:
-                await _maybe_await(self.handler(ev))
-            except Exception as exc:
-                raise HandlerError(ev, exc) from exc
-            self.stats.applied += 1
-        else:
-            self.stats.deduplicated += 1
-        assert ev.epoch is not None and ev.seq is not None
-        ch.position = Position(ev.epoch, ev.seq)
-        self._saves += 1
-        await self.store.save(ch.name, ch.position)
-
-    async def _apply_replay(self, ch: _Channel, ev: Event) -> None:
-        if not ch.recent.add(ev.event_id):
-            self.stats.deduplicated += 1
-            return
-        try:
-            await _maybe_await(self.handler(ev))
-        except Exception as exc:
-            raise HandlerError(ev, exc) from exc
-        self.stats.applied += 1
