@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -31,14 +32,23 @@ def keys(channel: str) -> list[str]:
 
 def _kind(exc: ResponseError) -> str | None:
     """ASK, or RETRY for what a moving or failing-over cluster answers (MOVED, TRYAGAIN,
-    CLUSTERDOWN), by redis-py's class or the error's text; None for anything else."""
+    CLUSTERDOWN), by redis-py's class or the error's text (a pipeline's error names the
+    command first); None for anything else."""
     name, text = type(exc).__name__, str(exc)
-    if name == "AskError" or text.startswith("ASK "):
+    if name == "AskError" or re.search(r"(^|\W)ASK \d", text):
         return "ASK"
     if name in ("MovedError", "TryAgainError", "ClusterDownError", "MasterDownError") or \
-            text.split(" ", 1)[0] in ("MOVED", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"):
+            re.search(r"(^|\W)(MOVED \d|TRYAGAIN|CLUSTERDOWN|MASTERDOWN)", text):
         return "RETRY"
     return None
+
+
+def _ask_target(exc: ResponseError) -> str:
+    if hasattr(exc, "host"):  # redis-py's AskError
+        return f"{exc.host}:{exc.port}"
+    found = re.search(r"ASK \d+ ([^\s'\"]+)", str(exc))
+    assert found, exc
+    return found[1]
 
 
 class ClusterPublisher:
@@ -95,7 +105,7 @@ class ClusterPublisher:
             except ResponseError as exc:
                 kind, asking = _kind(exc), None
                 if kind == "ASK":
-                    asking = str(exc).split()[-1]
+                    asking = _ask_target(exc)
                     continue
                 if kind is None:
                     raise

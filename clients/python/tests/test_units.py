@@ -125,6 +125,8 @@ def test_redirections_and_transient_errors():
     assert redirect_of(ResponseError("ASK 12 10.0.0.1:7000")) == Redirect("ASK", 12, "10.0.0.1:7000")
     piped = ResponseError("Command # 1 (HGETALL k) of pipeline caused error: MOVED 5 h:1")
     assert redirect_of(piped) == Redirect("MOVED", 5, "h:1")
+    piped5 = ResponseError("Command # 2 (XRANGE k) of pipeline caused error: ('ASK 5 h:1',)")  # redis-py 5
+    assert redirect_of(piped5) == Redirect("ASK", 5, "h:1")
     assert redirect_of(ResponseError("WRONGTYPE nope")) is None
     assert is_transient(TryAgainError()) and is_transient(ResponseError("CLUSTERDOWN The cluster is down"))
     assert not is_transient(ResponseError("NOPERM no"))

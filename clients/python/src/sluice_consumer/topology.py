@@ -73,8 +73,10 @@ class Redirect:
     addr: str
 
 
-_REDIRECT = re.compile(r"(?:^|error: )(MOVED|ASK) (\d+) (\S+)")
-_TRANSIENT = re.compile(r"(?:^|error: )(TRYAGAIN|CLUSTERDOWN|MASTERDOWN|LOADING)\b")
+# At the start of the text, or after a pipeline's "... caused error: " (redis-py 5 quotes it).
+_AT = r"(?:^|error: \(?['\"]?)"
+_REDIRECT = re.compile(_AT + r"(MOVED|ASK) (\d+) ([^\s'\"]+)")
+_TRANSIENT = re.compile(_AT + r"(TRYAGAIN|CLUSTERDOWN|MASTERDOWN|LOADING)\b")
 
 
 def redirect_of(exc: ResponseError) -> Redirect | None:
