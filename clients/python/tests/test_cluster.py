@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,14 @@ from cluster_publisher import ClusterPublisher, metas
 from sluice_consumer import Consumer, history_key, meta_key
 from sluice_consumer.cluster import ClusterLink
 from support import Recorder, assert_exactly_once_in_order, until
+
+
+def redis_major() -> int:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return int(out.split("v=", 1)[1].split(".", 1)[0])
+
+
+pytestmark = pytest.mark.skipif(redis_major() < 7, reason="sharded pub/sub needs redis-server 7 or later")
 
 
 @pytest.fixture
