@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -38,6 +39,7 @@ class Node:
     port: int
     dir: str
     proc: subprocess.Popen[bytes] | None = None
+    stopped: bool = False
 
     @property
     def addr(self) -> str:
@@ -49,7 +51,19 @@ class Node:
         return out.stdout.strip()
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Running and answering (not killed, not stopped)."""
+        return self.proc is not None and self.proc.poll() is None and not self.stopped
+
+    def stop(self) -> None:
+        """SIGSTOP: hung, its connections open and silent."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def cont(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.stopped = False
 
 
 class RedisCluster:
@@ -201,6 +215,8 @@ class RedisCluster:
 
     def close(self) -> None:
         for node in self.nodes:
+            if node.stopped:
+                node.cont()
             if node.alive():
                 assert node.proc is not None
                 node.proc.kill()

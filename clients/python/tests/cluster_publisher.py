@@ -119,7 +119,8 @@ class ClusterPublisher:
     async def _send(self, addr: str, args: list[Any], asking: bool) -> list[Any]:
         client = self._clients.get(addr)
         if client is None:
-            client = self._clients[addr] = aioredis.Redis.from_url(f"redis://{addr}", protocol=2)
+            client = self._clients[addr] = aioredis.Redis.from_url(f"redis://{addr}", protocol=2,
+                                                                   socket_timeout=2, socket_connect_timeout=2)
         async with client.pipeline(transaction=False) as pipe:
             if asking:
                 pipe.execute_command("ASKING")

@@ -150,7 +150,8 @@ class ClusterLink:
     async def run(self, sink: Sink) -> None:
         self.sink = sink
         self._wake.set()
-        tasks = [asyncio.create_task(self._place_loop(), name="sluice-placer")]
+        tasks = [asyncio.create_task(self._place_loop(), name="sluice-placer"),
+                 asyncio.create_task(self._watch_loop(), name="sluice-watch")]
         if self.patterns:
             tasks.append(asyncio.create_task(self._discover_loop(), name="sluice-discovery"))
         try:
@@ -228,6 +229,24 @@ class ClusterLink:
         task = asyncio.create_task(sub.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def _watch_loop(self) -> None:
+        """Read the slot map every `discovery_interval`: a master that stopped answering (hung,
+        or cut off from the cluster but not from us) sends no push and breaks no connection,
+        yet its replica may have taken its slots over."""
+        while True:
+            await asyncio.sleep(self.discovery_interval)
+            try:
+                await self.topology.refresh()
+            except NETWORK_ERRORS as exc:
+                log.warning("sluice consumer: cannot read the slot map (%s)", exc)
+                continue
+            for addr, sub in list(self._subs.items()):
+                gone = [ch for ch in sub.channels if self.topology.owner_now(slot_of(ch)) != addr]
+                if gone:
+                    log.warning("sluice consumer: %s no longer owns %d channels' slots; moving them", addr, len(gone))
+                    sub.channels.difference_update(gone)
+                    self.rehome(sub, gone, failed=False)
 
     # ---- discovery -------------------------------------------------------------------------
 

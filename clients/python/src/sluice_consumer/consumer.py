@@ -43,8 +43,9 @@ class Consumer(Follower):
 
     Redis Cluster: a `redis+cluster://host1:port1,host2:port2` URL (`rediss+cluster://` for
     TLS), or `cluster=True` with a `redis://` URL of any node. Channels are followed with
-    sharded pub/sub on the master owning each channel's slot; patterns are matched by looking
-    for new channels' `sluice:meta:{...}` keys every `discovery_interval` seconds.
+    sharded pub/sub on the master owning each channel's slot. Every `discovery_interval`
+    seconds the consumer reads the slot map again (a hung master sends no notice) and, for
+    patterns, looks for new channels' `sluice:meta:{...}` keys.
     """
 
     def __init__(

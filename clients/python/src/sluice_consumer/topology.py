@@ -112,13 +112,16 @@ class Topology:
     def client(self, addr: str) -> aioredis.Redis:
         client = self._clients.get(addr)
         if client is None:
-            # Retries are ours: each failure refreshes the topology first.
-            client = aioredis.Redis.from_url(self.seeds.node_url(addr), retry=Retry(NoBackoff(), 0))
+            # Retries are ours: each failure refreshes the topology first. A master that stopped
+            # answering (hung, cut off) must not hold a read forever; the URL may say otherwise.
+            client = aioredis.Redis.from_url(self.seeds.node_url(addr), retry=Retry(NoBackoff(), 0),
+                                             socket_connect_timeout=5.0, socket_timeout=5.0)
             self._clients[addr] = client
         return client
 
     def pubsub_client(self, addr: str) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.seeds.node_url(addr), retry=Retry(NoBackoff(), 0))
+        return aioredis.Redis.from_url(self.seeds.node_url(addr), retry=Retry(NoBackoff(), 0),
+                                       socket_connect_timeout=5.0)
 
     def mark_stale(self) -> None:
         self._stale = True
@@ -126,7 +129,10 @@ class Topology:
     def moved(self, slot: int, addr: str) -> None:
         """A MOVED answer: the slot's owner, authoritative until the next refresh."""
         self._owner[slot] = addr
-        self._stale = True
+
+    def owner_now(self, slot: int) -> str | None:
+        """The owner as last read, without asking the cluster."""
+        return self._owner[slot]
 
     async def owner(self, slot: int) -> str:
         if self._stale or self._owner[slot] is None:
