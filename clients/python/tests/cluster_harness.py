@@ -34,6 +34,11 @@ def free_cluster_port(taken: set[int]) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+def redis_major() -> int:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return int(out.split("v=", 1)[1].split(".", 1)[0])
+
+
 @dataclass
 class Node:
     port: int

@@ -4,39 +4,17 @@ daemon's own channel script in its cluster form (SPUBLISH)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 from redis.crc import key_slot
 
-from cluster_harness import RedisCluster
+from cluster_harness import RedisCluster, redis_major
 from cluster_publisher import ClusterPublisher, metas
 from sluice_consumer import Consumer, history_key, meta_key
 from sluice_consumer.cluster import ClusterLink
 from support import Recorder, assert_exactly_once_in_order, until
 
-
-def redis_major() -> int:
-    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
-    return int(out.split("v=", 1)[1].split(".", 1)[0])
-
-
 pytestmark = pytest.mark.skipif(redis_major() < 7, reason="sharded pub/sub needs redis-server 7 or later")
-
-
-@pytest.fixture
-def cluster() -> Iterator[RedisCluster]:
-    c = RedisCluster(masters=3)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def cluster_with_replicas() -> Iterator[RedisCluster]:
-    c = RedisCluster(masters=3, replicas=1)
-    yield c
-    c.close()
 
 
 def channels_on_every_shard(cluster: RedisCluster, count: int) -> list[str]:
