@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import jsonschema
 import pytest
 
+from cluster_harness import RedisCluster
 from harness import SCHEMA, RedisServer, Sluice, Stack
 
 
@@ -28,6 +29,20 @@ def persistent_redis() -> Iterator[RedisServer]:
     server = RedisServer(persistent=True)
     yield server
     server.close()
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisCluster]:
+    c = RedisCluster(masters=3)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[RedisCluster]:
+    c = RedisCluster(masters=3, replicas=1)
+    yield c
+    c.close()
 
 
 class Servers:

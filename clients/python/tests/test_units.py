@@ -96,3 +96,37 @@ async def test_memory_store():
     store = MemoryPositionStore({"a": Position("e", 1)})
     await store.save("b", Position("e", 2))
     assert await store.load() == {"a": Position("e", 1), "b": Position("e", 2)}
+
+
+def test_glob_match_follows_redis():
+    from sluice_consumer.keys import glob_match
+    assert glob_match("crm:*:*", "crm:t1:roles") and not glob_match("crm:t1:*", "crm:t2:roles")
+    assert glob_match("crm:t?:x", "crm:t1:x") and not glob_match("crm:t?:x", "crm:t10:x")
+    assert glob_match("crm:[^a]:x", "crm:b:x") and not glob_match("crm:[^a]:x", "crm:a:x")
+    assert glob_match("crm:[a-c]:x", "crm:b:x") and glob_match("[!]", "!")  # `!` is no negation
+    assert glob_match(r"crm:\*", "crm:*") and not glob_match(r"crm:\*", "crm:x")
+
+
+def test_cluster_urls():
+    from sluice_consumer.topology import Seeds, is_cluster_url
+    seeds = Seeds.parse("rediss+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2,[::1]:7002/?ssl_cert_reqs=none")
+    assert seeds.addrs == ("10.0.0.1:7000", "10.0.0.2:6379", "[::1]:7002")
+    assert seeds.node_url("10.0.0.9:7005") == "rediss://u:p%40ss@10.0.0.9:7005/?ssl_cert_reqs=none"
+    assert Seeds.parse("redis://h:7000").addrs == ("h:7000",)  # cluster=True with a plain URL
+    assert is_cluster_url("redis+cluster://h:1") and not is_cluster_url("redis://h:1")
+    with pytest.raises(ValueError):
+        Seeds.parse("http://h:1")
+
+
+def test_redirections_and_transient_errors():
+    from redis.exceptions import MovedError, ResponseError, TryAgainError
+    from sluice_consumer.topology import Redirect, is_transient, redirect_of
+    assert redirect_of(MovedError("12 10.0.0.1:7000")) == Redirect("MOVED", 12, "10.0.0.1:7000")
+    assert redirect_of(ResponseError("ASK 12 10.0.0.1:7000")) == Redirect("ASK", 12, "10.0.0.1:7000")
+    piped = ResponseError("Command # 1 (HGETALL k) of pipeline caused error: MOVED 5 h:1")
+    assert redirect_of(piped) == Redirect("MOVED", 5, "h:1")
+    piped5 = ResponseError("Command # 2 (XRANGE k) of pipeline caused error: ('ASK 5 h:1',)")  # redis-py 5
+    assert redirect_of(piped5) == Redirect("ASK", 5, "h:1")
+    assert redirect_of(ResponseError("WRONGTYPE nope")) is None
+    assert is_transient(TryAgainError()) and is_transient(ResponseError("CLUSTERDOWN The cluster is down"))
+    assert not is_transient(ResponseError("NOPERM no"))

@@ -13,6 +13,10 @@ class SluiceConsumerError(Exception):
     """Base class of the SDK's errors."""
 
 
+class ClusterUnavailable(SluiceConsumerError, ConnectionError):
+    """No node of the Redis Cluster answered, or a slot has no master (the consumer retries)."""
+
+
 class EventParseError(SluiceConsumerError):
     """A message on a Sluice channel is not a valid event."""
 
@@ -45,8 +49,9 @@ class ResyncNeeded:
       flush); numbering started again in a new epoch.
     - `history_trimmed`: the missed messages were trimmed (`history.max_len`) or expired
       (`history.ttl`) from `sluice:history:{<channel>}`.
-    - `position_ahead`: Redis has fewer messages than this consumer applied in the same epoch
-      (Redis restored an older copy of its data).
+    - `position_ahead`: Redis has fewer messages than this consumer applied in the same epoch,
+      or other messages under the seqs it applied (Redis restored an older copy of its data;
+      in a cluster, a master failed over to a replica that had not received them).
 
     `last` is the position the consumer had applied (None: nothing yet), `head` the position the
     channel is at, `first_available` the oldest seq history still holds (None: none).
