@@ -70,6 +70,8 @@ pub struct ReplicationConn {
     fd: RawFd,
     read: BytesMut,
     write: BytesMut,
+    /// The server's major version, from its `server_version` parameter at startup.
+    major: Option<u32>,
 }
 
 impl ReplicationConn {
@@ -110,6 +112,7 @@ impl ReplicationConn {
             fd,
             read: BytesMut::with_capacity(64 * 1024),
             write: BytesMut::new(),
+            major: None,
         };
         let user = config.get_user().unwrap_or("postgres").to_string();
         let database = config.get_dbname().unwrap_or(&user).to_string();
@@ -188,15 +191,30 @@ impl ReplicationConn {
         }
     }
 
-    /// `START_REPLICATION SLOT .. LOGICAL lsn (proto_version '1', publication_names ..)`.
+    /// The server's major version (13, 14, ...), as it announced it at startup.
+    pub fn server_major(&self) -> Option<u32> {
+        self.major
+    }
+
+    /// `START_REPLICATION SLOT .. LOGICAL lsn (proto_version '1', publication_names ..)`, with
+    /// `messages 'true'` where pgoutput has that option (PostgreSQL 14+). Protocol version 1 on
+    /// every server, on purpose: versions 2-4 add streaming of transactions still in progress
+    /// (and two-phase and parallel variants of it), which Sluice does not ask for. It publishes
+    /// what it reads, so it must only ever read committed work; without streaming, PostgreSQL
+    /// sends a transaction only once it has committed (spilling a large one to its own disk).
     pub async fn start(
         &mut self,
         slot: &str,
         publication: &str,
         from: u64,
     ) -> Result<(), ReplicationError> {
+        let messages = if self.major.is_some_and(|m| m < 14) {
+            ""
+        } else {
+            ", messages 'true'"
+        };
         let sql = format!(
-            "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"', messages 'true')",
+            "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"'{messages})",
             slot.replace('"', "\"\""),
             crate::source::lsn::format(from),
             publication.replace('"', "\"\"").replace('\'', "''")
@@ -274,7 +292,11 @@ impl ReplicationConn {
                             text: wire::error_text(&m.body),
                         })
                     }
-                    b'N' | b'S' | b'K' => continue,
+                    b'S' => {
+                        self.note_parameter(&m.body);
+                        continue;
+                    }
+                    b'N' | b'K' => continue,
                     _ => return Ok(m),
                 }
             }
@@ -283,6 +305,16 @@ impl ReplicationConn {
                     std::io::ErrorKind::UnexpectedEof.into(),
                 ));
             }
+        }
+    }
+
+    /// Keeps the major version from a `server_version` ParameterStatus ("17.10", "13.23 (Debian ...)").
+    fn note_parameter(&mut self, body: &[u8]) {
+        let mut parts = body.split(|b| *b == 0);
+        if parts.next() == Some(b"server_version".as_slice()) {
+            let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
+            let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+            self.major = digits.parse().ok();
         }
     }
 
