@@ -14,6 +14,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::hosts::{self, Target};
 use super::wire::{self, Backend, Frame, StandbyStatus, WireError};
 use crate::tls::postgres::{negotiate, PgTls, PgTlsError};
 use crate::tls::Stream;
@@ -44,6 +45,8 @@ pub enum ReplicationError {
     Protocol(#[from] WireError),
     #[error("the server ended the replication stream")]
     Ended,
+    #[error("cannot connect for replication: {server} is {}, and postgres.url asks for target_session_attrs={}", if *.read_only { "read-only (a standby)" } else { "read-write" }, if *.read_only { "read-write" } else { "read-only" })]
+    SessionAttrs { server: String, read_only: bool },
 }
 
 /// An I/O failure, as [`ReplicationError::Tls`] when it is a TLS failure with a known fix.
@@ -75,13 +78,36 @@ pub struct ReplicationConn {
 }
 
 impl ReplicationConn {
-    /// Connects and authenticates within `timeout`.
+    /// Connects and authenticates, trying each server `postgres.url` lists in turn (each
+    /// within `timeout`), and keeps the first that fits its `target_session_attrs`.
     pub async fn connect(
         url: &str,
         timeout: Duration,
     ) -> Result<ReplicationConn, ReplicationError> {
         let (config, tls) = crate::tls::postgres::config(url)?;
-        match tokio::time::timeout(timeout, Self::connect_inner(&config, &tls)).await {
+        let wanted = hosts::wants_read_only(config.get_target_session_attrs());
+        let mut last = None;
+        for target in hosts::targets(&config)? {
+            let result = match Self::connect_one(&config, &tls, &target, timeout).await {
+                Ok(mut conn) => match conn.fits(wanted, &target).await {
+                    Ok(()) => return Ok(conn),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            tracing::debug!(server = %target, error = %result, "not this server for replication");
+            last = Some(result);
+        }
+        Err(last.unwrap_or(ReplicationError::Ended))
+    }
+
+    async fn connect_one(
+        config: &tokio_postgres::Config,
+        tls: &PgTls,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<ReplicationConn, ReplicationError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(config, tls, target)).await {
             Err(_) => Err(ReplicationError::Timeout(timeout)),
             // The server may refuse our client certificate only after the handshake.
             Ok(Err(ReplicationError::Io(e))) => Err(io_or_tls(e)),
@@ -89,11 +115,36 @@ impl ReplicationConn {
         }
     }
 
+    /// Whether the server is read-only as `wanted` asks (`None`: any server will do).
+    async fn fits(
+        &mut self,
+        wanted: Option<bool>,
+        target: &Target,
+    ) -> Result<(), ReplicationError> {
+        let Some(want_read_only) = wanted else {
+            return Ok(());
+        };
+        let rows = self.simple_query("SHOW transaction_read_only").await?;
+        let value = rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_deref());
+        if (value == Some("on")) == want_read_only {
+            return Ok(());
+        }
+        Err(ReplicationError::SessionAttrs {
+            server: target.to_string(),
+            read_only: value == Some("on"),
+        })
+    }
+
     async fn connect_inner(
         config: &tokio_postgres::Config,
         tls: &PgTls,
+        target: &Target,
     ) -> Result<ReplicationConn, ReplicationError> {
-        let (host, addr, port) = target(config)?;
+        let Target { host, addr, port } = target;
+        let port = *port;
         let tcp = TcpStream::connect((addr.as_str(), port))
             .await
             .map_err(|source| ReplicationError::Unreachable {
@@ -106,7 +157,7 @@ impl ReplicationConn {
             .with_interval(Duration::from_secs(5));
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
         let fd = tcp.as_raw_fd();
-        let stream = negotiate(tcp, tls, &host).await.map_err(io_or_tls)?;
+        let stream = negotiate(tcp, tls, host).await.map_err(io_or_tls)?;
         let mut conn = ReplicationConn {
             stream,
             fd,
@@ -330,21 +381,6 @@ fn head(body: &[u8], at: usize, what: &'static str) -> Result<[u8; 4], WireError
     body.get(at..at + 4)
         .and_then(|b| b.try_into().ok())
         .ok_or(WireError::Short(what))
-}
-
-/// The host name (for TLS), the address to connect to (`hostaddr` when given) and the port.
-fn target(config: &tokio_postgres::Config) -> Result<(String, String, u16), ReplicationError> {
-    let addr = config.get_hostaddrs().first().map(|a| a.to_string());
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        None => addr.clone().unwrap_or_else(|| "localhost".to_string()),
-        Some(_) => return Err(ReplicationError::UnixSocket),
-    };
-    Ok((
-        host.clone(),
-        addr.unwrap_or(host),
-        config.get_ports().first().copied().unwrap_or(5432),
-    ))
 }
 
 fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
