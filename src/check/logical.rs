@@ -28,7 +28,9 @@ pub async fn check(client: &Client, config: &Config, version: i32) -> Vec<Findin
     }
     out.push(publication(client, &config.source.publication, config.tables.len()).await);
     out.push(slot(client, &config.source.slot).await);
-    out.extend(super::failover::check(client, &config.source.slot, version).await);
+    out.extend(
+        super::failover::check(client, &config.postgres.url, &config.source.slot, version).await,
+    );
     for t in &config.tables {
         out.extend(generated_columns(client, &qualify(&t.table), version).await);
     }
