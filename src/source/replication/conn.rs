@@ -185,12 +185,12 @@ impl ReplicationConn {
     async fn authenticate(&mut self, user: &str, password: &[u8]) -> Result<(), ReplicationError> {
         loop {
             let m = self.expect(b'R').await?;
-            let kind = i32::from_be_bytes(head(&m.body, 0, "an authentication request")?);
+            let kind = i32::from_be_bytes(wire::head(&m.body, 0, "an authentication request")?);
             match kind {
                 0 => return Ok(()),
                 3 => frontend::password_message(password, &mut self.write)?,
                 5 => {
-                    let salt = head(&m.body, 4, "an md5 salt")?;
+                    let salt = wire::head(&m.body, 4, "an md5 salt")?;
                     frontend::password_message(
                         md5_hash(user.as_bytes(), password, salt).as_bytes(),
                         &mut self.write,
@@ -214,7 +214,7 @@ impl ReplicationConn {
         let m = self.expect(b'R').await?;
         scram.finish(m.body.get(4..).ok_or(WireError::Short("a SCRAM message"))?)?;
         let m = self.expect(b'R').await?;
-        match head(&m.body, 0, "an authentication request")? {
+        match wire::head(&m.body, 0, "an authentication request")? {
             [0, 0, 0, 0] => Ok(()),
             _ => Err(WireError::Unexpected {
                 what: "the end of SCRAM",
@@ -235,7 +235,7 @@ impl ReplicationConn {
         loop {
             let m = self.next_message().await?;
             match m.tag {
-                b'D' => rows.push(data_row(&m.body)?),
+                b'D' => rows.push(wire::data_row(&m.body)?),
                 b'Z' => return Ok(rows),
                 _ => {}
             }
@@ -374,45 +374,4 @@ impl ReplicationConn {
         self.write.clear();
         Ok(())
     }
-}
-
-/// Four bytes of `body` from `at`, or which message was too short.
-fn head(body: &[u8], at: usize, what: &'static str) -> Result<[u8; 4], WireError> {
-    body.get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(WireError::Short(what))
-}
-
-fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
-    let mut b = body;
-    let n = take_i16(&mut b)?;
-    (0..n)
-        .map(|_| {
-            let len = take_i32(&mut b)?;
-            if len < 0 {
-                return Ok(None);
-            }
-            let (value, rest) = b
-                .split_at_checked(len as usize)
-                .ok_or(WireError::Short("a data row"))?;
-            b = rest;
-            Ok(Some(String::from_utf8_lossy(value).into_owned()))
-        })
-        .collect()
-}
-
-fn take_i16(b: &mut &[u8]) -> Result<i16, ReplicationError> {
-    let (v, rest) = b
-        .split_first_chunk::<2>()
-        .ok_or(WireError::Short("a message"))?;
-    *b = rest;
-    Ok(i16::from_be_bytes(*v))
-}
-
-fn take_i32(b: &mut &[u8]) -> Result<i32, ReplicationError> {
-    let (v, rest) = b
-        .split_first_chunk::<4>()
-        .ok_or(WireError::Short("a message"))?;
-    *b = rest;
-    Ok(i32::from_be_bytes(*v))
 }
