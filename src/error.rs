@@ -109,9 +109,12 @@ fn classify_source(e: &SourceError) -> Class {
 fn classify_replication(e: &ReplicationError) -> Class {
     use ReplicationError as R;
     match e {
-        R::Io(_) | R::Unreachable { .. } | R::Timeout(_) | R::Protocol(_) | R::Ended => {
-            Class::Transient
-        }
+        R::Io(_)
+        | R::Unreachable { .. }
+        | R::Timeout(_)
+        | R::Protocol(_)
+        | R::Ended
+        | R::SessionAttrs { .. } => Class::Transient,
         R::Url(_) | R::Tls(_) => {
             fatal("fix postgres.url and its TLS settings (sslmode, sslrootcert, sslcert)")
         }

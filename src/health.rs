@@ -97,6 +97,8 @@ pub struct Health {
     redis: Server,
     /// Retained WAL is past `max_retained_wal`.
     wal_over: AtomicBool,
+    /// Why PostgreSQL holds the failover slot's decoding back (`synchronized_standby_slots`).
+    stall: Mutex<Option<String>>,
     /// Milliseconds since `started` when the work loop last turned.
     turned_ms: AtomicU64,
     published: AtomicU64,
@@ -120,6 +122,7 @@ impl Health {
             postgres: Server::default(),
             redis: Server::default(),
             wal_over: AtomicBool::new(false),
+            stall: Mutex::new(None),
             turned_ms: AtomicU64::new(0),
             published: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
@@ -172,6 +175,14 @@ impl Health {
 
     pub fn set_wal_over(&self, over: bool) {
         self.wal_over.store(over, Ordering::Relaxed);
+    }
+
+    /// Sets (or clears) the reason PostgreSQL holds logical decoding back; `true` if it changed.
+    pub fn set_stall(&self, why: Option<String>) -> bool {
+        let mut stall = self.stall.lock().expect("health stall lock");
+        let changed = *stall != why;
+        *stall = why;
+        changed
     }
 
     /// The work loop turned (read, waited, published): `/healthz` stays 200 while it does.
@@ -254,6 +265,9 @@ impl Health {
         }
         if self.wal_over.load(Ordering::Relaxed) {
             return Err("retained WAL is past source.max_retained_wal".into());
+        }
+        if let Some(why) = self.stall.lock().expect("health stall lock").clone() {
+            return Err(why);
         }
         Ok(())
     }

@@ -12,7 +12,9 @@
 //! It also guards the WAL in logical mode: a slot that falls behind makes PostgreSQL keep WAL
 //! until the disk fills, or, with `max_slot_wal_keep_size`, until the slot is invalidated and
 //! changes are lost for good. Past `source.max_retained_wal` the daemon reports not ready (and
-//! logs once); nearing `max_slot_wal_keep_size` it warns once; recovery is logged once.
+//! logs once); nearing `max_slot_wal_keep_size` it warns once; recovery is logged once. So it
+//! does while `synchronized_standby_slots` holds the failover slot back
+//! (`source::logical::failover`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,6 +153,15 @@ async fn slot(
     });
     if let Some(retained) = retained {
         guard.observe(retained, keep, name, health);
+    }
+    let stall = crate::source::logical::failover::standby_stall(client, name).await?;
+    if health.set_stall(stall.clone()) {
+        match stall {
+            Some(why) => tracing::warn!("{why}; reporting not ready"),
+            None => tracing::info!(
+                "logical decoding is no longer held back by synchronized_standby_slots"
+            ),
+        }
     }
     Ok(())
 }

@@ -128,3 +128,47 @@ async fn authenticates_with_scram_and_rejects_a_wrong_password() {
         "{wrong}"
     );
 }
+
+/// `SHOW transaction_read_only` on the connection: which server it reached.
+async fn read_only(conn: &mut ReplicationConn) -> String {
+    let rows = conn
+        .simple_query("SHOW transaction_read_only")
+        .await
+        .unwrap();
+    rows[0][0].clone().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_host_url_is_tried_in_order_and_read_write_skips_a_standby() {
+    let primary = Postgres::start().unwrap();
+    let standby = primary.start_standby("standby", "postgres", &[]).unwrap();
+    let dead = sluice::testkit::free_port();
+    let timeout = Duration::from_secs(10);
+    let url = |ports: &[u16], attrs: &str| {
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("postgres://postgres@{}/postgres{attrs}", hosts.join(","))
+    };
+    let rw = "?target_session_attrs=read-write";
+    let (s, p) = (standby.port(), primary.port());
+    let mut conn = ReplicationConn::connect(&url(&[dead, s, p], rw), timeout)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_only(&mut conn).await,
+        "off",
+        "the primary, past a dead host and a standby"
+    );
+    let mut conn = ReplicationConn::connect(&url(&[dead, s, p], ""), timeout)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_only(&mut conn).await,
+        "on",
+        "any server will do: the first that answers"
+    );
+    let e = ReplicationConn::connect(&url(&[dead, s], rw), timeout)
+        .await
+        .err()
+        .expect("no primary among them");
+    assert!(e.to_string().contains("read-only (a standby)"), "{e}");
+}

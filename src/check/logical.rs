@@ -3,12 +3,12 @@
 
 use tokio_postgres::Client;
 
-use super::{fail, ok, Finding};
-use crate::config::{Config, TableConfig};
+use super::{fail, ok, warn, Finding};
+use crate::config::{qualify, Config, TableConfig};
 use crate::pg;
 use crate::setup::{quote_table, TableShape};
 
-pub async fn check(client: &Client, config: &Config) -> Vec<Finding> {
+pub async fn check(client: &Client, config: &Config, version: i32) -> Vec<Finding> {
     let mut out = Vec::new();
     match client.query_one("SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text", &[]).await {
         Ok(r) => {
@@ -28,7 +28,43 @@ pub async fn check(client: &Client, config: &Config) -> Vec<Finding> {
     }
     out.push(publication(client, &config.source.publication, config.tables.len()).await);
     out.push(slot(client, &config.source.slot).await);
+    out.extend(
+        super::failover::check(client, &config.postgres.url, &config.source.slot, version).await,
+    );
+    for t in &config.tables {
+        out.extend(generated_columns(client, &qualify(&t.table), version).await);
+    }
     out
+}
+
+/// pgoutput sends stored generated columns from PostgreSQL 18 on (setup publishes them), and
+/// virtual ones never: events in logical mode lack what it does not send.
+async fn generated_columns(client: &Client, table: &str, version: i32) -> Vec<Finding> {
+    let sql = "SELECT attname::text, attgenerated::text FROM pg_attribute \
+        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attgenerated <> '' \
+        ORDER BY attnum";
+    let rows = match client.query(sql, &[&quote_table(table)]).await {
+        Ok(rows) => rows,
+        Err(e) => return vec![fail(format!("table {table}: {}", pg::describe(&e)))],
+    };
+    let missing: Vec<String> = rows
+        .iter()
+        .filter(|r| version < 180000 || r.get::<_, String>(1) == "v")
+        .map(|r| r.get(0))
+        .collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    let why = if version < 180000 {
+        "PostgreSQL before 18 does not replicate generated columns"
+    } else {
+        "PostgreSQL does not replicate virtual generated columns"
+    };
+    vec![warn(format!(
+        "table {table}: logical-mode events lack generated column(s) {}: {why} (trigger mode \
+         has them; make them STORED on PostgreSQL 18+, or compute them in the consumer)",
+        missing.join(", ")
+    ))]
 }
 
 async fn publication(client: &Client, name: &str, tables: usize) -> Finding {

@@ -4,6 +4,7 @@
 use std::fmt;
 
 mod encryption;
+mod failover;
 mod logical;
 mod partitions;
 mod state;
@@ -108,7 +109,7 @@ async fn check_postgres(config: &Config) -> Vec<Finding> {
     let logical = config.source.mode == SourceMode::Logical;
     out.push(check_schema(&conn.client, logical).await);
     if logical {
-        out.extend(logical::check(&conn.client, config).await);
+        out.extend(logical::check(&conn.client, config, version).await);
     }
     for t in &config.tables {
         out.extend(check_table(&conn.client, t, logical).await);

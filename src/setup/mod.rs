@@ -127,6 +127,10 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
         names.push(table);
     }
     let partitions = crate::setup::partitions::plan(client, &names).await?;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
     if !logical {
         sql.push_str(&partitions);
         return Ok(Plan {
@@ -134,7 +138,7 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
             slot: None,
         });
     }
-    sql.push_str(&publication(&config.source.publication, &tables));
+    sql.push_str(&publication(&config.source.publication, &tables, version));
     sql.push_str(&partitions);
     sql.push_str(&format!(
         "\nINSERT INTO sluice.checkpoint (name, position) VALUES ({}, 'start') ON CONFLICT (name) DO NOTHING;\n",
@@ -142,13 +146,20 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
     ));
     Ok(Plan {
         transaction: sql,
-        slot: Some(create_slot(&config.source.slot)),
+        slot: Some(create_slot(&config.source.slot, version)),
     })
 }
 
-fn create_slot(name: &str) -> String {
+/// The slot; from PostgreSQL 17 on a failover slot, which a standby with
+/// `sync_replication_slots = on` keeps a copy of, so Sluice goes on from it after a promotion.
+fn create_slot(name: &str, version: i32) -> String {
+    let failover = if version >= 170000 {
+        ", false, false, true"
+    } else {
+        ""
+    };
     format!(
-        "SELECT pg_create_logical_replication_slot({name}, 'pgoutput') \
+        "SELECT pg_create_logical_replication_slot({name}, 'pgoutput'{failover}) \
          WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {name})",
         name = literal(name)
     )
@@ -170,12 +181,19 @@ fn replica_identity(t: &TableConfig, table: &str, shape: &TableShape) -> String 
 
 /// Creates the publication, or resets it to exactly the configured tables. A partition's
 /// changes are published as its partitioned table's (PostgreSQL 13+), whose name routes them.
-fn publication(name: &str, tables: &[String]) -> String {
+/// From PostgreSQL 18 on, stored generated columns are published too, so `data` holds them as
+/// `to_jsonb(row)` and trigger mode do; before 18 pgoutput cannot send them (`check` says so).
+fn publication(name: &str, tables: &[String], version: i32) -> String {
     let list = tables.join(", ");
+    let options = if version >= 180000 {
+        "publish_via_partition_root = true, publish_generated_columns = stored"
+    } else {
+        "publish_via_partition_root = true"
+    };
     format!(
         "\nDO $sluice$ BEGIN\n  IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {lit}) THEN\n    \
-         ALTER PUBLICATION {id} SET TABLE {list};\n    ALTER PUBLICATION {id} SET (publish_via_partition_root = true);\n  \
-         ELSE\n    CREATE PUBLICATION {id} FOR TABLE {list} WITH (publish_via_partition_root = true);\n  END IF;\nEND $sluice$;\n",
+         ALTER PUBLICATION {id} SET TABLE {list};\n    ALTER PUBLICATION {id} SET ({options});\n  \
+         ELSE\n    CREATE PUBLICATION {id} FOR TABLE {list} WITH ({options});\n  END IF;\nEND $sluice$;\n",
         lit = literal(name),
         id = ident(name)
     )

@@ -10,9 +10,8 @@
 //! Only std is used: the servers are driven through their command-line tools
 //! (`initdb`, `pg_ctl`, `psql`, `redis-server`). PostgreSQL refuses to run as
 //! root, so when the tests run as root its tools are run through
-//! `runuser -u postgres --`. The PostgreSQL binaries are found through
-//! `SLUICE_PG_BIN`, then `pg_config --bindir`, then the newest
-//! `/usr/lib/postgresql/*/bin`, then `PATH`.
+//! `runuser -u postgres --`. Which PostgreSQL binaries run is chosen by `SLUICE_PG_BIN` or
+//! `SLUICE_TEST_PG=13..18` (see `pg_bin`); by default the machine's own.
 //!
 //! Errors are `io::Error`s that say what failed and include the tail of the
 //! server's log, so a failing test explains itself.
@@ -109,13 +108,14 @@ pub(super) fn run(cmd: &mut Command, what: &str) -> io::Result<Output> {
     )))
 }
 
-/// True when the effective uid is 0 (read from /proc, falling back to `id -u`).
 mod cluster;
+mod pg_bin;
 mod postgres;
 mod proxy;
 mod redis;
 
 pub use cluster::RedisCluster;
+pub use pg_bin::{selected_major, MAJORS};
 pub use postgres::{PgOptions, Postgres};
 pub use proxy::Proxy;
 pub use redis::Redis;

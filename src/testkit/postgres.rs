@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use super::*;
+
+/// True when the effective uid is 0 (read from /proc, falling back to `id -u`).
 fn is_root() -> bool {
     static ROOT: OnceLock<bool> = OnceLock::new();
     *ROOT.get_or_init(|| {
@@ -22,44 +24,9 @@ fn is_root() -> bool {
     })
 }
 
-/// The directory holding `initdb`, `pg_ctl` and `psql` (None: rely on PATH).
-fn pg_bin_dir() -> Option<&'static Path> {
-    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(find_pg_bin).as_deref()
-}
-
-fn find_pg_bin() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SLUICE_PG_BIN") {
-        return Some(PathBuf::from(dir));
-    }
-    let has_initdb = |d: &Path| d.join("initdb").is_file();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && has_initdb(&dir) {
-            return Some(dir);
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-            Some((version, e.path().join("bin")))
-        })
-        .filter(|(_, bin)| has_initdb(bin))
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
-
-fn pg_tool(name: &str) -> PathBuf {
-    pg_bin_dir().map_or_else(|| PathBuf::from(name), |d| d.join(name))
-}
-
 /// A command for a server-side PostgreSQL tool, run as `postgres` when root.
-fn pg_server_cmd(name: &str, cwd: &Path) -> Command {
-    let tool = pg_tool(name);
+fn pg_server_cmd(name: &str, cwd: &Path) -> io::Result<Command> {
+    let tool = pg_bin::server_tool(name)?;
     let mut cmd = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(tool);
@@ -68,7 +35,7 @@ fn pg_server_cmd(name: &str, cwd: &Path) -> Command {
         Command::new(tool)
     };
     cmd.current_dir(cwd);
-    cmd
+    Ok(cmd)
 }
 
 /// Extra server configuration for [`Postgres::start_with`]: `settings` are appended to
@@ -105,7 +72,7 @@ impl Postgres {
                 "chown temp dir",
             )?;
         }
-        let mut initdb = pg_server_cmd("initdb", &dir.0);
+        let mut initdb = pg_server_cmd("initdb", &dir.0)?;
         initdb.arg("-D").arg(&data);
         initdb.args("-U postgres -A trust -E UTF8 --no-locale --no-sync".split(' '));
         run(&mut initdb, "initdb")?;
@@ -150,7 +117,7 @@ impl Postgres {
     /// run SQL through psql (-v ON_ERROR_STOP=1 -X -q -A -t), return stdout;
     /// error with stderr on failure
     pub fn psql(&self, db: &str, sql: &str) -> io::Result<String> {
-        let mut cmd = Command::new(pg_tool("psql"));
+        let mut cmd = Command::new(pg_bin::client_tool("psql"));
         cmd.args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-A", "-t"]);
         cmd.args("-h 127.0.0.1 -U postgres -p".split(' '));
         cmd.arg(self.port.to_string()).args(["-d", db]);
@@ -160,6 +127,83 @@ impl Postgres {
             &format!("psql on port {} db {db:?}: {sql:?}", self.port),
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `server_version_num`, e.g. 170010 for 17.10.
+    pub fn version_num(&self) -> io::Result<u32> {
+        let text = self.psql("postgres", "SHOW server_version_num")?;
+        text.trim()
+            .parse()
+            .map_err(|_| err(format!("server_version_num: unexpected {text:?}")))
+    }
+
+    /// A physical standby of this server, streaming into the physical slot `slot` (created
+    /// here) with `primary_conninfo` naming database `db` and `settings` added. Its data
+    /// directory is a copy taken while this server is briefly stopped (a cold base backup,
+    /// without this server's replication slots, as `pg_basebackup` would leave them out).
+    pub fn start_standby(
+        &self,
+        slot: &str,
+        db: &str,
+        settings: &[(&str, &str)],
+    ) -> io::Result<Postgres> {
+        self.psql(
+            "postgres",
+            &format!("SELECT pg_create_physical_replication_slot('{slot}')"),
+        )?;
+        self.stop()?;
+        let dir = TempDir::new("pg")?;
+        let data = dir.0.join("data");
+        let copied = run(
+            Command::new("cp").arg("-a").arg(&self.data).arg(&data),
+            "copy the data directory",
+        );
+        self.restart()?;
+        copied?;
+        for entry in std::fs::read_dir(data.join("pg_replslot"))? {
+            std::fs::remove_dir_all(entry?.path())?;
+        }
+        std::fs::write(data.join("log"), "")?;
+        if is_root() {
+            run(
+                Command::new("chown").args(["-R", "postgres"]).arg(&dir.0),
+                "chown temp dir",
+            )?;
+        }
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db} application_name={slot}",
+            self.port
+        );
+        let mut options = PgOptions::default();
+        options.files.push(("standby.signal".into(), Vec::new()));
+        for (k, v) in [
+            ("primary_conninfo", conninfo.as_str()),
+            ("primary_slot_name", slot),
+        ]
+        .into_iter()
+        .chain(settings.iter().copied())
+        {
+            options.settings.push((k.to_string(), v.to_string()));
+        }
+        write_options(&data, &options)?;
+        let mut standby = Postgres { dir, data, port: 0 };
+        on_free_port(&mut standby, |pg, port| {
+            pg.port = port;
+            pg.pg_ctl_start()
+        })?;
+        Ok(standby)
+    }
+
+    /// `pg_ctl promote`: a standby becomes a primary; waits until it is one.
+    pub fn promote(&self) -> io::Result<()> {
+        let mut cmd = pg_server_cmd("pg_ctl", &self.dir.0)?;
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60", "promote"]);
+        self.with_log(run(
+            &mut cmd,
+            &format!("pg_ctl promote on port {}", self.port),
+        ))
     }
 
     /// The server's log file (it lives in the data directory, removed with the cluster).
@@ -181,7 +225,7 @@ impl Postgres {
     }
 
     fn pg_ctl_start(&self) -> io::Result<()> {
-        let mut cmd = pg_server_cmd("pg_ctl", &self.dir.0);
+        let mut cmd = pg_server_cmd("pg_ctl", &self.dir.0)?;
         cmd.arg("-D").arg(&self.data).arg("-l").arg(self.log_path());
         cmd.args(["-w", "-t", "60", "-o", &self.server_options(), "start"]);
         self.with_log(run(
@@ -191,7 +235,7 @@ impl Postgres {
     }
 
     fn pg_ctl_stop(&self, mode: &str) -> io::Result<()> {
-        let mut cmd = pg_server_cmd("pg_ctl", &self.dir.0);
+        let mut cmd = pg_server_cmd("pg_ctl", &self.dir.0)?;
         cmd.arg("-D")
             .arg(&self.data)
             .args(["-w", "-t", "60", "-m", mode, "stop"]);

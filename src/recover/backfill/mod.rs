@@ -10,7 +10,8 @@
 //! * trigger mode: a `sluice.change_log` row with operation `SNAPSHOT` (what `capture()` would
 //!   write, `new_row = to_jsonb(row)`), then a NOTIFY;
 //! * logical mode: `pg_logical_emit_message(true, 'sluice.snapshot', ...)`, a transactional
-//!   message that the session turns into a change (`source::logical::snapshot`).
+//!   message that the session turns into a change (`source::logical::snapshot`). pgoutput
+//!   streams such messages from PostgreSQL 14 on; on 13 a logical-mode backfill refuses to start.
 //!
 //! The snapshot is thereby just another writer of the row, serialised with the others by the
 //! row lock, which is exactly what both sources already order by:
@@ -156,6 +157,21 @@ async fn stream_ready(
     logical: bool,
 ) -> Result<(), String> {
     let slot = &config.source.slot;
+    if logical {
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| pg::describe(&e))?
+            .get(0);
+        if version < 140000 {
+            return Err(
+                "backfill in logical mode needs PostgreSQL 14 or newer: the rows go \
+                into the WAL as logical decoding messages, which PostgreSQL 13's pgoutput does \
+                not stream"
+                    .into(),
+            );
+        }
+    }
     let (sql, name) = if logical {
         (
             format!(

@@ -31,6 +31,7 @@
 //! last confirmed Commit, which keep their `eventId` (commit LSN and index in the transaction).
 
 pub mod convert;
+pub mod failover;
 pub mod snapshot;
 mod start;
 mod stream;

@@ -14,6 +14,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::hosts::{self, Target};
 use super::wire::{self, Backend, Frame, StandbyStatus, WireError};
 use crate::tls::postgres::{negotiate, PgTls, PgTlsError};
 use crate::tls::Stream;
@@ -44,6 +45,8 @@ pub enum ReplicationError {
     Protocol(#[from] WireError),
     #[error("the server ended the replication stream")]
     Ended,
+    #[error("cannot connect for replication: {server} is {}, and postgres.url asks for target_session_attrs={}", if *.read_only { "read-only (a standby)" } else { "read-write" }, if *.read_only { "read-write" } else { "read-only" })]
+    SessionAttrs { server: String, read_only: bool },
 }
 
 /// An I/O failure, as [`ReplicationError::Tls`] when it is a TLS failure with a known fix.
@@ -70,16 +73,41 @@ pub struct ReplicationConn {
     fd: RawFd,
     read: BytesMut,
     write: BytesMut,
+    /// The server's major version, from its `server_version` parameter at startup.
+    major: Option<u32>,
 }
 
 impl ReplicationConn {
-    /// Connects and authenticates within `timeout`.
+    /// Connects and authenticates, trying each server `postgres.url` lists in turn (each
+    /// within `timeout`), and keeps the first that fits its `target_session_attrs`.
     pub async fn connect(
         url: &str,
         timeout: Duration,
     ) -> Result<ReplicationConn, ReplicationError> {
         let (config, tls) = crate::tls::postgres::config(url)?;
-        match tokio::time::timeout(timeout, Self::connect_inner(&config, &tls)).await {
+        let wanted = hosts::wants_read_only(config.get_target_session_attrs());
+        let mut last = None;
+        for target in hosts::targets(&config)? {
+            let result = match Self::connect_one(&config, &tls, &target, timeout).await {
+                Ok(mut conn) => match conn.fits(wanted, &target).await {
+                    Ok(()) => return Ok(conn),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            tracing::debug!(server = %target, error = %result, "not this server for replication");
+            last = Some(result);
+        }
+        Err(last.unwrap_or(ReplicationError::Ended))
+    }
+
+    async fn connect_one(
+        config: &tokio_postgres::Config,
+        tls: &PgTls,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<ReplicationConn, ReplicationError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(config, tls, target)).await {
             Err(_) => Err(ReplicationError::Timeout(timeout)),
             // The server may refuse our client certificate only after the handshake.
             Ok(Err(ReplicationError::Io(e))) => Err(io_or_tls(e)),
@@ -87,11 +115,36 @@ impl ReplicationConn {
         }
     }
 
+    /// Whether the server is read-only as `wanted` asks (`None`: any server will do).
+    async fn fits(
+        &mut self,
+        wanted: Option<bool>,
+        target: &Target,
+    ) -> Result<(), ReplicationError> {
+        let Some(want_read_only) = wanted else {
+            return Ok(());
+        };
+        let rows = self.simple_query("SHOW transaction_read_only").await?;
+        let value = rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_deref());
+        if (value == Some("on")) == want_read_only {
+            return Ok(());
+        }
+        Err(ReplicationError::SessionAttrs {
+            server: target.to_string(),
+            read_only: value == Some("on"),
+        })
+    }
+
     async fn connect_inner(
         config: &tokio_postgres::Config,
         tls: &PgTls,
+        target: &Target,
     ) -> Result<ReplicationConn, ReplicationError> {
-        let (host, addr, port) = target(config)?;
+        let Target { host, addr, port } = target;
+        let port = *port;
         let tcp = TcpStream::connect((addr.as_str(), port))
             .await
             .map_err(|source| ReplicationError::Unreachable {
@@ -104,12 +157,13 @@ impl ReplicationConn {
             .with_interval(Duration::from_secs(5));
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
         let fd = tcp.as_raw_fd();
-        let stream = negotiate(tcp, tls, &host).await.map_err(io_or_tls)?;
+        let stream = negotiate(tcp, tls, host).await.map_err(io_or_tls)?;
         let mut conn = ReplicationConn {
             stream,
             fd,
             read: BytesMut::with_capacity(64 * 1024),
             write: BytesMut::new(),
+            major: None,
         };
         let user = config.get_user().unwrap_or("postgres").to_string();
         let database = config.get_dbname().unwrap_or(&user).to_string();
@@ -131,12 +185,12 @@ impl ReplicationConn {
     async fn authenticate(&mut self, user: &str, password: &[u8]) -> Result<(), ReplicationError> {
         loop {
             let m = self.expect(b'R').await?;
-            let kind = i32::from_be_bytes(head(&m.body, 0, "an authentication request")?);
+            let kind = i32::from_be_bytes(wire::head(&m.body, 0, "an authentication request")?);
             match kind {
                 0 => return Ok(()),
                 3 => frontend::password_message(password, &mut self.write)?,
                 5 => {
-                    let salt = head(&m.body, 4, "an md5 salt")?;
+                    let salt = wire::head(&m.body, 4, "an md5 salt")?;
                     frontend::password_message(
                         md5_hash(user.as_bytes(), password, salt).as_bytes(),
                         &mut self.write,
@@ -160,7 +214,7 @@ impl ReplicationConn {
         let m = self.expect(b'R').await?;
         scram.finish(m.body.get(4..).ok_or(WireError::Short("a SCRAM message"))?)?;
         let m = self.expect(b'R').await?;
-        match head(&m.body, 0, "an authentication request")? {
+        match wire::head(&m.body, 0, "an authentication request")? {
             [0, 0, 0, 0] => Ok(()),
             _ => Err(WireError::Unexpected {
                 what: "the end of SCRAM",
@@ -181,22 +235,37 @@ impl ReplicationConn {
         loop {
             let m = self.next_message().await?;
             match m.tag {
-                b'D' => rows.push(data_row(&m.body)?),
+                b'D' => rows.push(wire::data_row(&m.body)?),
                 b'Z' => return Ok(rows),
                 _ => {}
             }
         }
     }
 
-    /// `START_REPLICATION SLOT .. LOGICAL lsn (proto_version '1', publication_names ..)`.
+    /// The server's major version (13, 14, ...), as it announced it at startup.
+    pub fn server_major(&self) -> Option<u32> {
+        self.major
+    }
+
+    /// `START_REPLICATION SLOT .. LOGICAL lsn (proto_version '1', publication_names ..)`, with
+    /// `messages 'true'` where pgoutput has that option (PostgreSQL 14+). Protocol version 1 on
+    /// every server, on purpose: versions 2-4 add streaming of transactions still in progress
+    /// (and two-phase and parallel variants of it), which Sluice does not ask for. It publishes
+    /// what it reads, so it must only ever read committed work; without streaming, PostgreSQL
+    /// sends a transaction only once it has committed (spilling a large one to its own disk).
     pub async fn start(
         &mut self,
         slot: &str,
         publication: &str,
         from: u64,
     ) -> Result<(), ReplicationError> {
+        let messages = if self.major.is_some_and(|m| m < 14) {
+            ""
+        } else {
+            ", messages 'true'"
+        };
         let sql = format!(
-            "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"', messages 'true')",
+            "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"'{messages})",
             slot.replace('"', "\"\""),
             crate::source::lsn::format(from),
             publication.replace('"', "\"\"").replace('\'', "''")
@@ -274,7 +343,11 @@ impl ReplicationConn {
                             text: wire::error_text(&m.body),
                         })
                     }
-                    b'N' | b'S' | b'K' => continue,
+                    b'S' => {
+                        self.note_parameter(&m.body);
+                        continue;
+                    }
+                    b'N' | b'K' => continue,
                     _ => return Ok(m),
                 }
             }
@@ -286,65 +359,19 @@ impl ReplicationConn {
         }
     }
 
+    /// Keeps the major version from a `server_version` ParameterStatus ("17.10", "13.23 (Debian ...)").
+    fn note_parameter(&mut self, body: &[u8]) {
+        let mut parts = body.split(|b| *b == 0);
+        if parts.next() == Some(b"server_version".as_slice()) {
+            let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
+            let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+            self.major = digits.parse().ok();
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), ReplicationError> {
         self.stream.write_all(&self.write).await?;
         self.write.clear();
         Ok(())
     }
-}
-
-/// Four bytes of `body` from `at`, or which message was too short.
-fn head(body: &[u8], at: usize, what: &'static str) -> Result<[u8; 4], WireError> {
-    body.get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(WireError::Short(what))
-}
-
-/// The host name (for TLS), the address to connect to (`hostaddr` when given) and the port.
-fn target(config: &tokio_postgres::Config) -> Result<(String, String, u16), ReplicationError> {
-    let addr = config.get_hostaddrs().first().map(|a| a.to_string());
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        None => addr.clone().unwrap_or_else(|| "localhost".to_string()),
-        Some(_) => return Err(ReplicationError::UnixSocket),
-    };
-    Ok((
-        host.clone(),
-        addr.unwrap_or(host),
-        config.get_ports().first().copied().unwrap_or(5432),
-    ))
-}
-
-fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ReplicationError> {
-    let mut b = body;
-    let n = take_i16(&mut b)?;
-    (0..n)
-        .map(|_| {
-            let len = take_i32(&mut b)?;
-            if len < 0 {
-                return Ok(None);
-            }
-            let (value, rest) = b
-                .split_at_checked(len as usize)
-                .ok_or(WireError::Short("a data row"))?;
-            b = rest;
-            Ok(Some(String::from_utf8_lossy(value).into_owned()))
-        })
-        .collect()
-}
-
-fn take_i16(b: &mut &[u8]) -> Result<i16, ReplicationError> {
-    let (v, rest) = b
-        .split_first_chunk::<2>()
-        .ok_or(WireError::Short("a message"))?;
-    *b = rest;
-    Ok(i16::from_be_bytes(*v))
-}
-
-fn take_i32(b: &mut &[u8]) -> Result<i32, ReplicationError> {
-    let (v, rest) = b
-        .split_first_chunk::<4>()
-        .ok_or(WireError::Short("a message"))?;
-    *b = rest;
-    Ok(i32::from_be_bytes(*v))
 }

@@ -3,6 +3,7 @@
 //! position every standby status update confirms.
 
 pub mod conn;
+pub mod hosts;
 pub mod wire;
 
 pub use conn::{ReplicationConn, ReplicationError};

@@ -181,6 +181,47 @@ impl StandbyStatus {
     }
 }
 
+/// Four bytes of `body` from `at`, or which message was too short.
+pub fn head(body: &[u8], at: usize, what: &'static str) -> Result<[u8; 4], WireError> {
+    body.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(WireError::Short(what))
+}
+
+pub fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, WireError> {
+    let mut b = body;
+    let n = take_i16(&mut b)?;
+    (0..n)
+        .map(|_| {
+            let len = take_i32(&mut b)?;
+            if len < 0 {
+                return Ok(None);
+            }
+            let (value, rest) = b
+                .split_at_checked(len as usize)
+                .ok_or(WireError::Short("a data row"))?;
+            b = rest;
+            Ok(Some(String::from_utf8_lossy(value).into_owned()))
+        })
+        .collect()
+}
+
+fn take_i16(b: &mut &[u8]) -> Result<i16, WireError> {
+    let (v, rest) = b
+        .split_first_chunk::<2>()
+        .ok_or(WireError::Short("a message"))?;
+    *b = rest;
+    Ok(i16::from_be_bytes(*v))
+}
+
+fn take_i32(b: &mut &[u8]) -> Result<i32, WireError> {
+    let (v, rest) = b
+        .split_first_chunk::<4>()
+        .ok_or(WireError::Short("a message"))?;
+    *b = rest;
+    Ok(i32::from_be_bytes(*v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
