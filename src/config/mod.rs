@@ -134,6 +134,10 @@ pub struct RedisConfig {
     /// A command (or a pipeline) that gets no answer within this time counts as Redis down.
     #[serde(default = "default_command_timeout", with = "duration")]
     pub command_timeout: Duration,
+    /// A batch counts as published only once this many replicas of each master that took it
+    /// have it too (`WAIT`); 0 does not wait. See README "Redis Cluster".
+    #[serde(default)]
+    pub wait_replicas: u32,
     /// `rediss://`: the PEM file of CAs the server's certificate must chain to; without it,
     /// the system's trust store.
     #[serde(default)]

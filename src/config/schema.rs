@@ -102,6 +102,7 @@ pub const KEYS: &[Key] = &[
         "\"cluster\"",
     ),
     key("redis", "command_timeout", Duration, "\"5s\""),
+    key("redis", "wait_replicas", Int(U32), "1"),
     key("redis", "ca_file", Path, "\"/etc/sluice/redis-ca.pem\""),
     key(
         "redis",

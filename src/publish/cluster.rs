@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use super::recoverable::{self, History, Run};
 use super::resp::{self, Reply};
 use super::topology::{self, Addr, Redirect, SlotMap};
-use super::{Conn, Delivery, Target, Unavailable};
+use super::{Conn, Delivery, Target, Unavailable, Wait};
 use crate::route::Event;
 
 /// Redirections one batch may follow before it is retried as a whole.
@@ -70,6 +70,7 @@ struct Batch<'a> {
     history: Option<&'a History>,
     origin: &'a str,
     epoch: String,
+    wait: Option<Wait>,
 }
 
 impl Cluster {
@@ -153,6 +154,7 @@ impl Cluster {
         events: &[Event],
         history: Option<&History>,
         origin: &str,
+        wait: Option<Wait>,
     ) -> Result<Vec<Delivery>, Unavailable> {
         let batch = Batch {
             events,
@@ -160,6 +162,7 @@ impl Cluster {
             history,
             origin,
             epoch: recoverable::new_epoch(),
+            wait,
         };
         let mut out: Vec<Option<Delivery>> = vec![None; events.len()];
         let mut del_errors: Vec<(usize, String)> = Vec::new();
@@ -380,6 +383,9 @@ async fn trip(
         expected += 1;
     }
     let mut replies = conn.exchange(expected).await?.into_iter();
+    if let Some(wait) = batch.wait {
+        wait.replicated(conn).await?;
+    }
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         if item.ask.is_some() {

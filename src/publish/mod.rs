@@ -94,6 +94,8 @@ pub enum Unavailable {
     ClusterDown(String),
     #[error("the cluster kept redirecting the batch (slots moving); retrying")]
     Unsettled,
+    #[error("{got} of the {want} replicas redis.wait_replicas asks for confirmed the batch")]
+    NotReplicated { got: i64, want: u32 },
 }
 
 /// What Redis said about one event.
@@ -140,6 +142,8 @@ enum Backend {
 pub struct Publisher {
     backend: Backend,
     timeout: Duration,
+    /// `redis.wait_replicas`: `WAIT` for this many replicas after each batch.
+    wait: Option<Wait>,
     /// The daemon's recoverable channels (see [`recoverable`]); `None` for the operator's
     /// replays, which publish plainly and take no `seq`.
     history: Option<History>,
@@ -184,6 +188,7 @@ impl Publisher {
         Ok(Publisher {
             backend,
             timeout: config.command_timeout,
+            wait: Wait::new(config.wait_replicas, config.command_timeout),
             history: None,
         })
     }
@@ -272,8 +277,15 @@ impl Publisher {
             return Ok(Vec::new());
         }
         if let Backend::Cluster(c) = &self.backend {
-            let trip = c.publish(events, self.history.as_ref(), origin.unwrap_or(""));
-            return match tokio::time::timeout(self.timeout, trip).await {
+            let trip = c.publish(
+                events,
+                self.history.as_ref(),
+                origin.unwrap_or(""),
+                self.wait,
+            );
+            // bound first: the timed-out trip holds the cluster's lock until it is dropped
+            let result = tokio::time::timeout(self.timeout, trip).await;
+            return match result {
                 Ok(result) => Ok(result?),
                 Err(_) => {
                     c.forget().await;
@@ -284,13 +296,17 @@ impl Publisher {
         let mut guard = self.connection().await?;
         let conn = guard.as_mut().expect("connected above");
         let trip = async {
-            match &self.history {
+            let deliveries = match &self.history {
                 Some(history) => {
                     conn.round_trip_recoverable(events, history, origin.unwrap_or(""))
-                        .await
+                        .await?
                 }
-                None => conn.round_trip(events).await,
+                None => conn.round_trip(events).await?,
+            };
+            if let Some(wait) = self.wait {
+                wait.replicated(conn).await?;
             }
+            Ok(deliveries)
         };
         let result = match tokio::time::timeout(self.timeout, trip).await {
             Ok(result) => result,
@@ -306,6 +322,41 @@ impl Publisher {
         match &self.backend {
             Backend::Single(_, conn) => *conn.lock().await = None,
             Backend::Cluster(c) => c.forget().await,
+        }
+    }
+}
+
+/// `WAIT replicas timeout` after a batch: the master's replicas have what it acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    replicas: u32,
+    timeout_ms: u128,
+}
+
+impl Wait {
+    /// None for 0 replicas; the `WAIT` timeout is half the command timeout, so an answer
+    /// saying "not enough" arrives before the batch times out.
+    fn new(replicas: u32, command_timeout: Duration) -> Option<Wait> {
+        (replicas > 0).then(|| Wait {
+            replicas,
+            timeout_ms: (command_timeout.as_millis() / 2).max(1),
+        })
+    }
+
+    /// Sends `WAIT` on `conn` (after the batch's writes) and checks its answer.
+    async fn replicated(&self, conn: &mut Conn) -> Result<(), Unavailable> {
+        let (n, ms) = (self.replicas.to_string(), self.timeout_ms.to_string());
+        resp::command(&mut conn.write, &[b"WAIT", n.as_bytes(), ms.as_bytes()]);
+        match conn.exchange(1).await?.pop() {
+            Some(Reply::Integer(got)) if got >= i64::from(self.replicas) => Ok(()),
+            Some(Reply::Integer(got)) => Err(Unavailable::NotReplicated {
+                got,
+                want: self.replicas,
+            }),
+            Some(Reply::Error(e)) => Err(Unavailable::SetupRefused(format!("WAIT: {e}"))),
+            _ => Err(Unavailable::Protocol(resp::ProtocolError::Unexpected(
+                "an answer to WAIT",
+            ))),
         }
     }
 }

@@ -131,6 +131,32 @@ impl RedisCluster {
         Ok(out)
     }
 
+    /// The ports of the replicas of the master on `master`.
+    pub fn replicas_of(&self, master: u16) -> io::Result<Vec<u16>> {
+        let id = self.node_id(master)?;
+        let text = self.cli(master, &["CLUSTER", "NODES"])?;
+        Ok(text
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .filter(|f| f.len() > 3 && f[2].contains("slave") && f[3] == id)
+            .filter_map(|f| f[1].split(['@', ':']).nth(1)?.parse().ok())
+            .collect())
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the node on `port`: a node that stops answering
+    /// without closing its connections.
+    pub fn pause(&self, port: u16, paused: bool) -> io::Result<()> {
+        let pid = self
+            .pid(port)
+            .ok_or_else(|| err(format!("no node runs on {port}")))?;
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        run(
+            Command::new("kill").args([signal, &pid.to_string()]),
+            "kill",
+        )?;
+        Ok(())
+    }
+
     /// The cluster node id of the node on `port`.
     pub fn node_id(&self, port: u16) -> io::Result<String> {
         Ok(self.cli(port, &["CLUSTER", "MYID"])?.trim().to_string())
