@@ -82,7 +82,10 @@ mod tests {
             );
             interval = (interval * MULTIPLIER).min(1000.0);
         }
-        assert!(b.next_wait() >= MS(500), "at the max the wait stays within half of it");
+        assert!(
+            b.next_wait() >= MS(500),
+            "at the max the wait stays within half of it"
+        );
     }
 
     #[test]

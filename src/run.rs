@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::backoff::Backoff;
 use crate::checkpoint;
 use crate::config::{Config, SourceMode};
-use crate::backoff::Backoff;
 use crate::error::{classify, Class, RunError};
 use crate::health::{Health, Phase};
 use crate::pg::{self, Conn};

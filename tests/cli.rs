@@ -43,6 +43,44 @@ fn help_lists_the_commands() {
     }
 }
 
+fn help(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+/// A reason is why an event was parked: only the dead-letter commands offer --reason, and
+/// replay change-log refuses it as an unknown option rather than after a connect.
+#[test]
+fn only_dead_letter_commands_offer_reason() {
+    let change_log = help(&["replay", "change-log"]);
+    for option in ["--tenant", "--app", "--table", "--dry-run"] {
+        assert!(change_log.contains(option), "{change_log}");
+    }
+    assert!(!change_log.contains("--reason"), "{change_log}");
+    for command in [&["replay", "dead-letters"][..], &["dead-letters", "list"]] {
+        assert!(help(command).contains("--reason"), "{command:?}");
+    }
+    let (ok, _, err) = sluice(
+        &config(1, 1, ""),
+        &[
+            "replay",
+            "change-log",
+            "--from",
+            "1",
+            "--reason",
+            "unroutable",
+        ],
+    );
+    assert!(
+        !ok && err.contains("unexpected argument '--reason'"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_config_typo_is_one_line_naming_file_line_and_key() {
     let (ok, _, err) = sluice(&config(1, 1, "batch_sise = 10"), &["check"]);
