@@ -16,7 +16,7 @@
 //!   process is stuck and a restart would help.
 //! * `/readyz`: 200 `ready`, or 503 with the one-line reason [`Health::readiness`] gives.
 //! * `/status`: the [`Health::status`] document as JSON.
-//! * `/metrics`: the Prometheus text format.
+//! * `/metrics`: the Prometheus text format, with the process's own metrics.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,6 +36,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use pool::{Activity, Admit, Answer, InFlight, Pool};
 
 use crate::config::Config;
+use crate::exporter::process::Process;
 use crate::health::Health;
 use crate::telemetry as m;
 
@@ -305,10 +306,14 @@ impl Endpoints {
     fn metrics(&self, health: &Health) -> Reply {
         metrics::gauge!(m::READY).set(f64::from(u8::from(health.readiness().is_ok())));
         self.metrics.run_upkeep();
+        let mut text = self.metrics.render();
+        if let Some(process) = Process::read() {
+            text.push_str(&process.render());
+        }
         Reply {
             status: StatusCode::OK,
             content_type: PROMETHEUS_TEXT,
-            body: Bytes::from(self.metrics.render()),
+            body: Bytes::from(text),
         }
     }
 }

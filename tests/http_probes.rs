@@ -409,6 +409,22 @@ async fn metrics_carry_the_contract_names_and_series_do_not_grow_with_tenants() 
             "no sample of {name}:\n{first}"
         );
     }
+    // The process's own metrics, as Prometheus client libraries name and type them.
+    for (name, kind) in [
+        (m::PROCESS_CPU_SECONDS, "counter"),
+        (m::PROCESS_RESIDENT_MEMORY, "gauge"),
+        (m::PROCESS_OPEN_FDS, "gauge"),
+        (m::PROCESS_MAX_FDS, "gauge"),
+        (m::PROCESS_START_TIME, "gauge"),
+    ] {
+        assert!(
+            first.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name}:\n{first}"
+        );
+        assert!(sample(&first, name, &[]).is_some_and(|v| v > 0.0), "{name}");
+    }
+    let rss = sample(&first, m::PROCESS_RESIDENT_MEMORY, &[]).unwrap();
+    assert!(rss > 1e6 && rss < 1e9, "resident memory {rss}");
     assert_eq!(
         sample(&first, m::DEAD_LETTERS, &[r#"reason="unroutable""#]),
         Some(1.0)

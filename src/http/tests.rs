@@ -80,6 +80,12 @@ fn status_is_json_and_other_paths_and_methods_are_refused() {
         e.respond(&Method::GET, "/metrics", &h).content_type,
         super::PROMETHEUS_TEXT
     );
+    let (_, metrics) = get(&e, &h, "/metrics");
+    assert!(
+        metrics.contains("\nprocess_resident_memory_bytes ")
+            && metrics.contains("\nprocess_cpu_seconds_total "),
+        "{metrics}"
+    );
 }
 
 #[test]
