@@ -223,6 +223,18 @@ async fn standby_takes_over(extra: &str) {
     assert!(why.starts_with("standby"), "{why}");
     assert_eq!(status(standby_port)["phase"], "standby");
     assert_eq!(get(standby_port, "/healthz").0, 200, "a standby is alive");
+    // A Deployment's readiness probe on /readyz?standby=ok: the standby is ready as a standby
+    // (once the monitor has seen both servers), the active one as ever.
+    let as_standby = wait_answer(
+        standby_port,
+        "/readyz?standby=ok",
+        WAIT,
+        |s, _| s == 200,
+        log,
+    )
+    .await;
+    assert!(as_standby.starts_with("standby: "), "{as_standby}");
+    assert_eq!(get(port, "/readyz?standby=ok"), (200, "ready\n".into()));
     let metrics = get(standby_port, "/metrics").1;
     assert_eq!(
         (
