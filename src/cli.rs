@@ -132,6 +132,17 @@ pub enum Command {
     /// sluice schema (dead letters, change_log history, checkpoints) is kept unless
     /// --drop-schema is given too, so a later `sluice setup` resumes from it.
     Teardown(teardown::Args),
+    /// Print a shell completion script (no config needed)
+    ///
+    /// bash: `sluice completions bash > /etc/bash_completion.d/sluice`
+    ///
+    /// zsh: `sluice completions zsh > "${fpath[1]}/_sluice"`
+    ///
+    /// fish: `sluice completions fish > ~/.config/fish/completions/sluice.fish`
+    Completions {
+        /// The shell to complete in
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +161,9 @@ pub enum Replay {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
+    if let Command::Completions { shell } = cli.command {
+        return completions(shell);
+    }
     let path = cli.config.clone().unwrap_or_else(Config::default_path);
     if let Command::Tail {
         pattern,
@@ -186,6 +200,22 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", masked(&message, &secrets));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `sluice completions SHELL`: the script on stdout (a closed pipe, as with `| head`, is no
+/// error).
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write the completion script: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -230,7 +260,9 @@ async fn dispatch(command: Command, config: Config, router: Router) -> Result<Ex
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown(args) => teardown::run(&config, args).await,
         Command::Config | Command::Route(_) => unreachable!("answered before the runtime starts"),
-        Command::Tail { .. } => unreachable!("tail runs without the whole config"),
+        Command::Tail { .. } | Command::Completions { .. } => {
+            unreachable!("tail and completions run without the whole config")
+        }
     }
 }
 

@@ -169,3 +169,35 @@ fn check_fails_a_redis_user_without_scripting_and_a_replica() {
         "{replica}"
     );
 }
+
+/// `sluice completions SHELL` needs no config; the bash script completes commands and options
+/// when bash runs it.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let empty = tempfile::tempdir().unwrap();
+    let script = |shell: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(empty.path())
+            .env_remove("SLUICE_CONFIG")
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(script("zsh").starts_with("#compdef sluice"));
+    assert!(script("fish").contains("complete -c sluice"));
+    let bash = empty.path().join("sluice.bash");
+    std::fs::write(&bash, script("bash")).unwrap();
+    let complete = |words: &str| {
+        let line = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _sluice sluice \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; echo \"${{COMPREPLY[@]}}\"",
+            bash.display()
+        );
+        let out = Command::new("bash").args(["-c", &line]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("sluice rep"), "replay");
+    assert_eq!(complete("sluice replay change-log --ta"), "--table");
+}
