@@ -207,7 +207,12 @@ async fn tail_needs_only_a_redis_url_and_no_config_file() {
             .args(["tail", "--json"]),
     );
     let from_flag = Tail::spawn(bare().args(["tail", "--redis-url", &redis.url(), "a:*"]));
-    for tail in [&from_env, &from_flag] {
+    let from_sluice_env = Tail::spawn(
+        bare()
+            .env("SLUICE_REDIS_URL", redis.url())
+            .args(["tail", "--json"]),
+    );
+    for tail in [&from_env, &from_flag, &from_sluice_env] {
         wait_until(
             WAIT,
             || tail.errors().contains("listening on"),
@@ -217,10 +222,11 @@ async fn tail_needs_only_a_redis_url_and_no_config_file() {
     }
     let event = r#"{"eventId":"cl:1","app":"a"}"#;
     redis_command(redis.port(), &["PUBLISH", "a:t1:things", event]);
-    for tail in [&from_env, &from_flag] {
+    for tail in [&from_env, &from_flag, &from_sluice_env] {
         wait_until(WAIT, || tail.count() == 1, || tail.errors()).await;
     }
     assert_eq!(from_env.lines.lock().unwrap()[0], event);
+    assert_eq!(from_sluice_env.lines.lock().unwrap()[0], event);
     assert_eq!(
         from_flag.lines.lock().unwrap()[0],
         format!("a:t1:things {event}")
