@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice::testkit::{free_port, Postgres, Redis, RedisCluster};
+use sluice::testkit::{wait_http_port, Postgres, Redis, RedisCluster};
 
 const SEED: &str = include_str!("../tests/fixtures/seed.sql");
 
@@ -85,8 +85,7 @@ fn run(redis_url: &str, redis_pids: &[u32], rows: u64, tenants: u64) -> Run {
     pg.psql("app", SEED).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
-    let port = free_port();
-    std::fs::write(&config, config_text(&pg.url_for("app"), redis_url, port)).unwrap();
+    std::fs::write(&config, config_text(&pg.url_for("app"), redis_url)).unwrap();
     let setup = sluice(&config).arg("setup").output().unwrap();
     assert!(
         setup.status.success(),
@@ -107,11 +106,14 @@ fn run(redis_url: &str, redis_pids: &[u32], rows: u64, tenants: u64) -> Run {
     }
     let before: Vec<u64> = redis_pids.iter().map(|&p| ticks(p)).collect();
     let started = Instant::now();
+    let log = dir.path().join("daemon.log");
     let mut daemon: Child = sluice(&config)
         .args(["run"])
-        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // The daemon listens on 127.0.0.1:0 and logs the port the system gave it.
+    let port = wait_http_port(&log, Duration::from_secs(60)).expect("the daemon serves HTTP");
     let deadline = started + Duration::from_secs(600);
     let mut sluice_ticks = 0;
     while published(port) < rows {
@@ -136,10 +138,10 @@ fn run(redis_url: &str, redis_pids: &[u32], rows: u64, tenants: u64) -> Run {
     }
 }
 
-fn config_text(pg: &str, redis: &str, http: u16) -> String {
+fn config_text(pg: &str, redis: &str) -> String {
     format!(
         "[postgres]\nurl = \"{pg}\"\n[redis]\nurl = \"{redis}\"\n[source]\nmode = \"logical\"\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\n[apps]\ncrm = {{ prefixes = [\"crm.\"] }}\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[apps]\ncrm = {{ prefixes = [\"crm.\"] }}\n\
          [[tables]]\ntable = \"public.credit_configurations\"\ntype = \"credit-configs\"\n\
          tenant = \"tenant_id\"\napp = {{ operation_code = \"operation_code\" }}\n"
     )

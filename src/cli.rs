@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, Problem, SourceMode};
+use crate::config::{Config, ConfigError, Env, Problem, RedisConfig, SourceMode};
 use crate::health::{Health, Phase};
 use crate::recover::{backfill, dead_letters, replay_dead, replay_log};
 use crate::route::{preview, Router};
@@ -72,6 +72,10 @@ pub enum Command {
     /// Validate the config and the servers; one line per finding, exit 1 if any failed
     Check,
     /// Subscribe to a channel pattern and print events as they arrive
+    ///
+    /// Needs only Redis: with no config file, --redis-url or REDIS_URL is enough. A config
+    /// file, when there is one, gives the [redis] section (TLS files, timeouts); the URL
+    /// given here overrides its redis.url.
     Tail {
         /// Redis channel pattern, e.g. crm:tenant-123:*
         #[arg(default_value = "*:*:*")]
@@ -79,6 +83,9 @@ pub enum Command {
         /// Print each event's JSON alone, one per line (for jq), without the channel
         #[arg(long)]
         json: bool,
+        /// Redis to follow, e.g. redis://127.0.0.1:6379 [default: redis.url, REDIS_URL]
+        #[arg(long, value_name = "URL")]
+        redis_url: Option<String>,
     },
     /// Look at and clear the dead-letter table: what could not be delivered, and why
     #[command(subcommand, name = "dead-letters")]
@@ -125,6 +132,17 @@ pub enum Command {
     /// sluice schema (dead letters, change_log history, checkpoints) is kept unless
     /// --drop-schema is given too, so a later `sluice setup` resumes from it.
     Teardown(teardown::Args),
+    /// Print a shell completion script (no config needed)
+    ///
+    /// bash: `sluice completions bash > /etc/bash_completion.d/sluice`
+    ///
+    /// zsh: `sluice completions zsh > "${fpath[1]}/_sluice"`
+    ///
+    /// fish: `sluice completions fish > ~/.config/fish/completions/sluice.fish`
+    Completions {
+        /// The shell to complete in
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,7 +161,19 @@ pub enum Replay {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
+    if let Command::Completions { shell } = cli.command {
+        return completions(shell);
+    }
     let path = cli.config.clone().unwrap_or_else(Config::default_path);
+    if let Command::Tail {
+        pattern,
+        json,
+        redis_url,
+    } = cli.command
+    {
+        let explicit = cli.config.is_some() || std::env::var_os("SLUICE_CONFIG").is_some();
+        return tail_command(&path, explicit, redis_url, &pattern, json);
+    }
     let (config, router) = match load(&path) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -170,6 +200,22 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", masked(&message, &secrets));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `sluice completions SHELL`: the script on stdout (a closed pipe, as with `| head`, is no
+/// error).
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write the completion script: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -214,16 +260,77 @@ async fn dispatch(command: Command, config: Config, router: Router) -> Result<Ex
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown(args) => teardown::run(&config, args).await,
         Command::Config | Command::Route(_) => unreachable!("answered before the runtime starts"),
-        Command::Tail { pattern, json } => {
-            let output = if json {
-                tail::Output::Json
-            } else {
-                tail::Output::Text
-            };
-            tail::tail(&config.redis, &pattern, output, shutdown_signal()).await?;
-            Ok(ExitCode::SUCCESS)
+        Command::Tail { .. } | Command::Completions { .. } => {
+            unreachable!("tail and completions run without the whole config")
         }
     }
+}
+
+/// `sluice tail`: only Redis is needed (see [`tail_redis`]).
+fn tail_command(
+    path: &std::path::Path,
+    explicit: bool,
+    redis_url: Option<String>,
+    pattern: &str,
+    json: bool,
+) -> ExitCode {
+    let config = match tail_redis(path, explicit, redis_url) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {}", redact::text(&message, &[]));
+            return ExitCode::from(2);
+        }
+    };
+    let secrets = redact::secrets(&[&config.url]);
+    let output = if json {
+        tail::Output::Json
+    } else {
+        tail::Output::Text
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(tail::tail(&config, pattern, output, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {}", masked(&message, &secrets));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file's `[redis]` section when the file exists (or was named); without one, the
+/// defaults with the environment over them (`REDIS_URL`, `SLUICE_REDIS_*`). `--redis-url` wins
+/// either way.
+fn tail_redis(
+    path: &std::path::Path,
+    explicit: bool,
+    redis_url: Option<String>,
+) -> Result<RedisConfig, String> {
+    let redis_url = redis_url.filter(|u| !u.is_empty());
+    let config = if explicit || path.exists() {
+        load(path).map_err(|e| e.to_string())?.0.redis
+    } else {
+        let env = Env::from_process();
+        let named = ["REDIS_URL", "SLUICE_REDIS_URL"]
+            .iter()
+            .any(|v| env.nonempty(v).is_some());
+        if redis_url.is_none() && !named {
+            return Err(format!(
+                "no config file at {}: give the Redis to follow with --redis-url or REDIS_URL, or a config with --config",
+                path.display()
+            ));
+        }
+        // Only [redis] matters here; naming [postgres] asks the environment for no database.
+        Config::from_sources("[postgres]\n", path, &env)
+            .map_err(|e| e.to_string())?
+            .redis
+    };
+    Ok(RedisConfig {
+        url: redis_url.unwrap_or(config.url),
+        ..config
+    })
 }
 
 /// `message` with the passwords in `secrets` (and in any URL it holds) masked, for the terminal.

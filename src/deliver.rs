@@ -6,10 +6,9 @@
 
 use std::collections::HashMap;
 
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoff;
 use tokio::sync::watch;
 
+use crate::backoff::Backoff;
 use crate::config::DeliveryConfig;
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::event::Change;
@@ -154,7 +153,7 @@ async fn retry_rejected(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Vec<i32>> {
     let mut attempts = vec![1; events.len()];
-    let mut backoff = backoff_for(policy);
+    let mut backoff = Backoff::for_delivery(policy);
     for _ in 1..policy.max_attempts {
         let failed: Vec<usize> = (0..deliveries.len())
             .filter(|&i| matches!(deliveries[i], Delivery::Rejected(_)))
@@ -164,12 +163,7 @@ async fn retry_rejected(
         }
         tracing::debug!(count = failed.len(), "Redis rejected events; retrying them");
         health.turned();
-        if sleep_or_shutdown(
-            backoff.next_backoff().unwrap_or(policy.max_backoff),
-            shutdown,
-        )
-        .await
-        {
+        if sleep_or_shutdown(backoff.next_wait(), shutdown).await {
             return None;
         }
         let again: Vec<Event> = failed.iter().map(|&i| events[i].clone()).collect();
@@ -205,7 +199,7 @@ async fn publish_until_acknowledged(
     health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Vec<Delivery>> {
-    let mut backoff = backoff_for(policy);
+    let mut backoff = Backoff::for_delivery(policy);
     let mut down_since: Option<std::time::Instant> = None;
     loop {
         match publisher.publish(events, origin).await {
@@ -231,23 +225,12 @@ async fn publish_until_acknowledged(
                 }
                 // waiting out Redis is the loop turning: /healthz stays 200 meanwhile
                 health.turned();
-                let wait = backoff.next_backoff().unwrap_or(policy.max_backoff);
+                let wait = backoff.next_wait();
                 tracing::debug!(retry_in = ?wait, "Redis still unavailable; publish retry scheduled");
                 if sleep_or_shutdown(wait, shutdown).await {
                     return None;
                 }
             }
         }
-    }
-}
-
-/// Exponential backoff between `initial_backoff` and `max_backoff`, never giving up.
-pub fn backoff_for(policy: &DeliveryConfig) -> ExponentialBackoff {
-    ExponentialBackoff {
-        initial_interval: policy.initial_backoff,
-        current_interval: policy.initial_backoff,
-        max_interval: policy.max_backoff,
-        max_elapsed_time: None,
-        ..ExponentialBackoff::default()
     }
 }

@@ -1,5 +1,6 @@
 //! The Prometheus side of the metrics: the recorder `sluice run` installs once, what each
-//! metric means (`# HELP`), and the series registered at startup.
+//! metric means (`# HELP`), and the series registered at startup; [`process`] adds the
+//! process's own CPU, memory and file descriptors.
 //!
 //! Why register series before anything happens: a counter that first appears at 3 loses its
 //! first increments to `rate()`, and a dashboard cannot tell "no dead letters" from "not
@@ -21,6 +22,8 @@ use crate::config::{qualify, AppRule, Config};
 use crate::dead_letter::Reason;
 use crate::event::Operation;
 use crate::telemetry as m;
+
+pub mod process;
 
 /// Latency buckets, seconds: a healthy daemon delivers in milliseconds; the tail shows outages.
 const LATENCY_BUCKETS: [f64; 16] = [

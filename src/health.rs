@@ -272,6 +272,23 @@ impl Health {
         Ok(())
     }
 
+    /// `/readyz?standby=ok`: as [`Health::readiness`], except that a standby whose servers are
+    /// both reachable is ready too, as a standby (the `Ok` text says which). For a Deployment
+    /// of several replicas, one active and the others waiting: a standby that could take over
+    /// is ready, while the active one is judged exactly as by `/readyz`.
+    pub fn readiness_as_standby(&self) -> Result<&'static str, String> {
+        if self.phase() != Phase::Standby {
+            return self.readiness().map(|()| "ready");
+        }
+        if !self.postgres.is_up() {
+            return Err(self.postgres.down_text("PostgreSQL"));
+        }
+        if !self.redis.is_up() {
+            return Err(self.redis.down_text("Redis"));
+        }
+        Ok("standby: another sluice is active; ready to take over")
+    }
+
     /// What `/status` shows.
     pub fn status(&self, mode: &'static str) -> Status {
         Status {
@@ -350,6 +367,41 @@ mod tests {
         h.set_phase(Phase::ShuttingDown);
         h.set_phase(Phase::Streaming);
         assert_eq!(h.phase(), Phase::ShuttingDown, "shutting down is final");
+    }
+
+    #[test]
+    fn as_a_standby_ready_while_both_servers_answer_and_the_active_is_judged_as_ever() {
+        let h = Health::new();
+        assert!(h
+            .readiness_as_standby()
+            .unwrap_err()
+            .starts_with("starting"));
+        h.set_phase(Phase::Standby);
+        h.set_up("postgres", true);
+        assert_eq!(
+            h.readiness_as_standby().unwrap_err(),
+            "Redis is unreachable"
+        );
+        h.set_up("redis", true);
+        assert!(h.readiness().unwrap_err().starts_with("standby"));
+        assert!(h
+            .readiness_as_standby()
+            .unwrap()
+            .contains("ready to take over"));
+        h.set_down("postgres", "connection refused");
+        assert_eq!(
+            h.readiness_as_standby().unwrap_err(),
+            "PostgreSQL is unavailable: connection refused"
+        );
+        h.set_up("postgres", true);
+        h.set_phase(Phase::Streaming);
+        assert_eq!(h.readiness_as_standby(), Ok("ready"));
+        h.set_wal_over(true);
+        assert_eq!(
+            h.readiness_as_standby().unwrap_err(),
+            h.readiness().unwrap_err(),
+            "the active daemon is judged as by /readyz"
+        );
     }
 
     #[test]

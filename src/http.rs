@@ -15,8 +15,10 @@
 //! * `/healthz`: 200 while the work loop turned recently (see [`stall_limit`]); 503 means the
 //!   process is stuck and a restart would help.
 //! * `/readyz`: 200 `ready`, or 503 with the one-line reason [`Health::readiness`] gives.
+//!   `/readyz?standby=ok` also answers 200 for a standby that could take over (both servers
+//!   reachable), and judges the active daemon exactly as `/readyz` does.
 //! * `/status`: the [`Health::status`] document as JSON.
-//! * `/metrics`: the Prometheus text format.
+//! * `/metrics`: the Prometheus text format, with the process's own metrics.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use pool::{Activity, Admit, Answer, InFlight, Pool};
 
 use crate::config::Config;
+use crate::exporter::process::Process;
 use crate::health::Health;
 use crate::telemetry as m;
 
@@ -65,6 +68,10 @@ const LIMITS: Limits = Limits {
     header_timeout: HEADER_TIMEOUT,
     connection_limit: CONNECTION_LIMIT,
 };
+
+/// `/readyz?standby=ok`: a standby that could take over answers 200 too (see
+/// [`Health::readiness_as_standby`]); for Deployments that run a standby beside the active one.
+pub const STANDBY_OK: &str = "standby=ok";
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -193,7 +200,8 @@ async fn serve(
 ) {
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let in_flight = activity.begin();
-        let reply = endpoints.respond(request.method(), request.uri().path(), &health);
+        let target = request.uri().path_and_query().map_or("/", |t| t.as_str());
+        let reply = endpoints.respond(request.method(), target, &health);
         async move { Ok::<_, Infallible>(reply.into_response(in_flight)) }
     });
     let connection = http1::Builder::new()
@@ -259,8 +267,9 @@ impl Reply {
 }
 
 impl Endpoints {
-    /// The answer to `method path`.
-    pub fn respond(&self, method: &Method, path: &str, health: &Health) -> Reply {
+    /// The answer to `method target` (a path, maybe with a query).
+    pub fn respond(&self, method: &Method, target: &str, health: &Health) -> Reply {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         if !matches!(path, "/metrics" | "/healthz" | "/readyz" | "/status") {
             return Reply::text(
                 StatusCode::NOT_FOUND,
@@ -272,10 +281,16 @@ impl Endpoints {
         }
         match path {
             "/healthz" => self.healthz(health),
-            "/readyz" => match health.readiness() {
-                Ok(()) => Reply::text(StatusCode::OK, "ready\n"),
-                Err(why) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
-            },
+            "/readyz" => {
+                let answer = match query.split('&').any(|p| p == STANDBY_OK) {
+                    true => health.readiness_as_standby(),
+                    false => health.readiness().map(|()| "ready"),
+                };
+                match answer {
+                    Ok(text) => Reply::text(StatusCode::OK, format!("{text}\n")),
+                    Err(why) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                }
+            }
             "/status" => {
                 let body =
                     serde_json::to_vec(&health.status(self.mode)).expect("the status serialises");
@@ -305,10 +320,14 @@ impl Endpoints {
     fn metrics(&self, health: &Health) -> Reply {
         metrics::gauge!(m::READY).set(f64::from(u8::from(health.readiness().is_ok())));
         self.metrics.run_upkeep();
+        let mut text = self.metrics.render();
+        if let Some(process) = Process::read() {
+            text.push_str(&process.render());
+        }
         Reply {
             status: StatusCode::OK,
             content_type: PROMETHEUS_TEXT,
-            body: Bytes::from(self.metrics.render()),
+            body: Bytes::from(text),
         }
     }
 }

@@ -67,10 +67,11 @@
 //! | [`monitor`] | polls lag, retained WAL, pending rows and server reachability; the WAL guard |
 //! | [`exporter`], [`latency`] | the Prometheus recorder and its series; end-to-end latency |
 //! | [`telemetry`] | logging and metric names |
-//! | [`shutdown`] | waits that give way to SIGTERM |
+//! | [`shutdown`], [`backoff`] | waits that give way to SIGTERM; exponential backoff with jitter |
 //! | [`testkit`] | throwaway servers (and a blackholing proxy) for tests, the demo and benchmarks |
 //! | [`tls`] | TLS to PostgreSQL (libpq's `sslmode`) and Redis (`rediss://`), on rustls |
 
+pub mod backoff;
 pub mod channel;
 pub mod check;
 pub mod checkpoint;

@@ -12,12 +12,11 @@
 
 use std::sync::Arc;
 
-use backoff::backoff::Backoff;
 use tokio::sync::{mpsc, watch};
 
+use crate::backoff::Backoff;
 use crate::checkpoint;
 use crate::config::{Config, SourceMode};
-use crate::deliver::backoff_for;
 use crate::error::{classify, Class, RunError};
 use crate::health::{Health, Phase};
 use crate::pg::{self, Conn};
@@ -98,7 +97,7 @@ struct Daemon<'a> {
 impl Daemon<'_> {
     /// Runs sessions, starting a new one with backoff after a transient failure.
     async fn supervise(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-        let mut backoff = backoff_for(&self.config.delivery);
+        let mut backoff = Backoff::for_delivery(&self.config.delivery);
         let mut failing: Option<&'static str> = None;
         loop {
             self.health.turned();
@@ -123,9 +122,7 @@ impl Daemon<'_> {
                 return Err(e);
             }
             self.ride_out(&e, &mut failing);
-            let wait = backoff
-                .next_backoff()
-                .unwrap_or(self.config.delivery.max_backoff);
+            let wait = backoff.next_wait();
             if sleep_or_shutdown(wait, &mut shutdown).await {
                 return Ok(());
             }

@@ -28,6 +28,13 @@ pub const SLOT_SAFE_WAL_BYTES: &str = "sluice_slot_safe_wal_size_bytes";
 pub const HISTORY_TRIMMED: &str = "sluice_history_trimmed_total";
 pub const EPOCHS_STARTED: &str = "sluice_epochs_started_total";
 pub const DUPLICATES_SUPPRESSED: &str = "sluice_duplicates_suppressed_total";
+// The process, under the names every Prometheus client library gives it (`crate::exporter::process`).
+pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
+pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+pub const PROCESS_VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 
 /// Progress was just stored (trigger: the checkpoint row; logical: the slot confirmed).
 pub fn checkpointed() {

@@ -43,6 +43,44 @@ fn help_lists_the_commands() {
     }
 }
 
+fn help(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+/// A reason is why an event was parked: only the dead-letter commands offer --reason, and
+/// replay change-log refuses it as an unknown option rather than after a connect.
+#[test]
+fn only_dead_letter_commands_offer_reason() {
+    let change_log = help(&["replay", "change-log"]);
+    for option in ["--tenant", "--app", "--table", "--dry-run"] {
+        assert!(change_log.contains(option), "{change_log}");
+    }
+    assert!(!change_log.contains("--reason"), "{change_log}");
+    for command in [&["replay", "dead-letters"][..], &["dead-letters", "list"]] {
+        assert!(help(command).contains("--reason"), "{command:?}");
+    }
+    let (ok, _, err) = sluice(
+        &config(1, 1, ""),
+        &[
+            "replay",
+            "change-log",
+            "--from",
+            "1",
+            "--reason",
+            "unroutable",
+        ],
+    );
+    assert!(
+        !ok && err.contains("unexpected argument '--reason'"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_config_typo_is_one_line_naming_file_line_and_key() {
     let (ok, _, err) = sluice(&config(1, 1, "batch_sise = 10"), &["check"]);
@@ -130,4 +168,36 @@ fn check_fails_a_redis_user_without_scripting_and_a_replica() {
         replica.starts_with("FAIL") && replica.contains("replica"),
         "{replica}"
     );
+}
+
+/// `sluice completions SHELL` needs no config; the bash script completes commands and options
+/// when bash runs it.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let empty = tempfile::tempdir().unwrap();
+    let script = |shell: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(empty.path())
+            .env_remove("SLUICE_CONFIG")
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(script("zsh").starts_with("#compdef sluice"));
+    assert!(script("fish").contains("complete -c sluice"));
+    let bash = empty.path().join("sluice.bash");
+    std::fs::write(&bash, script("bash")).unwrap();
+    let complete = |words: &str| {
+        let line = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _sluice sluice \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; echo \"${{COMPREPLY[@]}}\"",
+            bash.display()
+        );
+        let out = Command::new("bash").args(["-c", &line]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("sluice rep"), "replay");
+    assert_eq!(complete("sluice replay change-log --ta"), "--table");
 }

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{config_text, insert, wait_until, Env, Subscriber, DB};
-use sluice::testkit::{free_port, Postgres, Redis};
+use sluice::testkit::{Postgres, Redis};
 
 const WAIT: Duration = Duration::from_secs(60);
 const LOGICAL: &str = "mode = \"logical\"\nheartbeat_interval = \"1s\"\nstatus_interval = \"1s\"\n\
@@ -65,12 +65,12 @@ async fn an_inactive_standby_slot_in_synchronized_standby_slots_is_named_by_chec
     .unwrap();
     pg.psql("postgres", "SELECT pg_reload_conf()").unwrap();
     let redis = Redis::start().unwrap();
-    let port = free_port();
     let (pg_url, redis_url) = (pg.url_for(DB), redis.url());
-    let extra = format!("{LOGICAL}\n[http]\nlisten = \"127.0.0.1:{port}\"");
-    let env = Env::start_on(pg, redis, |_| config_text(&pg_url, &redis_url, &extra));
+    // config_text listens on 127.0.0.1:0; the daemon's log says which port it got
+    let env = Env::start_on(pg, redis, |_| config_text(&pg_url, &redis_url, LOGICAL));
     let sub = env.subscribe().await;
     let daemon = env.daemon();
+    let port = daemon.http_port();
     insert(&env, 1, 1);
     let body = std::cell::RefCell::new(String::new());
     wait_until(

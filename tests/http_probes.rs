@@ -1,7 +1,8 @@
 //! The HTTP endpoints on real servers: every probe transition (starting, Redis and PostgreSQL
 //! away and back, standby and takeover in both modes, shutting down, retained WAL past
 //! `max_retained_wal`), the contract's metric names, and a series count that does not grow
-//! with tenants. Each daemon listens on a free port picked at run time; waits have deadlines.
+//! with tenants. Each daemon listens on a port the system picks (`127.0.0.1:0`) and the test
+//! reads it from the daemon's log, so no other process can take it first; waits have deadlines.
 
 mod common;
 
@@ -96,24 +97,6 @@ fn status(port: u16) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// An environment whose daemon serves HTTP on a free port.
-fn start(extra: &str) -> (Env, u16) {
-    let port = free_port();
-    (
-        Env::start(&format!("{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"")),
-        port,
-    )
-}
-
-/// A second config on the same servers, with its own HTTP port.
-fn second(env: &Env, extra: &str) -> (std::path::PathBuf, u16) {
-    let port = free_port();
-    (
-        env.second_config(&format!("{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"")),
-        port,
-    )
-}
-
 /// The sample lines of a scrape (no comments).
 fn samples(text: &str) -> Vec<&str> {
     text.lines()
@@ -131,9 +114,10 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_startup_and_redis_and_postgres_going_away_and_back() {
-    let (mut env, port) = start(BRISK);
+    let mut env = Env::start(BRISK);
     env.redis.stop().unwrap();
     let daemon = env.daemon();
+    let port = daemon.http_port();
     let log = || daemon.log();
     not_ready(port, "Redis is unavailable: ", WAIT, log).await;
     assert_eq!(
@@ -175,10 +159,11 @@ async fn readyz_follows_startup_and_redis_and_postgres_going_away_and_back() {
 /// Both servers down when the daemon starts: it stays up, says why, and begins when they appear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_starts_while_both_servers_are_down_and_begins_when_they_appear() {
-    let (mut env, port) = start(BRISK);
+    let mut env = Env::start(BRISK);
     env.pg.stop().unwrap();
     env.redis.stop().unwrap();
     let mut daemon = env.daemon();
+    let port = daemon.http_port();
     let log = || daemon.log();
     let why = not_ready(port, "starting: PostgreSQL is unavailable: ", WAIT, log).await;
     assert_eq!(why.trim_end().lines().count(), 1, "one line: {why}");
@@ -226,16 +211,30 @@ async fn away_and_back(
 
 /// A second daemon with the same source waits as a standby, says so, and takes over.
 async fn standby_takes_over(extra: &str) {
-    let (env, port) = start(extra);
+    let env = Env::start(extra);
     let mut active = env.daemon();
+    let port = active.http_port();
     ready(port, WAIT, || active.log()).await;
-    let (config, standby_port) = second(&env, extra);
+    let config = env.second_config(extra);
     let standby = env.daemon_with(&config);
+    let standby_port = standby.http_port();
     let log = || standby.log();
     let why = not_ready(standby_port, "standby", WAIT, log).await;
     assert!(why.starts_with("standby"), "{why}");
     assert_eq!(status(standby_port)["phase"], "standby");
     assert_eq!(get(standby_port, "/healthz").0, 200, "a standby is alive");
+    // A Deployment's readiness probe on /readyz?standby=ok: the standby is ready as a standby
+    // (once the monitor has seen both servers), the active one as ever.
+    let as_standby = wait_answer(
+        standby_port,
+        "/readyz?standby=ok",
+        WAIT,
+        |s, _| s == 200,
+        log,
+    )
+    .await;
+    assert!(as_standby.starts_with("standby: "), "{as_standby}");
+    assert_eq!(get(port, "/readyz?standby=ok"), (200, "ready\n".into()));
     let metrics = get(standby_port, "/metrics").1;
     assert_eq!(
         (
@@ -268,10 +267,11 @@ async fn a_logical_mode_standby_reports_itself_and_becomes_ready_after_takeover(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_reports_shutting_down_until_the_batch_in_flight_is_done_then_exits_0() {
-    let (env, port) = start("");
+    let env = Env::start("");
     env.set_redis_timeout("60s");
     let sub = env.subscribe().await;
     let mut daemon = env.daemon();
+    let port = daemon.http_port();
     ready(port, WAIT, || daemon.log()).await;
     let batches = |d: &common::Daemon| d.log().matches("batch read; publishing").count();
     let before = batches(&daemon);
@@ -301,14 +301,16 @@ async fn sigterm_reports_shutting_down_until_the_batch_in_flight_is_done_then_ex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_wal_past_max_retained_wal_fails_readiness_until_the_slot_catches_up() {
-    let (env, port) = start(&format!("{LOGICAL}\nmax_retained_wal = \"1MB\""));
+    let env = Env::start(&format!("{LOGICAL}\nmax_retained_wal = \"1MB\""));
     env.sql("CREATE TABLE filler (x text)"); // not published: only its WAL matters
     let mut daemon = env.daemon();
+    let port = daemon.http_port();
     ready(port, WAIT, || daemon.log()).await;
     assert!(daemon.terminate().expect("stops").success());
     // about 6 MB of WAL that the stopped daemon's slot keeps
     env.sql("INSERT INTO filler SELECT repeat(md5(g::text), 20) FROM generate_series(1, 10000) g");
     let daemon = env.daemon();
+    let port = daemon.http_port();
     let log = || daemon.log();
     let why = not_ready(port, "max_retained_wal", WAIT, log).await;
     assert_eq!(why, "retained WAL is past source.max_retained_wal\n");
@@ -377,8 +379,9 @@ async fn scrape_after(port: u16, count: usize, log: impl Fn() -> String) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_the_contract_names_and_series_do_not_grow_with_tenants() {
-    let (env, port) = start("");
+    let env = Env::start("");
     let daemon = env.daemon();
+    let port = daemon.http_port();
     let log = || daemon.log();
     ready(port, WAIT, log).await;
     // one unroutable change first: it is done by the time the 1,000 events are
@@ -409,6 +412,22 @@ async fn metrics_carry_the_contract_names_and_series_do_not_grow_with_tenants() 
             "no sample of {name}:\n{first}"
         );
     }
+    // The process's own metrics, as Prometheus client libraries name and type them.
+    for (name, kind) in [
+        (m::PROCESS_CPU_SECONDS, "counter"),
+        (m::PROCESS_RESIDENT_MEMORY, "gauge"),
+        (m::PROCESS_OPEN_FDS, "gauge"),
+        (m::PROCESS_MAX_FDS, "gauge"),
+        (m::PROCESS_START_TIME, "gauge"),
+    ] {
+        assert!(
+            first.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name}:\n{first}"
+        );
+        assert!(sample(&first, name, &[]).is_some_and(|v| v > 0.0), "{name}");
+    }
+    let rss = sample(&first, m::PROCESS_RESIDENT_MEMORY, &[]).unwrap();
+    assert!(rss > 1e6 && rss < 1e9, "resident memory {rss}");
     assert_eq!(
         sample(&first, m::DEAD_LETTERS, &[r#"reason="unroutable""#]),
         Some(1.0)
@@ -531,8 +550,9 @@ fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_at_once_past_220_stalled_connections_which_close_after_the_header_timeout()
 {
-    let (env, port) = start("");
+    let env = Env::start("");
     let daemon = env.daemon();
+    let port = daemon.http_port();
     ready(port, WAIT, || daemon.log()).await;
     let opened = Instant::now();
     let mut idle = stalled(port, 200, "");

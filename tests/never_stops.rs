@@ -23,7 +23,7 @@ const THINGS: &str =
     n int DEFAULT 1, x int DEFAULT 2, o int DEFAULT 3);";
 
 /// A config with one route, `things`, whose cache key names `{id}`.
-fn config(pg: &str, redis: &str, mode: &str, apps: &str, http: u16) -> String {
+fn config(pg: &str, redis: &str, mode: &str, apps: &str) -> String {
     format!(
         r#"[postgres]
 url = "{pg}"
@@ -46,21 +46,20 @@ tenant = "tenant_id"
 app = {{ operation_code = "code" }}
 invalidate = ["thing:{{tenant}}:{{id}}"]
 [http]
-listen = "127.0.0.1:{http}"
+listen = "127.0.0.1:0"
 "#
     )
 }
 
 /// Servers with database `app` (created with `create`), the seed, `things`, and setup done.
-fn start(create: &str, mode: &str) -> (Env, u16) {
+fn start(create: &str, mode: &str) -> Env {
     let (pg, redis) = (Postgres::start().unwrap(), Redis::start().unwrap());
     pg.psql("postgres", &format!("CREATE DATABASE {DB} {create}"))
         .unwrap();
     pg.psql(DB, SEED).unwrap();
     pg.psql(DB, THINGS).unwrap();
-    let (url, redis_url, http) = (pg.url_for(DB), redis.url(), free_port());
-    let env = Env::start_on(pg, redis, |_| config(&url, &redis_url, mode, "", http));
-    (env, http)
+    let (url, redis_url) = (pg.url_for(DB), redis.url());
+    Env::start_on(pg, redis, |_| config(&url, &redis_url, mode, ""))
 }
 
 fn thing(env: &Env, id: &str, tenant: &str, code: &str, doc: &str, note: &str) {
@@ -84,7 +83,7 @@ fn ids(sub: &common::Subscriber) -> Vec<String> {
 }
 
 async fn poison_rows_are_parked_and_the_rest_flow(mode: &str) {
-    let (env, _) = start("", mode);
+    let env = start("", mode);
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     thing(&env, "'a'", "'t1'", "'crm.things.create'", "'{}'", "'ok'");
@@ -135,7 +134,7 @@ async fn an_unsafe_id_is_parked_as_invalid_key_in_logical_mode() {
 /// statement, before Sluice sees anything.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_jsonb_cannot_hold_is_parked_as_text_and_replays_byte_for_byte() {
-    let (env, http) = start("", LOGICAL);
+    let env = start("", LOGICAL);
     let sub = env.subscribe().await;
     let mut daemon = env.daemon();
     thing(
@@ -167,13 +166,7 @@ async fn a_payload_jsonb_cannot_hold_is_parked_as_text_and_replays_byte_for_byte
     let (url, redis) = (env.pg.url_for(DB), env.redis.url());
     std::fs::write(
         &env.config,
-        config(
-            &url,
-            &redis,
-            LOGICAL,
-            "zzz = { prefixes = [\"zzz.\"] }",
-            http,
-        ),
+        config(&url, &redis, LOGICAL, "zzz = { prefixes = [\"zzz.\"] }"),
     )
     .unwrap();
     let out = env.sluice(&["replay", "dead-letters"]);
@@ -201,7 +194,7 @@ async fn a_payload_jsonb_cannot_hold_is_parked_as_text_and_replays_byte_for_byte
 /// Invalid UTF-8 in a `SQL_ASCII` database: the row is parked as `unconvertible_value` naming
 /// the column; rows before and after arrive.
 async fn invalid_utf8_is_parked(mode: &str, column: &str) {
-    let (env, _) = start(
+    let env = start(
         "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
         mode,
     );
@@ -284,8 +277,9 @@ fn readyz(port: u16) -> String {
 /// says so on `/readyz`, and delivers everything once Redis is a primary again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_demoted_to_a_replica_is_waited_out() {
-    let (env, http) = start("", TRIGGER);
+    let env = start("", TRIGGER);
     let daemon = env.daemon();
+    let http = daemon.http_port();
     let sub = env.subscribe().await;
     thing(&env, "'a'", "'t1'", "'crm.things.create'", "'{}'", "'x'");
     sub.wait_for(1, WAIT, || daemon.log()).await;
@@ -312,7 +306,7 @@ async fn a_redis_demoted_to_a_replica_is_waited_out() {
 /// batch that was in flight. Redis is cut off behind a proxy, so the subscriber stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_longer_than_wal_sender_timeout_keeps_the_stream() {
-    let (env, _) = start("", LOGICAL);
+    let env = start("", LOGICAL);
     env.sql("ALTER SYSTEM SET wal_sender_timeout = '5s'");
     env.sql("SELECT pg_reload_conf()");
     let proxy = Proxy::start(env.redis.port()).unwrap();
@@ -371,7 +365,7 @@ async fn a_redis_outage_longer_than_wal_sender_timeout_keeps_the_stream() {
 /// within seconds, keeps its probes alive, and delivers everything once the path is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_postgres_is_noticed_within_seconds_and_nothing_is_lost() {
-    let (env, http) = start("", TRIGGER);
+    let env = start("", TRIGGER);
     let proxy = Proxy::start(env.pg.port()).unwrap();
     let direct = format!("127.0.0.1:{}/", env.pg.port());
     let text = std::fs::read_to_string(&env.config).unwrap();
@@ -381,6 +375,7 @@ async fn a_blackholed_postgres_is_noticed_within_seconds_and_nothing_is_lost() {
     )
     .unwrap();
     let daemon = env.daemon();
+    let http = daemon.http_port();
     let sub = env.subscribe().await;
     things(&env, 1, 11);
     sub.wait_for(11, WAIT, || daemon.log()).await;

@@ -72,7 +72,10 @@ async fn assert_window_replayed(env: &Env) {
     let (t1, t2, middle) = three_batches(env, &live).await;
     assert_eq!(middle.len(), 20);
     let dry = replay(env, &["--from", &t1, "--to", &t2, "--dry-run"]);
-    assert!(dry.contains("would replay 20 changes"), "{dry}");
+    assert!(
+        dry.starts_with("would replay 20 events, 0 skipped (20 changes"),
+        "{dry}"
+    );
     let sub = env.subscribe().await;
     let summary = replay(env, &["--from", &t1, "--to", &t2, "--rate", "0"]);
     assert!(
@@ -136,6 +139,25 @@ async fn tenant_app_and_table_filters_narrow_a_replay() {
     assert_eq!(got.len(), 2 + 4, "{tenants:?}");
     assert!(tenants.iter().all(|t| *t == "tenant-1"), "{tenants:?}");
 
+    // The dry run counts what the replay then publishes: --app is decided by routing.
+    let dry = replay(
+        &env,
+        &[
+            "--from",
+            "1",
+            "--app",
+            "hrms",
+            "--table",
+            "users",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        dry.starts_with("would replay 4 events, 0 skipped (4 changes"),
+        "{dry}"
+    );
+    let dry = replay(&env, &["--from", "1", "--app", "hrms", "--dry-run"]);
+    assert!(dry.starts_with("would replay 4 events"), "{dry}");
     let sub = env.subscribe().await;
     let summary = replay(
         &env,

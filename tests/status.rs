@@ -32,9 +32,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Points `[http] listen` at a free port, so parallel tests' daemons do not share 9750.
-fn listen_on_free_port(env: &Env) -> String {
-    let addr = format!("127.0.0.1:{}", sluice::testkit::free_port());
+/// Points the config's `[http] listen` at the address `daemon` serves on, so `sluice status`
+/// asks that daemon. The daemon itself was started on `127.0.0.1:0` (the system picks a port
+/// no other process holds) and has read its config already.
+fn listen_where_the_daemon_serves(env: &Env, daemon: &common::Daemon) -> String {
+    let addr = format!("127.0.0.1:{}", daemon.http_port());
     let config = std::fs::read_to_string(&env.config).unwrap();
     let mut lines: Vec<String> = config.lines().map(String::from).collect();
     match lines.iter().position(|l| l.trim() == "[http]") {
@@ -128,8 +130,8 @@ fn set_last_error(env: &Env, row: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_mode_status_up_and_down() {
     let env = Env::start("");
-    let addr = listen_on_free_port(&env);
     let mut daemon = env.daemon();
+    let addr = listen_where_the_daemon_serves(&env, &daemon);
     write_poison(&env);
     wait_until(
         WAIT,
@@ -231,8 +233,8 @@ async fn trigger_mode_status_up_and_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logical_mode_status_up_and_down() {
     let env = Env::start(LOGICAL);
-    let addr = listen_on_free_port(&env);
     let mut daemon = env.daemon();
+    let addr = listen_where_the_daemon_serves(&env, &daemon);
     let up = wait_streaming(&env, &daemon).await;
     assert!(
         up["active_pid"].is_i64() && up["slot"]["exists"] == true,

@@ -7,11 +7,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{redis_command, wait_until, Env};
+use sluice::testkit::Redis;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -24,10 +25,11 @@ struct Tail {
 
 impl Tail {
     fn start(env: &Env, args: &[&str]) -> Tail {
-        let mut child = env
-            .command()
-            .arg("tail")
-            .args(args)
+        Tail::spawn(env.command().arg("tail").args(args))
+    }
+
+    fn spawn(command: &mut Command) -> Tail {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -184,4 +186,57 @@ async fn tail_json_prints_one_event_object_per_line() {
             "{line}"
         );
     }
+}
+
+/// `sluice tail` with no config file: the Redis URL from REDIS_URL or --redis-url is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_needs_only_a_redis_url_and_no_config_file() {
+    let redis = Redis::start().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let bare = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.current_dir(empty.path())
+            .env_remove("SLUICE_CONFIG")
+            .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL");
+        c
+    };
+    let from_env = Tail::spawn(
+        bare()
+            .env("REDIS_URL", redis.url())
+            .args(["tail", "--json"]),
+    );
+    let from_flag = Tail::spawn(bare().args(["tail", "--redis-url", &redis.url(), "a:*"]));
+    let from_sluice_env = Tail::spawn(
+        bare()
+            .env("SLUICE_REDIS_URL", redis.url())
+            .args(["tail", "--json"]),
+    );
+    for tail in [&from_env, &from_flag, &from_sluice_env] {
+        wait_until(
+            WAIT,
+            || tail.errors().contains("listening on"),
+            || tail.errors(),
+        )
+        .await;
+    }
+    let event = r#"{"eventId":"cl:1","app":"a"}"#;
+    redis_command(redis.port(), &["PUBLISH", "a:t1:things", event]);
+    for tail in [&from_env, &from_flag, &from_sluice_env] {
+        wait_until(WAIT, || tail.count() == 1, || tail.errors()).await;
+    }
+    assert_eq!(from_env.lines.lock().unwrap()[0], event);
+    assert_eq!(from_sluice_env.lines.lock().unwrap()[0], event);
+    assert_eq!(
+        from_flag.lines.lock().unwrap()[0],
+        format!("a:t1:things {event}")
+    );
+
+    let out = bare().arg("tail").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no config file") && err.contains("--redis-url"),
+        "{err}"
+    );
 }

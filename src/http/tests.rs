@@ -43,6 +43,45 @@ fn readyz_gives_the_reason_until_streaming_with_both_servers() {
 }
 
 #[test]
+fn readyz_standby_ok_is_ready_for_a_standby_that_could_take_over() {
+    let (e, h) = (endpoints(Duration::from_secs(30)), Health::new());
+    h.set_phase(Phase::Standby);
+    h.set_up("postgres", true);
+    h.set_up("redis", true);
+    assert_eq!(get(&e, &h, "/readyz").0, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = get(&e, &h, "/readyz?standby=ok");
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.starts_with("standby: ") && body.ends_with('\n'),
+        "{body:?}"
+    );
+    assert_eq!(
+        get(&e, &h, "/readyz?standby=yes").0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "only standby=ok asks"
+    );
+    h.set_up("redis", false);
+    assert_eq!(
+        get(&e, &h, "/readyz?x=1&standby=ok"),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Redis is unreachable\n".into()
+        )
+    );
+    h.set_phase(Phase::Streaming);
+    assert_eq!(
+        get(&e, &h, "/readyz?standby=ok").0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the active daemon is judged as by /readyz"
+    );
+    h.set_up("redis", true);
+    assert_eq!(
+        get(&e, &h, "/readyz?standby=ok"),
+        (StatusCode::OK, "ready\n".into())
+    );
+}
+
+#[test]
 fn healthz_fails_only_when_the_loop_stops_turning() {
     let h = Health::new();
     h.turned();
@@ -79,6 +118,12 @@ fn status_is_json_and_other_paths_and_methods_are_refused() {
     assert_eq!(
         e.respond(&Method::GET, "/metrics", &h).content_type,
         super::PROMETHEUS_TEXT
+    );
+    let (_, metrics) = get(&e, &h, "/metrics");
+    assert!(
+        metrics.contains("\nprocess_resident_memory_bytes ")
+            && metrics.contains("\nprocess_cpu_seconds_total "),
+        "{metrics}"
     );
 }
 

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use tokio_postgres::Client;
 
-use super::filter::{time_or_ago, Filters, Where};
+use super::filter::{time_or_ago, DeadLetterFilters, Where};
 use crate::config::Config;
 
 /// The reasons the daemon writes (`dead_letter::Reason`), for checking `--reason`.
@@ -42,7 +42,7 @@ pub enum Command {
     /// List open dead letters, newest first (a table on a terminal, one JSON object a line with --json)
     List {
         #[command(flatten)]
-        filters: Filters,
+        filters: DeadLetterFilters,
         /// Print JSON lines instead of a table
         #[arg(long)]
         json: bool,
@@ -61,7 +61,7 @@ pub enum Command {
     /// Delete dead letters: resolved ones, or with --before those older than a time
     Purge {
         #[command(flatten)]
-        filters: Filters,
+        filters: DeadLetterFilters,
         /// Delete those created before this time or this long ago (2026-11-01T00:00:00Z, 7d),
         /// resolved or not
         #[arg(long, value_parser = time_or_ago)]
@@ -86,7 +86,7 @@ pub enum State {
 
 /// The filters (and the state) as a WHERE clause on `sluice.dead_letter`; an unknown
 /// `--reason` is an error that lists the known ones.
-pub fn filter_where(filters: &Filters, state: State) -> Result<Where, String> {
+pub fn filter_where(filters: &DeadLetterFilters, state: State) -> Result<Where, String> {
     if let Some(reason) = filters.reason.as_deref().filter(|r| !REASONS.contains(r)) {
         return Err(format!(
             "--reason {reason:?} is not a dead-letter reason; use one of {}",
@@ -99,9 +99,9 @@ pub fn filter_where(filters: &Filters, state: State) -> Result<Where, String> {
         State::Resolved => w.fixed("resolved_at IS NOT NULL"),
         State::Any => &mut w,
     }
-    .eq("tenant_id", filters.tenant.clone())
-    .eq("app", filters.app.clone())
-    .eq("table_name", filters.table())
+    .eq("tenant_id", filters.common.tenant.clone())
+    .eq("app", filters.common.app.clone())
+    .eq("table_name", filters.common.table())
     .eq("reason", filters.reason.clone());
     Ok(w)
 }
@@ -147,7 +147,7 @@ const LIST_COLUMNS: &str =
 
 async fn list(
     client: &Client,
-    filters: &Filters,
+    filters: &DeadLetterFilters,
     json: bool,
     all: bool,
     limit: i64,
@@ -247,7 +247,7 @@ async fn show(client: &Client, id: i64) -> Result<ExitCode, String> {
 
 async fn purge(
     client: &Client,
-    filters: &Filters,
+    filters: &DeadLetterFilters,
     before: Option<String>,
     dry_run: bool,
     yes: bool,
@@ -312,13 +312,16 @@ async fn purge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recover::filter::Filters;
 
     #[test]
     fn filters_become_one_parameterised_clause() {
-        let filters = Filters {
-            tenant: Some("a:b".into()),
-            app: Some("crm".into()),
-            table: Some("roles".into()),
+        let filters = DeadLetterFilters {
+            common: Filters {
+                tenant: Some("a:b".into()),
+                app: Some("crm".into()),
+                table: Some("roles".into()),
+            },
             reason: Some("invalid_tenant".into()),
         };
         let w = filter_where(&filters, State::Open).unwrap();
@@ -328,20 +331,20 @@ mod tests {
             "a bare table is qualified"
         );
         assert_eq!(
-            filter_where(&Filters::default(), State::Resolved)
+            filter_where(&DeadLetterFilters::default(), State::Resolved)
                 .unwrap()
                 .clause(),
             "WHERE resolved_at IS NOT NULL"
         );
         assert_eq!(
-            filter_where(&Filters::default(), State::Any)
+            filter_where(&DeadLetterFilters::default(), State::Any)
                 .unwrap()
                 .clause(),
             "WHERE true"
         );
-        let bad = Filters {
+        let bad = DeadLetterFilters {
             reason: Some("too_big".into()),
-            ..Filters::default()
+            ..DeadLetterFilters::default()
         };
         assert!(filter_where(&bad, State::Open)
             .unwrap_err()

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use tokio_postgres::types::ToSql;
 
-/// `--tenant --app --table --reason`: each narrows what a command looks at.
+/// `--tenant --app --table`: each narrows what a recovery command looks at.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Filters {
     /// Only this tenant
@@ -17,8 +17,16 @@ pub struct Filters {
     /// Only this table (schema.table; a bare name means public.name)
     #[arg(long)]
     pub table: Option<String>,
-    /// Dead letters only: only this reason (unroutable, missing_tenant, invalid_tenant,
-    /// invalid_key, unconvertible_value, payload_too_large, publish_rejected)
+}
+
+/// The dead-letter commands' filters: [`Filters`] and `--reason`. A reason is why an event
+/// was parked, so only dead letters have one: `replay change-log` does not offer it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DeadLetterFilters {
+    #[command(flatten)]
+    pub common: Filters,
+    /// Only this reason (unroutable, missing_tenant, invalid_tenant, invalid_key,
+    /// unconvertible_value, payload_too_large, publish_rejected)
     #[arg(long)]
     pub reason: Option<String>,
 }

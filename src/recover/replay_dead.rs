@@ -22,7 +22,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::dead_letters::{filter_where, sql_error, State};
-use super::filter::{Filters, Where};
+use super::filter::{DeadLetterFilters, Where};
 use super::pace::Pacer;
 use super::progress::Progress;
 use crate::config::Config;
@@ -35,7 +35,7 @@ use crate::route::{Event, Routed, Router};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub filters: Filters,
+    pub filters: DeadLetterFilters,
     /// Print what would be replayed, publish nothing
     #[arg(long)]
     pub dry_run: bool,

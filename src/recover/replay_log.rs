@@ -26,7 +26,7 @@ use crate::deliver::publish_routed;
 use crate::event::Change;
 use crate::health::Health;
 use crate::publish::Publisher;
-use crate::route::{Routed, Router};
+use crate::route::{Event, Routed, Router};
 use crate::source::change_log::change_of;
 
 #[derive(Debug, clap::Args)]
@@ -53,9 +53,6 @@ struct Window(Where);
 
 impl Window {
     fn new(args: &Args) -> Result<Window, String> {
-        if args.filters.reason.is_some() {
-            return Err("--reason filters dead letters; replay change-log takes --tenant, --app and --table".into());
-        }
         if reversed(&args.from, args.to.as_ref()) {
             return Err("--from is after --to: the window would be empty; swap them".into());
         }
@@ -154,66 +151,59 @@ pub async fn run(
         .await
         .map_err(|e| history_error(&e))?;
     let Some((first, last, count)) = range else {
-        println!("replayed 0 events, 0 skipped (the window holds no change)");
+        let verb = if args.dry_run {
+            "would replay"
+        } else {
+            "replayed"
+        };
+        println!("{verb} 0 events, 0 skipped (the window holds no change)");
         return Ok(ExitCode::SUCCESS);
     };
-    if args.dry_run {
-        println!(
-            "would replay {count} changes (change_log ids {first} to {last}); nothing published"
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let publisher = super::publisher(config).await?;
+    // A dry run reads and routes the window exactly as a replay does, so its count honours
+    // --app (which only routing can tell) and the current config; it publishes nothing.
+    let publisher = match args.dry_run {
+        true => None,
+        false => Some(super::publisher(config).await?),
+    };
     let health = Health::new();
     let mut replay = Replay {
         config,
         router,
-        publisher: &publisher,
+        publisher: publisher.as_ref(),
         health: &health,
         app: args.filters.app.as_deref(),
         tally: Tally::default(),
     };
-    let mut pacer = Pacer::new(args.rate);
-    let mut progress = Progress::new("changes", Some(count as u64));
-    let mut next = first;
-    while next <= last {
-        let rows = window
-            .batch(&conn.client, next, last, pacer.batch(1000) as i64)
-            .await
-            .map_err(|e| history_error(&e))?;
-        let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else {
-            break;
-        };
-        let changes = rows
-            .iter()
-            .map(change_of)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let sent = replay
-            .batch(changes, &mut shutdown)
-            .await
-            .ok_or_else(|| interrupted(&replay.tally, next))?;
-        progress.add(rows.len() as u64);
-        next = end + 1;
-        if *shutdown.borrow() && next <= last {
-            progress.finish();
-            return Err(interrupted(&replay.tally, next));
-        }
-        pacer.pace(sent).await;
-    }
-    progress.finish();
+    let rate = if args.dry_run { 0 } else { args.rate };
+    let span = Span { first, last, count };
+    replay
+        .window(&window, &conn.client, span, rate, &mut shutdown)
+        .await?;
     let t = &replay.tally;
+    let (verb, end) = match args.dry_run {
+        true => ("would replay", "; nothing published"),
+        false => ("replayed", ""),
+    };
     println!(
-        "replayed {} events, {} skipped ({} changes, change_log ids {first} to {last})",
+        "{verb} {} events, {} skipped ({} changes, change_log ids {first} to {last}){end}",
         t.published, t.skipped, t.changes
     );
     Ok(ExitCode::SUCCESS)
 }
 
+/// The ids a window spans, and how many rows it holds.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    first: i64,
+    last: i64,
+    count: i64,
+}
+
 struct Replay<'a> {
     config: &'a Config,
     router: &'a Router,
-    publisher: &'a Publisher,
+    /// `None` for a dry run: events are counted, not published.
+    publisher: Option<&'a Publisher>,
     /// Delivery's bookkeeping of Redis's state; a command has no probes to show it.
     health: &'a Health,
     app: Option<&'a str>,
@@ -221,6 +211,47 @@ struct Replay<'a> {
 }
 
 impl Replay<'_> {
+    /// Reads the window in id order, batch by batch, and replays (or counts) each batch.
+    async fn window(
+        &mut self,
+        window: &Window,
+        client: &Client,
+        span: Span,
+        rate: u32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        let mut pacer = Pacer::new(rate);
+        let mut progress = Progress::new("changes", Some(span.count as u64));
+        let mut next = span.first;
+        while next <= span.last {
+            let rows = window
+                .batch(client, next, span.last, pacer.batch(1000) as i64)
+                .await
+                .map_err(|e| history_error(&e))?;
+            let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+                break;
+            };
+            let changes = rows
+                .iter()
+                .map(change_of)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let sent = self
+                .batch(changes, shutdown)
+                .await
+                .ok_or_else(|| interrupted(&self.tally, next))?;
+            progress.add(rows.len() as u64);
+            next = end + 1;
+            if *shutdown.borrow() && next <= span.last {
+                progress.finish();
+                return Err(interrupted(&self.tally, next));
+            }
+            pacer.pace(sent).await;
+        }
+        progress.finish();
+        Ok(())
+    }
+
     /// Routes and publishes one batch; returns how many events went out, `None` on shutdown
     /// while Redis was unavailable.
     async fn batch(
@@ -228,23 +259,13 @@ impl Replay<'_> {
         mut changes: Vec<Change>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<u64> {
-        let mut routed = Vec::with_capacity(changes.len());
-        let mut buf = Vec::with_capacity(1024);
-        for change in &mut changes {
-            change.replay = Some("change_log");
-            self.router.route(change, &mut routed, &mut buf);
-        }
-        self.tally.changes += changes.len() as u64;
-        let mut events = Vec::with_capacity(routed.len());
-        for r in routed {
-            match r {
-                Routed::Publish(e) if self.app.is_none_or(|a| *e.app == *a) => events.push(e),
-                Routed::Publish(_) => {}
-                Routed::DeadLetter(_) | Routed::Dropped => self.tally.skipped += 1,
-            }
-        }
+        let events = self.select(&mut changes);
+        let Some(publisher) = self.publisher else {
+            self.tally.published += events.len() as u64;
+            return Some(events.len() as u64);
+        };
         let done = publish_routed(
-            self.publisher,
+            publisher,
             &events,
             None,
             Vec::new(),
@@ -259,6 +280,27 @@ impl Replay<'_> {
         self.tally.published += done.published as u64;
         self.tally.skipped += done.dead.len() as u64;
         Some(events.len() as u64)
+    }
+
+    /// Routes the changes with the current config: the events for `--app` (all without it);
+    /// what routes nowhere now is counted as skipped.
+    fn select(&mut self, changes: &mut [Change]) -> Vec<Event> {
+        let mut routed = Vec::with_capacity(changes.len());
+        let mut buf = Vec::with_capacity(1024);
+        for change in changes.iter_mut() {
+            change.replay = Some("change_log");
+            self.router.route(change, &mut routed, &mut buf);
+        }
+        self.tally.changes += changes.len() as u64;
+        let mut events = Vec::with_capacity(routed.len());
+        for r in routed {
+            match r {
+                Routed::Publish(e) if self.app.is_none_or(|a| *e.app == *a) => events.push(e),
+                Routed::Publish(_) => {}
+                Routed::DeadLetter(_) | Routed::Dropped => self.tally.skipped += 1,
+            }
+        }
+        events
     }
 }
 
@@ -322,10 +364,5 @@ mod tests {
         .unwrap();
         assert_eq!(w.0.clause(), "WHERE created_at >= $1::text::timestamptz AND id <= $2 AND table_name = $3 AND tenant_id = $4");
         assert_eq!(w.0.next(), 5);
-        let reason = Filters {
-            reason: Some("unroutable".into()),
-            ..Filters::default()
-        };
-        assert!(Window::new(&args(Bound::Id(1), None, reason)).is_err());
     }
 }

@@ -31,6 +31,39 @@ pub fn free_port() -> u16 {
         .expect("testkit: cannot bind an ephemeral port on 127.0.0.1")
 }
 
+/// The address `sluice run` serves HTTP on, from the line it logs once it listens (text or
+/// JSON logs). Tests configure `http.listen = "127.0.0.1:0"` and read the port back here: a
+/// port picked with [`free_port`] beforehand may be taken by another process before the
+/// daemon binds it.
+pub fn http_addr_in_log(log: &str) -> Option<std::net::SocketAddr> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("serving /metrics, /healthz, /readyz and /status"))?;
+    let (_, rest) = line
+        .split_once("addr=")
+        .or_else(|| line.split_once("\"addr\":\""))?;
+    let addr: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    addr.parse().ok()
+}
+
+/// Waits (at most `limit`) for the daemon logging to `log` to serve HTTP; its port.
+pub fn wait_http_port(log: &Path, limit: std::time::Duration) -> Option<u16> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = http_addr_in_log(&text) {
+            return Some(addr.port());
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Calls `start` with a free port, retrying twice with new ports because
 /// another process may grab a port between [`free_port`] and the bind.
 pub(super) fn on_free_port<T>(
@@ -119,3 +152,18 @@ pub use pg_bin::{selected_major, MAJORS};
 pub use postgres::{PgOptions, Postgres};
 pub use proxy::Proxy;
 pub use redis::Redis;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_http_address_is_read_from_text_and_json_logs() {
+        let text = "2026-12-06T10:00:00Z  INFO sluice::http: serving /metrics, /healthz, /readyz and /status addr=127.0.0.1:40123\n";
+        let json = r#"{"level":"INFO","fields":{"message":"serving /metrics, /healthz, /readyz and /status","addr":"127.0.0.1:40124"}}"#;
+        assert_eq!(super::http_addr_in_log(text).unwrap().port(), 40123);
+        assert_eq!(super::http_addr_in_log(json).unwrap().port(), 40124);
+        assert_eq!(
+            super::http_addr_in_log("INFO starting addr=1.2.3.4:5"),
+            None
+        );
+    }
+}

@@ -253,6 +253,13 @@ impl Daemon {
             .count()
     }
 
+    /// The port the daemon serves HTTP on, once it listens (the tests' configs listen on
+    /// `127.0.0.1:0`, so the system picks a port no other process holds).
+    pub fn http_port(&self) -> u16 {
+        sluice::testkit::wait_http_port(&self.log, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the daemon serves no HTTP:\n{}", self.log()))
+    }
+
     pub fn sigkill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

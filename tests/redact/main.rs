@@ -46,7 +46,7 @@ fn servers() -> Env {
     let pg = Postgres::start_with(&options).expect("start postgres");
     let redis = Redis::start().expect("start redis");
     let (pg_url, redis_url) = (pg.url_for(DB), redis.url());
-    let env = Env::start_on(pg, redis, |_| config(&pg_url, &redis_url, 0));
+    let env = Env::start_on(pg, redis, |_| config(&pg_url, &redis_url));
     env.sql(&format!(
         "CREATE ROLE u_plain LOGIN SUPERUSER PASSWORD '{PG_PLAIN}'; CREATE ROLE u_spaced LOGIN SUPERUSER PASSWORD '{PG_SPACED}'"
     ));
@@ -157,10 +157,10 @@ fn run_all(env: &Env, cases: Vec<(String, String, String)>) -> (Vec<Capture>, Ve
     let mut out = Vec::new();
     let mut ready = Vec::new();
     for (n, (case, pg, redis)) in cases.into_iter().enumerate() {
-        let (path, http_port) = write_config(env, &format!("case-{n}"), &pg, &redis);
+        let path = write_config(env, &format!("case-{n}"), &pg, &redis);
         commands(&path, &case, &mut out);
         prepare(env, &format!("case-{n}"));
-        let mut run = Run::start(&path, http_port);
+        let mut run = Run::start(&path);
         run.watch(Run::settled);
         if run.ready() {
             ready.push(case.clone());
@@ -184,10 +184,10 @@ fn refused_then_let_in(env: &Env, out: &mut Vec<Capture>) -> String {
         env.redis.port(),
     );
     let redis = format!("redis://sluice:{REDIS_ACL}@127.0.0.1:{port}");
-    let (path, http_port) = write_config(env, "refused", &env.pg.url_for(DB), &redis);
+    let path = write_config(env, "refused", &env.pg.url_for(DB), &redis);
     prepare(env, "refused");
     redis_admin(port, REDIS_DEFAULT, &["ACL", "SETUSER", "sluice", "off"]);
-    let mut run = Run::start(&path, http_port);
+    let mut run = Run::start(&path);
     run.watch(Run::settled);
     redis_admin(port, REDIS_DEFAULT, &["ACL", "SETUSER", "sluice", "on"]);
     run.watch(|_| !last_error(env).is_empty());

@@ -8,7 +8,6 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::common::Env;
-use sluice::testkit::free_port;
 
 /// How long one `sluice run` is watched at most: long enough for a slow start, short enough
 /// for 21 runs.
@@ -21,8 +20,9 @@ pub struct Capture {
     pub text: String,
 }
 
-/// A config for `pg` and `redis`, quick to give up on a server, serving HTTP on `http_port`.
-pub fn config(pg: &str, redis: &str, http_port: u16) -> String {
+/// A config for `pg` and `redis`, quick to give up on a server, serving HTTP on a port the
+/// system picks (`Run` reads it from the daemon's log).
+pub fn config(pg: &str, redis: &str) -> String {
     format!(
         r#"[postgres]
 url = "{pg}"
@@ -43,18 +43,17 @@ type = "credit-configs"
 tenant = "tenant_id"
 app = {{ operation_code = "operation_code" }}
 [http]
-listen = "127.0.0.1:{http_port}"
+listen = "127.0.0.1:0"
 "#
     )
 }
 
-/// A config for `pg` and `redis` in a directory of its own; its path and HTTP port.
-pub fn write_config(env: &Env, name: &str, pg: &str, redis: &str) -> (PathBuf, u16) {
-    let http_port = free_port();
+/// A config for `pg` and `redis` in a directory of its own; its path.
+pub fn write_config(env: &Env, name: &str, pg: &str, redis: &str) -> PathBuf {
     let path = env.dir.path().join(name).join("sluice.toml");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, config(pg, redis, http_port)).unwrap();
-    (path, http_port)
+    std::fs::write(&path, config(pg, redis)).unwrap();
+    path
 }
 
 /// The `sluice` binary with `config`, and no URL from the environment.
@@ -68,8 +67,11 @@ pub fn sluice(config: &Path) -> Command {
     command
 }
 
-/// `GET path` on 127.0.0.1:`port`, the whole answer; empty when nothing answers.
-pub fn http_get(port: u16, path: &str) -> String {
+/// `GET path` on 127.0.0.1:`port`, the whole answer; empty when nothing answers (or no port).
+pub fn http_get(port: Option<u16>, path: &str) -> String {
+    let Some(port) = port else {
+        return String::new();
+    };
     let exchange = || -> std::io::Result<String> {
         let mut stream =
             TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
@@ -88,13 +90,12 @@ pub fn http_get(port: u16, path: &str) -> String {
 /// A `sluice run` in the background, its stdout and stderr in files beside its config.
 pub struct Run {
     child: Child,
-    http_port: u16,
     stdout: PathBuf,
     stderr: PathBuf,
 }
 
 impl Run {
-    pub fn start(config: &Path, http_port: u16) -> Run {
+    pub fn start(config: &Path) -> Run {
         let dir = config.parent().unwrap();
         let (stdout, stderr) = (dir.join("run.out"), dir.join("run.err"));
         let child = sluice(config)
@@ -105,21 +106,27 @@ impl Run {
             .expect("spawn sluice run");
         Run {
             child,
-            http_port,
             stdout,
             stderr,
         }
     }
 
+    /// The port the daemon serves HTTP on, once it has logged it (`None` before, or when it
+    /// stopped before serving).
+    fn http_port(&self) -> Option<u16> {
+        let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        sluice::testkit::http_addr_in_log(&log).map(|a| a.port())
+    }
+
     pub fn ready(&self) -> bool {
-        http_get(self.http_port, "/readyz").starts_with("HTTP/1.1 200")
+        http_get(self.http_port(), "/readyz").starts_with("HTTP/1.1 200")
     }
 
     /// Ready, or it has noticed a failure: it logged a warning or an error, or `/readyz` names
     /// a server as unreachable (a daemon may exit on a server that is down, or stay and retry).
     pub fn settled(&self) -> bool {
         let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let readyz = http_get(self.http_port, "/readyz");
+        let readyz = http_get(self.http_port(), "/readyz");
         readyz.starts_with("HTTP/1.1 200")
             || readyz.contains("unreachable")
             || log.contains("WARN")
@@ -137,7 +144,7 @@ impl Run {
     /// `/readyz` and `/status`, SIGTERM, then what it printed.
     pub fn finish(mut self, case: &str, out: &mut Vec<Capture>) {
         for what in ["/readyz", "/status"] {
-            let text = http_get(self.http_port, what);
+            let text = http_get(self.http_port(), what);
             out.push(Capture {
                 case: case.into(),
                 what,

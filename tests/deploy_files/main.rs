@@ -1,16 +1,19 @@
 //! The deployment files under deploy/ cannot run here (no systemd, Docker daemon, cluster or
 //! Prometheus in the tests), so this keeps them true to the code instead: each one parses, every
 //! metric the alerts and the dashboard query is one `src/telemetry.rs` defines, the probes hit
-//! `/healthz` and `/readyz` on the port the config listens on, and the stop timeouts leave room
-//! for `delivery.shutdown_timeout`.
+//! `/healthz` and `/readyz` on the port the config listens on (a standby's readiness probe is
+//! one the daemon answers 200 on a standby), and the stop timeouts leave room for
+//! `delivery.shutdown_timeout`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice::config::{Config, Env};
+use sluice::config::Config;
 use yaml_rust2::{Yaml, YamlLoader};
+
+mod kubernetes;
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -168,94 +171,6 @@ fn the_dashboard_parses_and_queries_real_metrics() {
     assert_known("sluice-dashboard.json", &exprs);
 }
 
-/// The documents of the Kubernetes example, by kind.
-fn kubernetes() -> HashMap<String, Yaml> {
-    yaml("deploy/kubernetes/sidecar.yaml")
-        .into_iter()
-        .map(|d| (d["kind"].as_str().unwrap().to_string(), d))
-        .collect()
-}
-
-#[test]
-fn the_kubernetes_sidecar_probes_the_port_its_config_listens_on() {
-    let docs = kubernetes();
-    let toml_text = docs["ConfigMap"]["data"]["sluice.toml"].as_str().unwrap();
-    let path = Path::new("sluice.toml");
-    let secret = docs["Secret"]["stringData"].as_hash().unwrap();
-    let env = Env::from_pairs(
-        secret
-            .iter()
-            .map(|(k, v)| (k.as_str().unwrap(), v.as_str().unwrap())),
-    );
-    let config = Config::from_sources(toml_text, path, &env)
-        .unwrap_or_else(|e| panic!("the ConfigMap's sluice.toml: {e}"));
-    config.validate(path).unwrap();
-    let port: i64 = config
-        .http
-        .listen
-        .strip_prefix("0.0.0.0:")
-        .expect("a pod listens on every interface")
-        .parse()
-        .unwrap();
-
-    let pod = &docs["Deployment"]["spec"]["template"];
-    let containers = pod["spec"]["containers"].as_vec().unwrap();
-    let sluice = containers
-        .iter()
-        .find(|c| c["name"].as_str() == Some("sluice"))
-        .expect("a container named sluice");
-    assert!(containers.len() >= 2, "the app and its sidecar");
-    let named_port = |p: &Yaml| match p {
-        Yaml::Integer(n) => *n,
-        other => sluice["ports"]
-            .as_vec()
-            .unwrap()
-            .iter()
-            .find(|q| q["name"] == *other)
-            .unwrap()["containerPort"]
-            .as_i64()
-            .unwrap(),
-    };
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-        let get = &sluice[probe]["httpGet"];
-        assert_eq!(
-            (get["path"].as_str(), named_port(&get["port"])),
-            (Some(path), port),
-            "{probe}"
-        );
-    }
-    let annotations = &pod["metadata"]["annotations"];
-    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
-    assert_eq!(
-        annotations["prometheus.io/port"].as_str(),
-        Some(port.to_string().as_str())
-    );
-    assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
-    let grace = pod["spec"]["terminationGracePeriodSeconds"]
-        .as_i64()
-        .unwrap();
-    assert!(
-        Duration::from_secs(grace as u64) > config.delivery.shutdown_timeout,
-        "grace {grace}s"
-    );
-    let env: Vec<&str> = sluice["env"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .filter(|e| !e["valueFrom"]["secretKeyRef"].is_badvalue())
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        env,
-        ["DATABASE_URL", "REDIS_URL"],
-        "secrets come from the Secret"
-    );
-    assert!(
-        sluice["resources"]["requests"]["memory"].as_str().is_some()
-            && sluice["resources"]["limits"]["memory"].as_str().is_some()
-    );
-}
-
 /// `Key=value` lines of the unit; a key given twice keeps both values.
 fn unit_settings(text: &str) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
@@ -359,6 +274,9 @@ fn the_deploy_readme_names_every_file() {
         "systemd/sluice.service",
         "docker/Dockerfile",
         "kubernetes/sidecar.yaml",
+        "kubernetes/standalone.yaml",
+        "kubernetes/podmonitor.yaml",
+        "kubernetes/setup-job.yaml",
         "prometheus/alerts.yml",
         "grafana/sluice-dashboard.json",
     ] {
