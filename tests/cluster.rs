@@ -223,9 +223,14 @@ async fn reshard_mid_stream(mode: &str) {
     let writer = insert_in_rounds(&env);
     let masters = cluster.masters().unwrap();
     let (from, to) = (masters[0].0, masters[1].0);
-    // a third of the slots move while changes stream in
+    let owned: usize = masters[0]
+        .1
+        .iter()
+        .map(|(a, b)| usize::from(b - a) + 1)
+        .sum();
+    // all the slots of one master, a third, move while changes stream in
     wait_for_history(&redis, 1_000).await;
-    cluster.reshard(from, to, 5461).unwrap();
+    cluster.reshard(from, to, owned).unwrap();
     writer.join().unwrap();
     assert_all_once(&redis, 10_000, &daemon).await;
     let now = cluster.masters().unwrap();
