@@ -25,7 +25,8 @@
 
 mod cluster;
 mod recoverable;
-mod resp;
+#[doc(hidden)] // public for benches/resp_encode only
+pub mod resp;
 mod subscribe;
 mod topology;
 
