@@ -140,6 +140,21 @@ async fn plan(client: &Client, config: &Config, drop_schema: bool) -> Result<Pla
     event_trigger(client, config, keep_triggers, drop_schema, &mut plan)
         .await
         .map_err(sql)?;
+    let tables = crate::setup::patterns::EVENT_TRIGGER;
+    let exists = "SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = $1)";
+    if client
+        .query_one(exists, &[&tables])
+        .await
+        .map_err(sql)?
+        .get(0)
+    {
+        plan.rest.push(Item {
+            what: format!(
+                "event trigger {tables} (it captured new tables matching a [[tables]] pattern)"
+            ),
+            sql: format!("DROP EVENT TRIGGER IF EXISTS {};", ident(tables)),
+        });
+    }
     schema_items(client, config, drop_schema, &mut plan).await?;
     Ok(plan)
 }

@@ -4,11 +4,16 @@
 use tokio_postgres::Client;
 
 use super::{fail, ok, warn, Finding};
-use crate::config::{qualify, Config, TableConfig};
+use crate::config::{Config, TableConfig};
 use crate::pg;
 use crate::setup::{quote_table, TableShape};
 
-pub async fn check(client: &Client, config: &Config, version: i32) -> Vec<Finding> {
+pub async fn check(
+    client: &Client,
+    config: &Config,
+    tables: &[(&TableConfig, String)],
+    version: i32,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     match client.query_one("SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text", &[]).await {
         Ok(r) => {
@@ -26,20 +31,25 @@ pub async fn check(client: &Client, config: &Config, version: i32) -> Vec<Findin
         }
         Err(e) => out.push(fail(format!("postgres: {}", pg::describe(&e)))),
     }
-    out.push(publication(client, &config.source.publication, config.tables.len()).await);
+    out.push(publication(client, &config.source.publication, tables).await);
     out.push(slot(client, &config.source.slot).await);
     out.extend(
         super::failover::check(client, &config.postgres.url, &config.source.slot, version).await,
     );
-    for t in &config.tables {
-        out.extend(generated_columns(client, &qualify(&t.table), version).await);
+    for (t, table) in tables {
+        out.extend(generated_columns(client, t, table, version).await);
     }
     out
 }
 
 /// pgoutput sends stored generated columns from PostgreSQL 18 on (setup publishes them), and
 /// virtual ones never: events in logical mode lack what it does not send.
-async fn generated_columns(client: &Client, table: &str, version: i32) -> Vec<Finding> {
+async fn generated_columns(
+    client: &Client,
+    t: &TableConfig,
+    table: &str,
+    version: i32,
+) -> Vec<Finding> {
     let sql = "SELECT attname::text, attgenerated::text FROM pg_attribute \
         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attgenerated <> '' \
         ORDER BY attnum";
@@ -60,6 +70,19 @@ async fn generated_columns(client: &Client, table: &str, version: i32) -> Vec<Fi
     } else {
         "PostgreSQL does not replicate virtual generated columns"
     };
+    let routing: Vec<&str> = t
+        .routing_columns()
+        .map(|(c, _)| c)
+        .filter(|c| missing.iter().any(|m| m == c))
+        .collect();
+    if !routing.is_empty() {
+        return vec![fail(format!(
+            "table {table}: routing column(s) {} are generated and logical mode cannot route by them: {why}; \
+             use source.mode = \"trigger\", a STORED column on PostgreSQL 18+, a column written by the \
+             application, or for the tenant its schema (tenant = {{ schema = \"...\" }})",
+            routing.join(", ")
+        ))];
+    }
     vec![warn(format!(
         "table {table}: logical-mode events lack generated column(s) {}: {why} (trigger mode \
          has them; make them STORED on PostgreSQL 18+, or compute them in the consumer)",
@@ -67,17 +90,24 @@ async fn generated_columns(client: &Client, table: &str, version: i32) -> Vec<Fi
     ))]
 }
 
-async fn publication(client: &Client, name: &str, tables: usize) -> Finding {
-    let sql = "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = $1), (SELECT count(*) FROM pg_publication_tables WHERE pubname = $1)";
-    match client.query_one(sql, &[&name]).await {
+async fn publication(client: &Client, name: &str, tables: &[(&TableConfig, String)]) -> Finding {
+    let names: Vec<String> = tables.iter().map(|(_, t)| quote_table(t)).collect();
+    let sql = "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = $1), \
+        (SELECT array_agg(t) FROM unnest($2::text[]) t WHERE NOT EXISTS (SELECT 1 FROM pg_publication_rel r \
+         JOIN pg_publication p ON p.oid = r.prpubid WHERE p.pubname = $1 AND r.prrelid = to_regclass(t)))";
+    match client.query_one(sql, &[&name, &names]).await {
         Ok(r) if r.get::<_, i64>(0) == 0 => {
             fail(format!("publication {name}: missing; run `sluice setup`"))
         }
-        Ok(r) if (r.get::<_, i64>(1) as usize) < tables => fail(format!(
-            "publication {name}: holds {} of the {tables} configured tables; run `sluice setup`",
-            r.get::<_, i64>(1)
-        )),
-        Ok(_) => ok(format!("publication {name}: all {tables} tables")),
+        Ok(r) => match r.get::<_, Option<Vec<String>>>(1) {
+            Some(missing) => fail(format!(
+                "publication {name}: lacks {} of the {} configured tables ({}); run `sluice setup`",
+                missing.len(),
+                tables.len(),
+                missing.join(", ")
+            )),
+            None => ok(format!("publication {name}: all {} tables", tables.len())),
+        },
         Err(e) => fail(format!("publication {name}: {}", pg::describe(&e))),
     }
 }
@@ -112,9 +142,7 @@ pub async fn replica_identity(
     table: &str,
     shape: &TableShape,
 ) -> Vec<Finding> {
-    let routing: Vec<&str> = std::iter::once(t.tenant.as_str())
-        .chain(t.app.column())
-        .collect();
+    let routing: Vec<&str> = t.routing_columns().map(|(c, _)| c).collect();
     if routing
         .iter()
         .all(|c| shape.primary_key.iter().any(|k| k == c))

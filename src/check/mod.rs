@@ -9,7 +9,7 @@ mod logical;
 mod partitions;
 mod state;
 
-use crate::config::{qualify, Config, SourceMode};
+use crate::config::{qualify, Config, SourceMode, TableConfig};
 use crate::setup::table_shape;
 use crate::{pg, redact};
 
@@ -108,11 +108,16 @@ async fn check_postgres(config: &Config) -> Vec<Finding> {
     });
     let logical = config.source.mode == SourceMode::Logical;
     out.push(check_schema(&conn.client, logical).await);
+    let tables = match covered(&conn.client, config).await {
+        Ok(tables) => tables,
+        Err(e) => return vec![fail(format!("postgres: {}", pg::describe(&e)))],
+    };
+    out.extend(patterns(config, &tables));
     if logical {
-        out.extend(logical::check(&conn.client, config, version).await);
+        out.extend(logical::check(&conn.client, config, &tables, version).await);
     }
-    for t in &config.tables {
-        out.extend(check_table(&conn.client, t, logical).await);
+    for (t, table) in &tables {
+        out.extend(check_table(&conn.client, t, table, logical).await);
     }
     out.extend(partitions::check(&conn.client, config).await);
     out.extend(state::check(&conn.client, config).await);
@@ -141,12 +146,48 @@ async fn check_schema(client: &tokio_postgres::Client, logical: bool) -> Finding
     }
 }
 
+/// Every table the config covers, with its entry: each table named, and each existing table
+/// a pattern matches.
+async fn covered<'a>(
+    client: &tokio_postgres::Client,
+    config: &'a Config,
+) -> Result<Vec<(&'a TableConfig, String)>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for (i, t) in config.tables.iter().enumerate() {
+        match t.is_pattern() {
+            true => out.extend(
+                crate::setup::patterns::matches(client, config, i)
+                    .await?
+                    .into_iter()
+                    .map(|table| (t, table)),
+            ),
+            false => out.push((t, qualify(&t.table))),
+        }
+    }
+    Ok(out)
+}
+
+/// How many tables each pattern covers; a warning for one that covers none.
+fn patterns(config: &Config, tables: &[(&TableConfig, String)]) -> Vec<Finding> {
+    let patterns = config.tables.iter().filter(|t| t.is_pattern());
+    patterns
+        .map(|t| {
+            let n = tables.iter().filter(|(c, _)| std::ptr::eq(*c, t)).count();
+            match n {
+                0 => warn(format!("pattern {}: matches no table yet", t.table)),
+                n => ok(format!("pattern {}: matches {n} table(s)", t.table)),
+            }
+        })
+        .collect()
+}
+
 async fn check_table(
     client: &tokio_postgres::Client,
-    t: &crate::config::TableConfig,
+    t: &TableConfig,
+    table: &str,
     logical: bool,
 ) -> Vec<Finding> {
-    let table = qualify(&t.table);
+    let table = table.to_string();
     let shape = match table_shape(client, &table).await {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -157,9 +198,7 @@ async fn check_table(
         Err(e) => return vec![fail(format!("table {table}: {}", pg::describe(&e)))],
     };
     let mut out = Vec::new();
-    for (column, key) in
-        std::iter::once((t.tenant.as_str(), "tenant")).chain(t.app.column().map(|c| (c, "app")))
-    {
+    for (column, key) in t.routing_columns() {
         if !shape.columns.iter().any(|c| c == column) {
             out.push(fail(format!(
                 "table {table}: no column {column} (its {key} in the config)"

@@ -208,6 +208,7 @@ fn table(path: &str, entry: &toml::Table, out: &mut Vec<Problem>) {
         };
         out.extend(match key.as_str() {
             "app" => app(&at, value),
+            "tenant" => tenant(&at, value),
             "invalidate" => strings(&at, value, example),
             "state" => {
                 (!value.is_bool()).then(|| wrong(&at, &found(value), "true or false", example))
@@ -223,6 +224,35 @@ fn table(path: &str, entry: &toml::Table, out: &mut Vec<Problem>) {
     for (key, example, _) in missing {
         let message = format!("{path}: {key} is missing; write it like {example}");
         out.push(Problem::key(path, message));
+    }
+}
+
+/// `tenant = "tenant_id"` (a column) or `tenant = { schema = "tenant_([a-z0-9][a-z0-9_]*)" }`.
+fn tenant(path: &str, value: &Value) -> Option<Problem> {
+    const FORMS: &str = "a column name in quotes, or a table with schema";
+    let example = "tenant = \"tenant_id\" (or { schema = \"tenant_([a-z0-9][a-z0-9_]*)\" })";
+    let rule = match value {
+        Value::String(_) => return None,
+        Value::Table(rule) => rule,
+        other => return Some(wrong(path, &found(other), FORMS, example)),
+    };
+    if let Some(other) = rule.keys().find(|k| *k != "schema") {
+        return Some(unknown(
+            &format!("{path}.{other}"),
+            "tenant",
+            other,
+            &["schema"],
+        ));
+    }
+    match rule.get("schema") {
+        None => Some(wrong(path, "an empty table", FORMS, example)),
+        Some(v) if v.is_str() => None,
+        Some(v) => Some(wrong(
+            &format!("{path}.schema"),
+            &found(v),
+            "a regular expression in quotes",
+            "tenant = { schema = \"tenant_([a-z0-9][a-z0-9_]*)\" }",
+        )),
     }
 }
 

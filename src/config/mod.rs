@@ -221,7 +221,7 @@ pub struct TableConfig {
     pub table: String,
     #[serde(rename = "type")]
     pub data_type: String,
-    pub tenant: String,
+    pub tenant: TenantFrom,
     pub app: AppRule,
     #[serde(default = "default_channel")]
     pub channel: String,
@@ -230,6 +230,45 @@ pub struct TableConfig {
     /// Keep `sluice:state:{<ch>}`: the latest message per record id.
     #[serde(default)]
     pub state: bool,
+}
+
+/// Where a table's tenant comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TenantFrom {
+    /// A column of the row: `tenant = "tenant_id"`.
+    Column(String),
+    /// The table's schema name: `tenant = { schema = "tenant_([a-z0-9][a-z0-9_]*)" }`; the tenant is
+    /// what the pattern's capture group matched (see `route::schema`).
+    Schema { schema: String },
+}
+
+impl TenantFrom {
+    /// The column holding the tenant, if it comes from the row.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            TenantFrom::Column(c) => Some(c),
+            TenantFrom::Schema { .. } => None,
+        }
+    }
+}
+
+impl TableConfig {
+    /// The columns routing reads: the tenant column (if the tenant comes from the row), then
+    /// the app rule's column, each with the key that names it.
+    pub fn routing_columns(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        let tenant = self.tenant.column().map(|c| (c, "tenant"));
+        tenant
+            .into_iter()
+            .chain(self.app.column().map(|c| (c, "app")))
+    }
+
+    /// The table names a pattern: a `*` in its schema part.
+    pub fn is_pattern(&self) -> bool {
+        qualify(&self.table)
+            .split_once('.')
+            .is_some_and(|(s, _)| s.contains('*'))
+    }
 }
 
 /// Where a table's application comes from.

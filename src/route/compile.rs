@@ -3,9 +3,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::{Router, Rule, TableRoute};
+use super::schema::SchemaTenant;
+use super::{Router, Rule, TableRoute, Tenant};
 use crate::channel::{is_safe_name, Template, Var};
-use crate::config::{qualify, AppRule, Config, TableConfig};
+use crate::config::{qualify, AppRule, Config, TableConfig, TenantFrom};
 
 /// One thing wrong with the routing config: its message, and the dotted path of the key it is
 /// about (`apps.crm.prefixes`, `tables[2].channel`), which places it in the file.
@@ -32,7 +33,7 @@ impl Router {
             .keys()
             .map(|a| (a.as_str(), Arc::from(a.as_str())))
             .collect();
-        let mut tables = HashMap::new();
+        let (mut tables, mut patterns) = (HashMap::new(), Vec::new());
         for (i, t) in config.tables.iter().enumerate() {
             let at = |key: &str| format!("tables[{i}] ({}) {key}", t.table);
             if config.tables[..i]
@@ -45,6 +46,7 @@ impl Router {
                 ));
             }
             match table_route(t, i, &apps, config.apps.is_empty(), &at) {
+                Ok(route) if route.pattern => patterns.push(route),
                 Ok(route) => {
                     tables.insert(route.table.to_string(), route);
                 }
@@ -66,6 +68,7 @@ impl Router {
         prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         Ok(Router {
             tables,
+            patterns,
             prefixes,
             max_payload: config.delivery.max_payload_bytes,
             on_unroutable: config.delivery.on_unroutable,
@@ -98,6 +101,27 @@ fn table_route(
     at: &dyn Fn(&str) -> String,
 ) -> Result<TableRoute, Vec<RouteProblem>> {
     let mut problems = Vec::new();
+    let table = qualify(&t.table);
+    let (schema, name) = table.split_once('.').unwrap_or_default();
+    if name.contains('*') || schema.is_empty() || name.is_empty() {
+        problems.push(problem(
+            format!("tables[{i}].table"),
+            format!("{}: found {:?}; a * may stand only in the schema part; write it like table = \"tenant_*.leads\"", at("table"), t.table),
+        ));
+    }
+    let tenant = match &t.tenant {
+        TenantFrom::Column(c) => Some(Tenant::Column(c.clone())),
+        TenantFrom::Schema { schema } => match SchemaTenant::new(schema) {
+            Ok(pattern) => Some(Tenant::Schema(pattern)),
+            Err(e) => {
+                problems.push(problem(
+                    format!("tables[{i}].tenant.schema"),
+                    format!("{}: {e}; write it like tenant = {{ schema = \"tenant_([a-z0-9][a-z0-9_]*)\" }}", at("tenant.schema")),
+                ));
+                None
+            }
+        },
+    };
     if !is_safe_name(&t.data_type) {
         problems.push(problem(
             format!("tables[{i}].type"),
@@ -164,20 +188,23 @@ fn table_route(
             ));
         }
     }
-    let (Some(channel), Some(invalidate)) =
-        (channel, invalidate.into_iter().collect::<Option<Vec<_>>>())
-    else {
+    let (Some(channel), Some(invalidate), Some(tenant)) = (
+        channel,
+        invalidate.into_iter().collect::<Option<Vec<_>>>(),
+        tenant,
+    ) else {
         return Err(dedup(problems));
     };
     if !problems.is_empty() {
         return Err(dedup(problems));
     }
     let uses_id = channel.uses(Var::Id) || invalidate.iter().any(|k| k.uses(Var::Id));
-    let table = qualify(&t.table);
     Ok(TableRoute {
         table: Arc::from(table.as_str()),
+        name: name.to_string(),
+        pattern: t.is_pattern(),
         data_type: Arc::from(t.data_type.as_str()),
-        tenant: t.tenant.clone(),
+        tenant,
         rule,
         channel,
         invalidate,

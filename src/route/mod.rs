@@ -12,11 +12,13 @@
 mod compile;
 mod moved;
 pub mod preview;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use compile::RouteProblem;
+use schema::SchemaTenant;
 
 use crate::channel::{is_safe_key, is_safe_tenant, Template, Values};
 use crate::config::OnUnroutable;
@@ -65,11 +67,32 @@ enum Rule {
     Fixed(Vec<Arc<str>>),
 }
 
+/// Where a route takes the tenant from.
+#[derive(Debug)]
+enum Tenant {
+    Column(String),
+    Schema(SchemaTenant),
+}
+
+impl Tenant {
+    fn column(&self) -> Option<&str> {
+        match self {
+            Tenant::Column(c) => Some(c),
+            Tenant::Schema(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TableRoute {
+    /// `schema.table` as configured; for a pattern route, the glob (events name the table).
     table: Arc<str>,
+    /// The table's own name (after the schema).
+    name: String,
+    /// The schema part is a glob (`tenant_*`): the route covers every matching schema.
+    pattern: bool,
     data_type: Arc<str>,
-    tenant: String,
+    tenant: Tenant,
     rule: Rule,
     channel: Template,
     invalidate: Vec<Template>,
@@ -83,6 +106,9 @@ struct TableRoute {
 #[derive(Debug)]
 pub struct Router {
     tables: HashMap<String, TableRoute>,
+    /// Routes whose schema is a glob, in config order: the first that matches wins (a table
+    /// configured by its own name wins over every pattern).
+    patterns: Vec<TableRoute>,
     /// (prefix, app), longest prefix first.
     prefixes: Vec<(String, Arc<str>)>,
     max_payload: usize,
@@ -101,12 +127,28 @@ impl Router {
     /// The tenant written in a change's row, as the table's route names it (even when unsafe);
     /// `None` for an unrouted table or a row without one.
     pub fn tenant_of(&self, change: &Change) -> Option<String> {
-        raw_tenant(change, &self.tables.get(change.table.as_str())?.tenant)
+        raw_tenant(change, self.lookup(&change.table)?)
+    }
+
+    /// Whether a change of this table (`schema.table`) has a route.
+    pub fn routes(&self, table: &str) -> bool {
+        self.lookup(table).is_some()
+    }
+
+    /// The route of a table: its own entry, else the first pattern whose schema glob matches.
+    fn lookup(&self, table: &str) -> Option<&TableRoute> {
+        self.tables.get(table).or_else(|| {
+            self.patterns.iter().find(|r| {
+                let schema = schema_of(table, &r.name);
+                let glob = r.table.split_once('.').map_or("", |(s, _)| s);
+                schema.is_some_and(|s| schema::glob_matches(glob, s))
+            })
+        })
     }
 
     /// Routes one change, appending what it became to `out`; `buf` is a reused scratch buffer.
     pub fn route(&self, change: &Change, out: &mut Vec<Routed>, buf: &mut Vec<u8>) {
-        let Some(route) = self.tables.get(change.table.as_str()) else {
+        let Some(route) = self.lookup(&change.table) else {
             return out.push(self.dead(
                 change,
                 None,
@@ -158,11 +200,15 @@ impl Router {
         buf: &mut Vec<u8>,
     ) -> Routed {
         let id = change.record_id.as_deref().unwrap_or("");
+        let table: Arc<str> = match route.pattern {
+            true => Arc::from(change.table.as_str()),
+            false => route.table.clone(),
+        };
         let values = Values {
             app: &app,
             tenant,
             data_type: &route.data_type,
-            table: &route.table,
+            table: &table,
             id,
         };
         change.encode_into(Some(&app), Some(tenant), &route.data_type, buf);
@@ -201,7 +247,7 @@ impl Router {
             channel,
             app,
             data_type: route.data_type.clone(),
-            table: route.table.clone(),
+            table,
             tenant: tenant.to_string(),
             payload: buf.clone(),
             invalidate,
@@ -222,7 +268,7 @@ impl Router {
     ) -> Routed {
         let data_type = route.map_or("", |r| &r.data_type);
         change.encode_into(None, None, data_type, buf);
-        let tenant = route.and_then(|r| raw_tenant(change, &r.tenant));
+        let tenant = route.and_then(|r| raw_tenant(change, r));
         Routed::DeadLetter(DeadLetter::new(
             change,
             None,
@@ -246,16 +292,22 @@ impl Router {
                 "TRUNCATE carries no tenant to route by".into(),
             ));
         }
-        let wanted: Vec<&str> = std::iter::once(route.tenant.as_str())
+        let wanted: Vec<&str> = route
+            .tenant
+            .column()
+            .into_iter()
             .chain(rule_column(&route.rule))
             .collect();
         let found = json::fields(&change.data, &wanted)
             .map_err(|e| (Reason::Unroutable, format!("row is not a JSON object: {e}")))?;
-        let tenant = tenant_of(found[0], &route.tenant)?;
+        let (tenant, rest) = match &route.tenant {
+            Tenant::Column(col) => (tenant_of(found[0], col)?, &found[1..]),
+            Tenant::Schema(pattern) => (schema_tenant(change, route, pattern)?, &found[..]),
+        };
         let apps = match &route.rule {
             Rule::Fixed(apps) => apps.clone(),
-            Rule::OperationCode(col) => vec![self.code_app(found[1], col)?],
-            Rule::AnyOf(col) => self.any_of_apps(found[1], col)?,
+            Rule::OperationCode(col) => vec![self.code_app(rest[0], col)?],
+            Rule::AnyOf(col) => self.any_of_apps(rest[0], col)?,
         };
         Ok((tenant, apps))
     }
@@ -380,10 +432,44 @@ fn tenant_of(raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Str
     Ok(text.into_owned())
 }
 
-/// The tenant as written in the row, for the dead-letter table (even when unsafe).
-fn raw_tenant(change: &Change, col: &str) -> Option<String> {
+/// The tenant as written in the row (or taken from the schema), for the dead-letter table
+/// (even when unsafe).
+fn raw_tenant(change: &Change, route: &TableRoute) -> Option<String> {
+    let col = match &route.tenant {
+        Tenant::Column(col) => col,
+        Tenant::Schema(p) => {
+            return p
+                .tenant(schema_of(&change.table, &route.name)?)
+                .map(Into::into)
+        }
+    };
     let found = json::fields(&change.data, &[col]).ok()?;
     json::scalar_text(found[0]?).ok()?.map(|t| t.into_owned())
+}
+
+/// The schema of `table` (`schema.name`), whose name part is `name`.
+fn schema_of<'a>(table: &'a str, name: &str) -> Option<&'a str> {
+    table.strip_suffix(name)?.strip_suffix('.')
+}
+
+/// The tenant a schema-per-tenant route takes from the change's schema. The pattern was
+/// proven at load to capture only safe tenants.
+fn schema_tenant(
+    change: &Change,
+    route: &TableRoute,
+    pattern: &SchemaTenant,
+) -> Result<String, Unrouted> {
+    let schema = schema_of(&change.table, &route.name).unwrap_or_default();
+    match pattern.tenant(schema) {
+        Some(tenant) if is_safe_tenant(tenant) => Ok(tenant.to_string()),
+        _ => Err((
+            Reason::MissingTenant,
+            format!(
+                "schema {:?} does not match the route's tenant.schema pattern",
+                truncate(schema)
+            ),
+        )),
+    }
 }
 
 fn truncate(s: &str) -> &str {

@@ -33,7 +33,10 @@ impl Router {
         else {
             return;
         };
-        let routing: Vec<&str> = std::iter::once(route.tenant.as_str())
+        let routing: Vec<&str> = route
+            .tenant
+            .column()
+            .into_iter()
             .chain(super::rule_column(&route.rule))
             .collect();
         if !json::fields(old, &routing).is_ok_and(|found| found.iter().any(Option::is_some)) {

@@ -5,6 +5,7 @@
 use tokio_postgres::Client;
 
 pub mod partitions;
+pub mod patterns;
 
 use crate::config::{qualify, Config, SourceMode, TableConfig};
 
@@ -108,25 +109,27 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
         sql.push_str(CHANGE_LOG);
     }
     sql.push_str(crate::setup::partitions::SQL);
+    sql.push_str(patterns::SQL);
     let (mut tables, mut names) = (Vec::new(), Vec::new());
-    for t in &config.tables {
-        let table = qualify(&t.table);
-        let shape = table_shape(client, &table)
-            .await?
-            .ok_or_else(|| SetupError::NoTable(table.clone()))?;
-        check_columns(t, &table, &shape)?;
-        if shape.primary_key.is_empty() {
-            tracing::warn!(table = %table, "no primary key: recordId will be empty and UPDATE events carry no old values");
+    for (i, t) in config.tables.iter().enumerate() {
+        let covered = match t.is_pattern() {
+            true => patterns::matches(client, config, i).await?,
+            false => vec![qualify(&t.table)],
+        };
+        for table in covered {
+            sql.push_str(&capture(client, t, &table, logical).await?);
+            tables.push(quote_table(&table));
+            names.push(table);
         }
-        if logical {
-            sql.push_str(&replica_identity(t, &table, &shape));
-        } else {
-            sql.push_str(&triggers(&table, &t.tenant, &shape.primary_key));
-        }
-        tables.push(quote_table(&table));
-        names.push(table);
     }
-    let partitions = crate::setup::partitions::plan(client, &names).await?;
+    let patterned = config.tables.iter().any(TableConfig::is_pattern);
+    if patterned {
+        sql.push_str(&patterns::register(config));
+    }
+    let mut partitions = crate::setup::partitions::plan(client, &names).await?;
+    if patterned {
+        partitions.push_str(&patterns::event_trigger(client).await?);
+    }
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await?
@@ -150,6 +153,27 @@ pub async fn plan(client: &Client, config: &Config) -> Result<Plan, SetupError> 
     })
 }
 
+/// What captures one existing table: its replica identity (logical mode) or its capture
+/// triggers (trigger mode), after checking that it has the columns routing reads.
+async fn capture(
+    client: &Client,
+    t: &TableConfig,
+    table: &str,
+    logical: bool,
+) -> Result<String, SetupError> {
+    let shape = table_shape(client, table)
+        .await?
+        .ok_or_else(|| SetupError::NoTable(table.to_string()))?;
+    check_columns(t, table, &shape)?;
+    if shape.primary_key.is_empty() {
+        tracing::warn!(table = %table, "no primary key: recordId will be empty and UPDATE events carry no old values");
+    }
+    Ok(match logical {
+        true => replica_identity(t, table, &shape),
+        false => triggers(table, t.tenant.column().unwrap_or(""), &shape.primary_key),
+    })
+}
+
 /// The slot; from PostgreSQL 17 on a failover slot, which a standby with
 /// `sync_replication_slots = on` keeps a copy of, so Sluice goes on from it after a promotion.
 fn create_slot(name: &str, version: i32) -> String {
@@ -168,11 +192,9 @@ fn create_slot(name: &str, version: i32) -> String {
 /// A DELETE carries only the replica identity: routing columns outside the primary key need
 /// `REPLICA IDENTITY FULL`.
 fn replica_identity(t: &TableConfig, table: &str, shape: &TableShape) -> String {
-    let routing = std::iter::once(t.tenant.as_str()).chain(t.app.column());
     let covered = !shape.primary_key.is_empty()
-        && routing
-            .into_iter()
-            .all(|c| shape.primary_key.iter().any(|k| k == c));
+        && t.routing_columns()
+            .all(|(c, _)| shape.primary_key.iter().any(|k| k == c));
     if covered {
         return String::new();
     }
@@ -190,6 +212,17 @@ fn publication(name: &str, tables: &[String], version: i32) -> String {
     } else {
         "publish_via_partition_root = true"
     };
+    if tables.is_empty() {
+        // only patterns, none of whose tables exists yet: an empty publication they join
+        return format!(
+            "\nDO $sluice$ DECLARE r regclass; BEGIN\n  IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {lit}) THEN\n    \
+             FOR r IN SELECT prrelid::regclass FROM pg_publication_rel JOIN pg_publication p ON p.oid = prpubid WHERE p.pubname = {lit} LOOP\n      \
+             EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', {lit}, r);\n    END LOOP;\n    ALTER PUBLICATION {id} SET ({options});\n  \
+             ELSE\n    CREATE PUBLICATION {id} WITH ({options});\n  END IF;\nEND $sluice$;\n",
+            lit = literal(name),
+            id = ident(name)
+        );
+    }
     format!(
         "\nDO $sluice$ BEGIN\n  IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {lit}) THEN\n    \
          ALTER PUBLICATION {id} SET TABLE {list};\n    ALTER PUBLICATION {id} SET ({options});\n  \
@@ -200,9 +233,7 @@ fn publication(name: &str, tables: &[String], version: i32) -> String {
 }
 
 fn check_columns(t: &TableConfig, table: &str, shape: &TableShape) -> Result<(), SetupError> {
-    let needed =
-        std::iter::once((t.tenant.as_str(), "tenant")).chain(t.app.column().map(|c| (c, "app")));
-    for (column, key) in needed {
+    for (column, key) in t.routing_columns() {
         if !shape.columns.iter().any(|c| c == column) {
             return Err(SetupError::NoColumn {
                 table: table.to_string(),

@@ -3,7 +3,7 @@
 
 use tokio_postgres::Client;
 
-use crate::config::{qualify, Config};
+use crate::config::{qualify, Config, TenantFrom};
 use crate::source::logical::snapshot;
 
 /// The alias of the table's rows in the generated SQL: unlikely to be one of its columns (a
@@ -24,7 +24,8 @@ pub struct Target {
     /// `schema.table`, as events name it.
     pub table: String,
     quoted: String,
-    tenant: String,
+    /// The tenant column, or (tenant from the schema) the table's tenant.
+    tenant: Result<String, Option<String>>,
     /// Primary-key columns in key order, with their SQL types.
     keys: Vec<(String, String)>,
 }
@@ -38,7 +39,13 @@ const KEY_TYPES: &str =
 /// Finds the table's route and its key, or says in one line why it cannot be backfilled.
 pub async fn resolve(client: &Client, config: &Config, table: &str) -> Result<Target, String> {
     let table = qualify(table);
-    let route = config.tables.iter().find(|t| qualify(&t.table) == table).ok_or_else(|| {
+    let pattern = |t: &&crate::config::TableConfig| {
+        let glob = qualify(&t.table);
+        let ((g, n), (s, m)) = (split(&glob), split(&table));
+        t.is_pattern() && n == m && crate::route::schema::glob_matches(g, s)
+    };
+    let route = config.tables.iter().find(|t| qualify(&t.table) == table);
+    let route = route.or_else(|| config.tables.iter().find(pattern)).ok_or_else(|| {
         format!("table {table} has no route in the config: add a [[tables]] entry for it (only routed tables can be backfilled)")
     })?;
     let quoted = crate::setup::quote_table(&table);
@@ -60,12 +67,25 @@ pub async fn resolve(client: &Client, config: &Config, table: &str) -> Result<Ta
     if keys.is_empty() {
         return Err(format!("table {table} has no primary key: backfill reads and resumes in key order; add a primary key first"));
     }
+    let tenant = match &route.tenant {
+        TenantFrom::Column(c) => Ok(c.clone()),
+        TenantFrom::Schema { schema } => {
+            let pattern =
+                crate::route::schema::SchemaTenant::new(schema).map_err(|e| e.to_string())?;
+            Err(pattern.tenant(split(&table).0).map(str::to_string))
+        }
+    };
     Ok(Target {
         table,
         quoted,
-        tenant: route.tenant.clone(),
+        tenant,
         keys,
     })
+}
+
+/// `schema.table` into its two parts.
+fn split(table: &str) -> (&str, &str) {
+    table.split_once('.').unwrap_or(("public", table))
 }
 
 impl Target {
@@ -143,7 +163,7 @@ impl Target {
              SELECT {}, 'SNAPSHOT', sluice.record_key(r, ARRAY[{}]::text[]), r ->> {}, r FROM chunk)\nSELECT k FROM chunk",
             literal(&self.table),
             names.join(", "),
-            literal(&self.tenant)
+            literal(self.tenant.as_deref().unwrap_or(""))
         )
     }
 
@@ -153,7 +173,13 @@ impl Target {
         let mut params = Vec::new();
         if let Some(tenant) = filter.tenant {
             params.push(tenant.to_string());
-            parts.push(format!("{ROW}.{}::text = $1::text", ident(&self.tenant)));
+            parts.push(match &self.tenant {
+                Ok(column) => format!("{ROW}.{}::text = $1::text", ident(column)),
+                Err(of_schema) => format!(
+                    "{}::text = $1::text",
+                    literal(of_schema.as_deref().unwrap_or(""))
+                ),
+            });
         }
         if let Some(sql) = filter.sql {
             parts.push(format!("({sql})"));
@@ -198,7 +224,7 @@ mod tests {
         Target {
             table: "public.t".into(),
             quoted: "\"public\".\"t\"".into(),
-            tenant: "tenant_id".into(),
+            tenant: Ok("tenant_id".into()),
             keys: vec![
                 ("a".into(), "bigint".into()),
                 ("b\"x".into(), "text".into()),
