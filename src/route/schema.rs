@@ -50,7 +50,8 @@ impl SchemaTenant {
     pub fn new(pattern: &str) -> Result<SchemaTenant, SchemaPatternError> {
         let syntax = |e: &dyn std::fmt::Display| {
             let text = e.to_string();
-            let last = text.lines().last().unwrap_or_default().trim().to_string();
+            let last = text.lines().last().unwrap_or_default().trim();
+            let last = last.strip_prefix("error: ").unwrap_or(last).to_string();
             SchemaPatternError::Syntax(pattern.into(), last)
         };
         let hir = regex_syntax::parse(pattern).map_err(|e| syntax(&e))?;

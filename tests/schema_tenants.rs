@@ -1,0 +1,174 @@
+//! Schema-per-tenant layouts on real servers, in both modes: one route `tenant_*.leads` over 50
+//! tenant schemas takes each change's tenant from its schema name, 10,000 changes each reach
+//! `crm:<tenant>:leads` exactly once, and a tenant schema created while the daemon runs has its
+//! changes published from its first row on (the event trigger setup installs captures it in
+//! the DDL's own transaction). A bad pattern, or one that could capture an unsafe tenant, is
+//! refused when the config is loaded.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::{fenced, Env};
+
+const WAIT: Duration = Duration::from_secs(120);
+const TENANTS: usize = 50;
+
+const ROUTE: &str = "[[tables]]\ntable = \"tenant_*.leads\"\ntype = \"leads\"\n\
+    tenant = { schema = \"tenant_([a-z0-9][a-z0-9_]*)\" }\napp = { fixed = [\"crm\"] }\n";
+
+/// One tenant's schema and its `leads` table.
+fn schema(n: usize) -> String {
+    format!(
+        "CREATE SCHEMA tenant_t{n:02}; CREATE TABLE tenant_t{n:02}.leads \
+         (lead_id bigint PRIMARY KEY, name text, stage text);"
+    )
+}
+
+/// 200 changes in tenant `n`: 120 inserts, 60 updates, 20 deletes, each statement its own
+/// transaction.
+fn changes(n: usize) -> String {
+    let t = format!("tenant_t{n:02}.leads");
+    format!(
+        "INSERT INTO {t} SELECT g, 'lead ' || g, 'new' FROM generate_series(1, 120) g;\n\
+         UPDATE {t} SET stage = 'won' WHERE lead_id <= 60;\n\
+         DELETE FROM {t} WHERE lead_id > 100;\n"
+    )
+}
+
+async fn fifty_tenants_and_one_more(mode: &str) {
+    let schemas: String = (1..=TENANTS).map(schema).collect();
+    let env = Env::start_with(&schemas, &format!("mode = \"{mode}\"\n{ROUTE}"));
+    let daemon = env.daemon();
+    let sub = env.subscribe().await;
+    let half: String = (1..=TENANTS / 2).map(changes).collect();
+    env.sql(&half);
+    // a new tenant mid-stream: its first row is written in the transaction that creates it
+    env.sql(
+        "BEGIN; CREATE SCHEMA tenant_new; \
+         CREATE TABLE tenant_new.leads (lead_id bigint PRIMARY KEY, name text, stage text); \
+         INSERT INTO tenant_new.leads VALUES (1, 'first', 'new'); COMMIT;",
+    );
+    env.sql("INSERT INTO tenant_new.leads VALUES (2, 'second', 'new'); UPDATE tenant_new.leads SET stage = 'won'; DELETE FROM tenant_new.leads WHERE lead_id = 2;");
+    let rest: String = (TENANTS / 2 + 1..=TENANTS).map(changes).collect();
+    env.sql(&rest);
+    let expected = TENANTS * 200 + 5;
+    sub.wait_for(expected, WAIT, || daemon.log()).await;
+    let events = fenced(&env, &sub).await;
+    assert_eq!(events.len(), expected, "{}", daemon.log());
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|m| m.event["eventId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), expected, "every change exactly once");
+    let mut per_channel: HashMap<&str, usize> = HashMap::new();
+    for m in &events {
+        let table = m.event["table"].as_str().unwrap();
+        let tenant = table
+            .strip_prefix("tenant_")
+            .and_then(|t| t.strip_suffix(".leads"))
+            .unwrap();
+        assert_eq!(m.channel, format!("crm:{tenant}:leads"), "{}", m.raw);
+        assert_eq!(m.event["tenantId"], tenant, "{}", m.raw);
+        *per_channel.entry(m.channel.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_channel.len(), TENANTS + 1);
+    assert!(per_channel
+        .iter()
+        .all(|(c, n)| *n == if *c == "crm:new:leads" { 5 } else { 200 }));
+    let new: Vec<(&str, i64)> = events
+        .iter()
+        .filter(|m| m.channel == "crm:new:leads")
+        .map(|m| {
+            let op = m.event["operation"].as_str().unwrap();
+            (op, m.event["data"]["lead_id"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        new,
+        [
+            ("INSERT", 1),
+            ("INSERT", 2),
+            ("UPDATE", 1),
+            ("UPDATE", 2),
+            ("DELETE", 2)
+        ]
+    );
+    assert!(env.dead_letters().is_empty(), "{:?}", env.dead_letters());
+    let check = env.sluice(&["check"]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains(&format!(
+            "pattern tenant_*.leads: matches {} table(s)",
+            TENANTS + 1
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trigger_mode_routes_every_tenant_schema() {
+    fifty_tenants_and_one_more("trigger").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logical_mode_routes_every_tenant_schema() {
+    fifty_tenants_and_one_more("logical").await;
+}
+
+/// `sluice check` on a config alone (it is refused before anything connects).
+fn check_config(route: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    let text = format!(
+        "[postgres]\nurl = \"postgres://nobody@127.0.0.1:1/app\"\n[apps]\ncrm = {{ prefixes = [\"crm.\"] }}\n{route}"
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "sluice.toml");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn bad_and_unsafe_patterns_are_refused_at_load() {
+    let route = |pattern: &str| {
+        format!("[[tables]]\ntable = \"tenant_*.leads\"\ntype = \"leads\"\ntenant = {{ schema = \"{pattern}\" }}\napp = {{ fixed = [\"crm\"] }}\n")
+    };
+    let (code, err) = check_config(&route("tenant_([a-z"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sluice.toml:8: tables[0] (tenant_*.leads) tenant.schema: \"tenant_([a-z\" is not a valid regular expression: unclosed character class;"), "{err}");
+    assert!(
+        err.contains("write it like tenant = { schema = \"tenant_([a-z0-9][a-z0-9_]*)\" }"),
+        "{err}"
+    );
+    let (code, err) = check_config(&route("tenant_(.+)"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sluice.toml:8: tables[0] (tenant_*.leads) tenant.schema: \"tenant_(.+)\" could capture \"!\" (from a schema named \"tenant_!\"), which is not a safe tenant"), "{err}");
+    let (code, err) = check_config(&route("tenant_[a-z]+"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("has no capture group to take the tenant from"),
+        "{err}"
+    );
+    let (code, err) =
+        check_config(&route("tenant_([a-z]+)").replace("tenant_*.leads", "tenant_1.lea*"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("a * may stand only in the schema part"),
+        "{err}"
+    );
+    let (code, err) = check_config(&route("tenant_([a-z]+)").replace("{ schema =", "{ schemas ="));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("tables[0].tenant.schemas: unknown key (did you mean schema?)"),
+        "{err}"
+    );
+}
