@@ -172,3 +172,36 @@ fn bad_and_unsafe_patterns_are_refused_at_load() {
         "{err}"
     );
 }
+
+/// A tenant column computed from another (`GENERATED ALWAYS AS ... STORED`).
+const GENERATED: &str = "CREATE TABLE accounts (account_id bigint PRIMARY KEY, code text, \
+    tenant_id text GENERATED ALWAYS AS (split_part(code, '/', 1)) STORED);";
+const GENERATED_ROUTE: &str = "[[tables]]\ntable = \"public.accounts\"\ntype = \"accounts\"\n\
+    tenant = \"tenant_id\"\napp = { fixed = [\"crm\"] }\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generated_tenant_column_routes_in_trigger_mode() {
+    let env = Env::start_with(GENERATED, &format!("mode = \"trigger\"\n{GENERATED_ROUTE}"));
+    let daemon = env.daemon();
+    let sub = env.subscribe().await;
+    env.sql("INSERT INTO accounts (account_id, code) VALUES (1, 'acme/1'), (2, 'globex/2')");
+    let events = sub.wait_for(2, WAIT, || daemon.log()).await;
+    let channels: HashSet<&str> = events.iter().map(|m| m.channel.as_str()).collect();
+    assert_eq!(channels, HashSet::from(["crm:acme:accounts", "crm:globex:accounts"]));
+}
+
+/// Before PostgreSQL 18 pgoutput sends no generated column: `check` says logical mode cannot
+/// route by one, and what to do instead.
+#[test]
+fn check_says_logical_mode_cannot_route_by_a_generated_column_before_18() {
+    let env = Env::start_with(GENERATED, &format!("mode = \"logical\"\n{GENERATED_ROUTE}"));
+    let version: i32 = env.sql("SHOW server_version_num").trim().parse().unwrap();
+    let out = env.sluice(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if version >= 180000 {
+        assert!(!text.contains("FAIL table public.accounts"), "{text}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL table public.accounts: routing column(s) tenant_id are generated and logical mode cannot route by them: PostgreSQL before 18 does not replicate generated columns; use source.mode = \"trigger\""), "{text}");
+}
