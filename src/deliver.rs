@@ -122,7 +122,7 @@ pub fn route_all(router: &Router, changes: &[Change]) -> (Vec<Event>, Vec<DeadLe
     let mut received: HashMap<(&str, &'static str), u64> = HashMap::new();
     for change in changes {
         *received
-            .entry((&change.table, change.operation.as_str()))
+            .entry((router.table_label(&change.table), change.operation.as_str()))
             .or_default() += 1;
         router.route(change, &mut routed, &mut buf);
     }

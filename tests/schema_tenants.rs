@@ -119,6 +119,12 @@ async fn logical_mode_routes_every_tenant_schema() {
 
 /// `sluice check` on a config alone (it is refused before anything connects).
 fn check_config(route: &str) -> (i32, String) {
+    let (code, _, stderr) = offline(route, &["check"]);
+    (code, stderr)
+}
+
+/// A command that needs no server, with a config of `route`: exit code, stdout, stderr.
+fn offline(route: &str, args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");
     let text = format!(
@@ -128,13 +134,38 @@ fn check_config(route: &str) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("--config")
         .arg(&path)
-        .arg("check")
+        .args(args)
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();
     let stderr =
         String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "sluice.toml");
-    (out.status.code().unwrap_or(-1), stderr)
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+#[test]
+fn route_shows_the_tenant_a_schema_gives() {
+    let route = |table: &str| {
+        offline(
+            ROUTE,
+            &["route", "--table", table, "--row", "{\"lead_id\": 1}"],
+        )
+    };
+    let (code, out, err) = route("tenant_acme.leads");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("publish crm:acme:leads  (app crm, tenant acme,"),
+        "{out}"
+    );
+    let (code, out, _) = route("tenant_.leads");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("dead letter missing_tenant: schema \"tenant_\" does not match"),
+        "{out}"
+    );
+    let (code, _, err) = route("other.leads");
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]
@@ -187,7 +218,10 @@ async fn a_generated_tenant_column_routes_in_trigger_mode() {
     env.sql("INSERT INTO accounts (account_id, code) VALUES (1, 'acme/1'), (2, 'globex/2')");
     let events = sub.wait_for(2, WAIT, || daemon.log()).await;
     let channels: HashSet<&str> = events.iter().map(|m| m.channel.as_str()).collect();
-    assert_eq!(channels, HashSet::from(["crm:acme:accounts", "crm:globex:accounts"]));
+    assert_eq!(
+        channels,
+        HashSet::from(["crm:acme:accounts", "crm:globex:accounts"])
+    );
 }
 
 /// Before PostgreSQL 18 pgoutput sends no generated column: `check` says logical mode cannot

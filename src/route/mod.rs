@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use compile::RouteProblem;
-use schema::SchemaTenant;
+use schema::{raw_tenant, schema_tenant, Tenant};
 
 use crate::channel::{is_safe_key, is_safe_tenant, Template, Values};
 use crate::config::OnUnroutable;
@@ -67,22 +67,6 @@ enum Rule {
     Fixed(Vec<Arc<str>>),
 }
 
-/// Where a route takes the tenant from.
-#[derive(Debug)]
-enum Tenant {
-    Column(String),
-    Schema(SchemaTenant),
-}
-
-impl Tenant {
-    fn column(&self) -> Option<&str> {
-        match self {
-            Tenant::Column(c) => Some(c),
-            Tenant::Schema(_) => None,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct TableRoute {
     /// `schema.table` as configured; for a pattern route, the glob (events name the table).
@@ -128,22 +112,6 @@ impl Router {
     /// `None` for an unrouted table or a row without one.
     pub fn tenant_of(&self, change: &Change) -> Option<String> {
         raw_tenant(change, self.lookup(&change.table)?)
-    }
-
-    /// Whether a change of this table (`schema.table`) has a route.
-    pub fn routes(&self, table: &str) -> bool {
-        self.lookup(table).is_some()
-    }
-
-    /// The route of a table: its own entry, else the first pattern whose schema glob matches.
-    fn lookup(&self, table: &str) -> Option<&TableRoute> {
-        self.tables.get(table).or_else(|| {
-            self.patterns.iter().find(|r| {
-                let schema = schema_of(table, &r.name);
-                let glob = r.table.split_once('.').map_or("", |(s, _)| s);
-                schema.is_some_and(|s| schema::glob_matches(glob, s))
-            })
-        })
     }
 
     /// Routes one change, appending what it became to `out`; `buf` is a reused scratch buffer.
@@ -432,47 +400,7 @@ fn tenant_of(raw: Option<&serde_json::value::RawValue>, col: &str) -> Result<Str
     Ok(text.into_owned())
 }
 
-/// The tenant as written in the row (or taken from the schema), for the dead-letter table
-/// (even when unsafe).
-fn raw_tenant(change: &Change, route: &TableRoute) -> Option<String> {
-    let col = match &route.tenant {
-        Tenant::Column(col) => col,
-        Tenant::Schema(p) => {
-            return p
-                .tenant(schema_of(&change.table, &route.name)?)
-                .map(Into::into)
-        }
-    };
-    let found = json::fields(&change.data, &[col]).ok()?;
-    json::scalar_text(found[0]?).ok()?.map(|t| t.into_owned())
-}
-
-/// The schema of `table` (`schema.name`), whose name part is `name`.
-fn schema_of<'a>(table: &'a str, name: &str) -> Option<&'a str> {
-    table.strip_suffix(name)?.strip_suffix('.')
-}
-
-/// The tenant a schema-per-tenant route takes from the change's schema. The pattern was
-/// proven at load to capture only safe tenants.
-fn schema_tenant(
-    change: &Change,
-    route: &TableRoute,
-    pattern: &SchemaTenant,
-) -> Result<String, Unrouted> {
-    let schema = schema_of(&change.table, &route.name).unwrap_or_default();
-    match pattern.tenant(schema) {
-        Some(tenant) if is_safe_tenant(tenant) => Ok(tenant.to_string()),
-        _ => Err((
-            Reason::MissingTenant,
-            format!(
-                "schema {:?} does not match the route's tenant.schema pattern",
-                truncate(schema)
-            ),
-        )),
-    }
-}
-
-fn truncate(s: &str) -> &str {
+pub(crate) fn truncate(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
         None => s,

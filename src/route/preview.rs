@@ -49,7 +49,7 @@ pub enum Op {
 /// Routes the row, prints what it becomes and returns the exit status: 0 when it would be
 /// published, else [`DEAD_LETTER`], [`NOTHING`] or [`BAD_INPUT`].
 pub fn run(config: &Config, router: &Router, args: &Args) -> ExitCode {
-    let change = match change(config, args) {
+    let change = match change(config, router, args) {
         Ok(change) => change,
         Err(why) => {
             eprintln!("error: {why}");
@@ -64,9 +64,9 @@ pub fn run(config: &Config, router: &Router, args: &Args) -> ExitCode {
 }
 
 /// The change the daemon would read for this row.
-fn change(config: &Config, args: &Args) -> Result<Change, String> {
+fn change(config: &Config, router: &Router, args: &Args) -> Result<Change, String> {
     let table = qualify(&args.table);
-    if !config.tables.iter().any(|t| qualify(&t.table) == table) {
+    if router.lookup(&table).is_none() {
         let known: Vec<String> = config.tables.iter().map(|t| qualify(&t.table)).collect();
         return Err(format!(
             "no [[tables]] entry for {table}; the configured tables are {}",

@@ -18,6 +18,12 @@ use regex_automata::util::start;
 use regex_automata::Anchored;
 use regex_syntax::hir::{Hir, HirKind};
 
+use super::{truncate, Router, TableRoute, Unrouted};
+use crate::channel::is_safe_tenant;
+use crate::dead_letter::Reason;
+use crate::event::Change;
+use crate::json;
+
 /// A safe tenant, without the length bound (see the module doc).
 const SAFE: &str = "[A-Za-z0-9][A-Za-z0-9._-]*";
 
@@ -156,6 +162,84 @@ fn example_schema(pattern: &str, capture: &str) -> String {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
     format!("{prefix}{capture}")
+}
+
+/// Where a route takes the tenant from.
+#[derive(Debug)]
+pub(super) enum Tenant {
+    Column(String),
+    Schema(SchemaTenant),
+}
+
+impl Tenant {
+    pub(super) fn column(&self) -> Option<&str> {
+        match self {
+            Tenant::Column(c) => Some(c),
+            Tenant::Schema(_) => None,
+        }
+    }
+}
+
+/// The tenant as written in the row (or taken from the schema), for the dead-letter table
+/// (even when unsafe).
+pub(super) fn raw_tenant(change: &Change, route: &TableRoute) -> Option<String> {
+    let col = match &route.tenant {
+        Tenant::Column(col) => col,
+        Tenant::Schema(p) => {
+            return p
+                .tenant(schema_of(&change.table, &route.name)?)
+                .map(Into::into)
+        }
+    };
+    let found = json::fields(&change.data, &[col]).ok()?;
+    json::scalar_text(found[0]?).ok()?.map(|t| t.into_owned())
+}
+
+impl Router {
+    /// The `table` label of a change's metrics: a pattern route's pattern (`tenant_*.leads`),
+    /// so the number of series stays fixed by the config however many tenants there are.
+    pub fn table_label<'a>(&'a self, table: &'a str) -> &'a str {
+        match self.lookup(table) {
+            Some(route) if route.pattern => &route.table,
+            _ => table,
+        }
+    }
+
+    /// The route of a table: its own entry, else the first pattern whose schema glob matches.
+    pub(super) fn lookup(&self, table: &str) -> Option<&TableRoute> {
+        self.tables.get(table).or_else(|| {
+            self.patterns.iter().find(|r| {
+                let schema = schema_of(table, &r.name);
+                let glob = r.table.split_once('.').map_or("", |(s, _)| s);
+                schema.is_some_and(|s| glob_matches(glob, s))
+            })
+        })
+    }
+}
+
+/// The schema of `table` (`schema.name`), whose name part is `name`.
+pub(super) fn schema_of<'a>(table: &'a str, name: &str) -> Option<&'a str> {
+    table.strip_suffix(name)?.strip_suffix('.')
+}
+
+/// The tenant a schema-per-tenant route takes from the change's schema. The pattern was
+/// proven at load to capture only safe tenants.
+pub(super) fn schema_tenant(
+    change: &Change,
+    route: &TableRoute,
+    pattern: &SchemaTenant,
+) -> Result<String, Unrouted> {
+    let schema = schema_of(&change.table, &route.name).unwrap_or_default();
+    match pattern.tenant(schema) {
+        Some(tenant) if is_safe_tenant(tenant) => Ok(tenant.to_string()),
+        _ => Err((
+            Reason::MissingTenant,
+            format!(
+                "schema {:?} does not match the route's tenant.schema pattern",
+                truncate(schema)
+            ),
+        )),
+    }
 }
 
 /// `*` in a schema glob matches any run of characters; everything else matches itself.
