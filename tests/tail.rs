@@ -5,90 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
+use common::tail::Tail;
 use common::{redis_command, wait_until, Env};
 use sluice::testkit::Redis;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A running `sluice tail`, its stdout lines and stderr collected.
-struct Tail {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-impl Tail {
-    fn start(env: &Env, args: &[&str]) -> Tail {
-        Tail::spawn(env.command().arg("tail").args(args))
-    }
-
-    fn spawn(command: &mut Command) -> Tail {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let collect = |stream: Box<dyn std::io::Read + Send>| {
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let sink = lines.clone();
-            std::thread::spawn(move || {
-                BufReader::new(stream)
-                    .lines()
-                    .map_while(Result::ok)
-                    .for_each(|l| sink.lock().unwrap().push(l))
-            });
-            lines
-        };
-        let lines = collect(Box::new(child.stdout.take().unwrap()));
-        let errors = collect(Box::new(child.stderr.take().unwrap()));
-        Tail {
-            child,
-            lines,
-            errors,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    fn count(&self) -> usize {
-        self.lines.lock().unwrap().len()
-    }
-
-    fn errors(&self) -> String {
-        self.errors.lock().unwrap().join("\n")
-    }
-
-    /// The seqs printed per channel, in print order.
-    fn seqs(&self) -> BTreeMap<String, Vec<u64>> {
-        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for line in self.lines.lock().unwrap().iter() {
-            let (channel, payload) = line.split_once(' ').unwrap();
-            let event: serde_json::Value = serde_json::from_str(payload).unwrap();
-            out.entry(channel.to_string())
-                .or_default()
-                .push(event["seq"].as_u64().unwrap());
-        }
-        out
-    }
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_cut_off_as_a_slow_consumer_fetches_what_it_missed_from_history() {
@@ -177,7 +101,7 @@ async fn tail_json_prints_one_event_object_per_line() {
         || format!("{}\n{}", tail.errors(), daemon.log()),
     )
     .await;
-    for line in tail.lines.lock().unwrap().iter() {
+    for line in tail.lines().iter() {
         let event: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert_eq!(
@@ -225,12 +149,9 @@ async fn tail_needs_only_a_redis_url_and_no_config_file() {
     for tail in [&from_env, &from_flag, &from_sluice_env] {
         wait_until(WAIT, || tail.count() == 1, || tail.errors()).await;
     }
-    assert_eq!(from_env.lines.lock().unwrap()[0], event);
-    assert_eq!(from_sluice_env.lines.lock().unwrap()[0], event);
-    assert_eq!(
-        from_flag.lines.lock().unwrap()[0],
-        format!("a:t1:things {event}")
-    );
+    assert_eq!(from_env.lines()[0], event);
+    assert_eq!(from_sluice_env.lines()[0], event);
+    assert_eq!(from_flag.lines()[0], format!("a:t1:things {event}"));
 
     let out = bare().arg("tail").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use super::Env;
@@ -15,10 +15,12 @@ pub struct Tail {
 
 impl Tail {
     pub fn start(env: &Env, args: &[&str]) -> Tail {
-        let mut child = env
-            .command()
-            .arg("tail")
-            .args(args)
+        Tail::spawn(env.command().arg("tail").args(args))
+    }
+
+    /// Any `sluice ... tail` command line.
+    pub fn spawn(command: &mut Command) -> Tail {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -48,6 +50,11 @@ impl Tail {
             .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
+    }
+
+    /// Every stdout line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 
     pub fn count(&self) -> usize {
