@@ -68,7 +68,7 @@
 //! | [`exporter`], [`latency`] | the Prometheus recorder and its series; end-to-end latency |
 //! | [`telemetry`] | logging and metric names |
 //! | [`shutdown`], [`backoff`] | waits that give way to SIGTERM; exponential backoff with jitter |
-//! | [`testkit`] | throwaway servers (and a blackholing proxy) for tests, the demo and benchmarks |
+//! | `testkit` | throwaway servers (and a blackholing proxy) for tests, the demo and benchmarks; behind the `testkit` feature, which only the tests, benches and examples turn on |
 //! | [`tls`] | TLS to PostgreSQL (libpq's `sslmode`) and Redis (`rediss://`), on rustls |
 
 pub mod backoff;
@@ -103,5 +103,6 @@ pub mod status;
 pub mod tail;
 pub mod teardown;
 pub mod telemetry;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tls;

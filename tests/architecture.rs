@@ -161,3 +161,18 @@ fn no_two_modules_import_each_other() {
         .collect();
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
 }
+
+/// `testkit` is behind the `testkit` feature (only tests, benches and examples turn it on), so
+/// no module of the daemon may use it: the production build would not compile.
+#[test]
+fn the_daemon_does_not_use_the_testkit() {
+    let users: Vec<String> = graph()
+        .into_iter()
+        .filter(|(module, uses)| module != "testkit" && uses.contains("testkit"))
+        .map(|(module, _)| module)
+        .collect();
+    assert!(users.is_empty(), "modules using crate::testkit: {users:?}");
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    assert!(lib.contains("#[cfg(any(test, feature = \"testkit\"))]\npub mod testkit;"));
+}
