@@ -1,8 +1,8 @@
-import type Redis from "ioredis";
 import { BoundedSet, Queue } from "./collections";
 import { EventParseError, HandlerError, RecoveryError, type SluiceError } from "./errors";
 import { readHistory, readSnapshot } from "./redis-reads";
 import type { PositionStore } from "./store";
+import type { Commands } from "./transport";
 import type {
   Delivery,
   Handler,
@@ -15,12 +15,11 @@ import type {
 
 /** What a channel's worker needs from the consumer that owns it. */
 export interface ChannelEnv {
-  redis: Redis;
+  redis: Commands;
   handler: Handler;
   onResync: ResyncHandler | undefined;
   reportError(error: SluiceError): void;
   store: PositionStore;
-  startFrom: "now" | "beginning";
   dedupWindow: number;
   historyBatch: number;
   /** A live message left the buffer. */
@@ -55,6 +54,8 @@ export class ChannelWorker {
     readonly channel: string,
     private readonly env: ChannelEnv,
     public position: Position | undefined,
+    /** Where the channel starts when it has no position. */
+    private readonly startFrom: "now" | "beginning",
   ) {
     this.seen = new BoundedSet(env.dedupWindow);
   }
@@ -204,7 +205,7 @@ export class ChannelWorker {
     const seq = event.seq;
     if (this.retiredEpochs.has(epoch)) return;
     if (!this.position) {
-      if (this.env.startFrom === "beginning" && seq > 1) await this.fillFromHistory();
+      if (this.startFrom === "beginning" && seq > 1) await this.fillFromHistory();
       this.position ??= { epoch, seq: seq - 1 };
     }
     if (!this.follows(epoch, seq)) {
@@ -265,7 +266,7 @@ export class ChannelWorker {
       const page = await readHistory(this.env.redis, this.channel, from?.seq ?? 0, this.env.historyBatch);
       if (page.epoch === null) return; // Redis knows nothing of this channel yet
       if (!from) {
-        const start = this.env.startFrom === "beginning" ? 0 : page.seq;
+        const start = this.startFrom === "beginning" ? 0 : page.seq;
         await this.moveTo({ epoch: page.epoch, seq: start });
         if (start === page.seq) return;
         continue;
