@@ -54,20 +54,32 @@ export class ReplyParser {
   }
 }
 
+/** The integer of a `$`, `*` or `:` header, read from its bytes (no string in between). */
+function integer(buf: Buffer, from: number, to: number): number {
+  let negative = false;
+  let value = 0;
+  for (let i = from; i < to; i++) {
+    const c = buf[i];
+    if (c === 0x2d) negative = true;
+    else value = value * 10 + (c - 0x30);
+  }
+  return negative ? -value : value;
+}
+
 function parse(buf: Buffer, start: number): [Reply, number] | Incomplete {
-  const eol = buf.indexOf("\r\n", start + 1, "latin1");
-  if (eol < 0) return new Incomplete(buf.length - start + 1);
-  const text = () => buf.toString("utf8", start + 1, eol);
+  const eol = buf.indexOf(0x0d, start + 1);
+  if (eol < 0) return new Incomplete(buf.length - start + 2); // \r\n still to come
+  if (eol + 1 >= buf.length) return new Incomplete(buf.length - start + 1);
   switch (buf[start]) {
     case 0x2b: // +
-      return [text(), eol + 2];
+      return [buf.toString("utf8", start + 1, eol), eol + 2];
     case 0x2d: // -
-      return [new ReplyError(text()), eol + 2];
+      return [new ReplyError(buf.toString("utf8", start + 1, eol)), eol + 2];
     case 0x3a: // :
-      return [Number(text()), eol + 2];
+      return [integer(buf, start + 1, eol), eol + 2];
     case 0x24: {
       // $
-      const length = Number(text());
+      const length = integer(buf, start + 1, eol);
       if (length < 0) return [null, eol + 2];
       const end = eol + 2 + length;
       if (end + 2 > buf.length) return new Incomplete(end + 2 - start);
@@ -75,15 +87,15 @@ function parse(buf: Buffer, start: number): [Reply, number] | Incomplete {
     }
     case 0x2a: {
       // *
-      const count = Number(text());
+      const count = integer(buf, start + 1, eol);
       if (count < 0) return [null, eol + 2];
-      const items: Reply[] = [];
+      const items: Reply[] = new Array(count);
       let at = eol + 2;
       for (let i = 0; i < count; i++) {
         if (at >= buf.length) return new Incomplete(at - start + 1);
         const item = parse(buf, at);
         if (item instanceof Incomplete) return new Incomplete(at - start + item.need);
-        items.push(item[0]);
+        items[i] = item[0];
         at = item[1];
       }
       return [items, at];
