@@ -1,6 +1,6 @@
 import { BoundedSet, Queue } from "./collections";
 import { EventParseError, HandlerError, RecoveryError, type SluiceError } from "./errors";
-import { readHistory, readSnapshot } from "./redis-reads";
+import { readHistory, readMeta, readSnapshot } from "./redis-reads";
 import type { PositionStore } from "./store";
 import type { Commands } from "./transport";
 import type {
@@ -55,7 +55,7 @@ export class ChannelWorker {
     private readonly env: ChannelEnv,
     public position: Position | undefined,
     /** Where the channel starts when it has no position. */
-    private readonly startFrom: "now" | "beginning",
+    private startFrom: "now" | "beginning",
   ) {
     this.seen = new BoundedSet(env.dedupWindow);
   }
@@ -76,6 +76,28 @@ export class ChannelWorker {
   /** Read history past the position (after subscribing, after a reconnect, on start). */
   catchUp(): void {
     this.push({ kind: "catch-up" });
+  }
+
+  /**
+   * Before subscribing, for `startFrom: "now"` without a position: start where the channel's
+   * meta stands now, so the catch-up after subscribing delivers whatever is published from here
+   * on, however late that read runs. A channel Redis does not know yet is read from its first
+   * message. Retried until Redis answers; resolves when settled.
+   */
+  settleStart(): Promise<void> {
+    return new Promise((resolve) => {
+      this.push({
+        kind: "task",
+        run: async () => {
+          if (!this.position && this.startFrom === "now") {
+            const meta = await readMeta(this.env.redis, this.channel);
+            if (meta) await this.moveTo(meta);
+            else this.startFrom = "beginning";
+          }
+          resolve();
+        },
+      });
+    });
   }
 
   /** Run `fn` in the channel's order (between two events). */

@@ -152,7 +152,12 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
             },
             events,
           );
-    await this.transport.start();
+    await this.transport.start(() => this.settleStarts([...this.workers.values()]));
+  }
+
+  /** `startFrom: "now"` is where each new channel stands before it is subscribed. */
+  private async settleStarts(workers: ChannelWorker[]): Promise<void> {
+    await Promise.all(workers.map((w) => w.settleStart()));
   }
 
   /** Stops reading, lets the event in progress finish, flushes the store, disconnects. */
@@ -243,8 +248,9 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
         // Found at start: like any channel, from `startFrom`. Found later: the channel is new,
         // so its history from the beginning is what was published before it was found.
         const fresh = channels.filter((c) => !this.workers.has(c));
-        for (const channel of fresh) this.worker(channel, undefined, initial ? this.options.startFrom : "beginning");
-        this.transport?.add(channels);
+        const from = initial ? this.options.startFrom : "beginning";
+        const workers = fresh.map((channel) => this.worker(channel, undefined, from));
+        void this.settleStarts(workers).then(() => this.transport?.add(channels));
       },
       error: (error) => this.report(error),
     };

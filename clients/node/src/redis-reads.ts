@@ -51,6 +51,12 @@ export async function readHistory(
   return { epoch, seq: seq === null ? 0 : Number(seq), entries };
 }
 
+/** The channel's (epoch, seq) from its meta; undefined when Redis knows nothing of it. */
+export async function readMeta(redis: Commands, channel: string): Promise<Position | undefined> {
+  const [epoch, seq] = await redis.hmget(metaKey(channel), "epoch", "seq");
+  return epoch === null ? undefined : { epoch, seq: seq === null ? 0 : Number(seq) };
+}
+
 /**
  * `MULTI; HGETALL sluice:state:{ch}; HGET sluice:meta:{ch} seq; HGET sluice:meta:{ch} epoch; EXEC`:
  * the channel's records and the seq they stand at, one consistent snapshot.

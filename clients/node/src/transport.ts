@@ -25,8 +25,11 @@ export interface TransportEvents {
 /** How the consumer subscribes and reads: a single Redis, or a Redis Cluster. */
 export interface Transport {
   readonly commands: Commands;
-  /** Connects and subscribes; resolves once the first subscriptions are in place. */
-  start(): Promise<void>;
+  /**
+   * Connects, runs `prepare` (reads that must come before subscribing), subscribes; resolves
+   * once the first subscriptions are in place.
+   */
+  start(prepare: () => Promise<void>): Promise<void>;
   /** Subscribe to these channels too (cluster: channels found by a pattern's scan). */
   add(channels: string[]): void;
   /** Stop reading messages (the buffer is full), and go on. */
@@ -72,10 +75,11 @@ export class StandaloneTransport implements Transport {
     this.sub.on("pmessage", (_p: string, channel: string, raw: string) => this.events.message(channel, raw));
   }
 
-  start(): Promise<void> {
+  async start(prepare: () => Promise<void>): Promise<void> {
     const subscribed = new Promise<void>((resolve) => (this.firstSubscribe = resolve));
     // A Redis that is not up yet is retried (retryStrategy): start() resolves once subscribed.
     this.commands.connect().catch(() => {});
+    await prepare();
     this.sub.connect().catch(() => {});
     return subscribed;
   }

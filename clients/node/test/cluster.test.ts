@@ -106,6 +106,17 @@ describe("on a Redis Cluster of 3 masters", { timeout: 300_000 }, () => {
     }
   });
 
+  it("startFrom now: what is published as soon as start() resolves is delivered", async () => {
+    const channels = names("now", 6);
+    const w = await consume(cluster.url, { channels, startFrom: "now" });
+    try {
+      await publisher.rounds(channels, 10);
+      await assertComplete(w, publisher, channels);
+    } finally {
+      await w.consumer.stop();
+    }
+  });
+
   it("a slot resharded mid-stream: Redis's sunsubscribe is followed, nothing missed or repeated", async () => {
     const moving = sameSlot("reshard", 3);
     const others = names("stay", 6);

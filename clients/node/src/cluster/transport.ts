@@ -31,6 +31,7 @@ export class ClusterTransport implements Transport {
   /** Channels start() waits for. */
   private readonly waiting = new Set<string>();
   private discovering: boolean;
+  private stopped = false;
   private ready: (() => void) | undefined;
 
   constructor(
@@ -78,10 +79,19 @@ export class ClusterTransport implements Transport {
     }
   }
 
-  async start(): Promise<void> {
-    const ready = new Promise<void>((resolve) => (this.ready = resolve));
+  async start(prepare: () => Promise<void>): Promise<void> {
     for (const channel of this.options.channels) this.waiting.add(channel);
+    // Waits for the cluster if it is not up yet.
+    const connected = new Promise<void>((resolve) => {
+      this.commands.once("ready", resolve);
+      this.ready = resolve; // stop() before the cluster answered
+    });
     this.commands.connect().catch(() => {});
+    await connected;
+    this.ready = undefined;
+    await prepare();
+    if (this.stopped) return;
+    const ready = new Promise<void>((resolve) => (this.ready = resolve));
     this.subscriber.add(this.options.channels);
     this.subscriber.start();
     if (this.discovery) {
@@ -105,6 +115,7 @@ export class ClusterTransport implements Transport {
   }
 
   stopReceiving(): void {
+    this.stopped = true;
     this.discovery?.stop();
     this.subscriber.stop();
     this.ready?.();
