@@ -27,7 +27,10 @@ export interface ConsumerOptions {
    * `discoveryInterval` and read from the start of their history.
    */
   patterns?: string[];
-  /** Cluster mode: how often (ms) the masters are scanned for new channels the patterns cover. Default 5000. */
+  /**
+   * Cluster mode: how often (ms) the masters are scanned for new channels the patterns cover,
+   * and the slot map is read again (a master that hangs sends no push). Default 5000.
+   */
   discoveryInterval?: number;
   /** Called once per event, in seq order per channel, awaited before the next one. */
   handler: Handler;
@@ -61,8 +64,8 @@ export interface ConsumerEvents {
   disconnected: [];
   /**
    * Cluster mode: channels stopped being subscribed on a node: `slot-moved` (Redis sent
-   * `sunsubscribe`: resharding, or the node is no longer the slot's master), `node-lost`, or
-   * `redirected`. They are subscribed again on the slot's master and caught up from history.
+   * `sunsubscribe`: resharding, or the node is no longer the slot's master; or the slot map
+   * names another master), `node-lost`, or `redirected`. They are subscribed again on the slot's master and caught up from history.
    */
   unsubscribed: [info: UnsubscribedInfo];
   /** A failure the consumer retries or skips (bad message); never fatal. */

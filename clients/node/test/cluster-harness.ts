@@ -33,7 +33,11 @@ export class ClusterNode {
   }
 
   client(): Redis {
-    const client = new Redis(this.port, "127.0.0.1", { maxRetriesPerRequest: 1, retryStrategy: () => null });
+    const client = new Redis(this.port, "127.0.0.1", {
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => null,
+      commandTimeout: 5_000, // a stopped (SIGSTOP) node answers nothing
+    });
     client.on("error", () => {});
     return client;
   }
@@ -57,6 +61,11 @@ export class ClusterNode {
     proc.once("exit", () => children.delete(proc));
     this.proc = proc;
     await waitFor(`redis-server on ${this.port}`, async () => (await this.call("PING")) === "PONG", 20_000, 50);
+  }
+
+  /** SIGSTOP (a hung node) or SIGCONT, without waiting. */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void {
+    this.proc?.kill(signal);
   }
 
   /** SIGKILL (a crashed master) or SIGTERM. */
@@ -189,6 +198,13 @@ export class RedisCluster {
     await this.waitOk();
   }
 
+  /** Until `replica` has everything `master` took so far. */
+  async waitReplicated(master: ClusterNode, replica: ClusterNode): Promise<void> {
+    const offset = Number((await master.info("replication"))["master_repl_offset"]);
+    await waitFor(`${replica.address} at offset ${offset}`, async () =>
+      Number((await replica.info("replication"))["slave_repl_offset"]) >= offset, 30_000, 20);
+  }
+
   /** The replica of `master` (the first one). */
   async replicaOf(master: ClusterNode): Promise<ClusterNode> {
     for (const node of this.running()) {
@@ -302,6 +318,14 @@ export class ClusterPublisher {
         await new Promise((r) => setTimeout(r, 50));
       }
     }
+  }
+
+  /** Reads the slot map again until no slot names `node` (a master that hangs is not asked again). */
+  async forget(node: ClusterNode): Promise<void> {
+    await waitFor(`the publisher's slot map without ${node.address}`, async () => {
+      await new Promise<void>((resolve) => this.client.refreshSlotsCache(() => resolve()));
+      return !this.client.slots.some((owners) => owners?.[0] === node.address);
+    }, 30_000, 100);
   }
 
   /** WAIT on the channel's master (the pipeline goes to the node of its key's slot). */

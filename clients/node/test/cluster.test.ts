@@ -4,7 +4,7 @@
 // Every case asserts the same property: each channel's handler saw seq 1..n once, in order.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { SluiceConsumer, type ConsumerOptions, type UnsubscribedInfo } from "../src";
+import { SluiceConsumer, metaKey, type ConsumerOptions, type UnsubscribedInfo } from "../src";
 import { keySlot } from "../src/slot";
 import { Recorder } from "./check";
 import { ClusterPublisher, RedisCluster, type ClusterNode } from "./cluster-harness";
@@ -259,6 +259,60 @@ describe("on a Redis Cluster of 3 masters and 3 replicas", { timeout: 300_000 },
     } finally {
       await w.consumer.stop();
     }
+  });
+  it("a failover to a replica that missed what the consumer applied: 'position-ahead', then the new numbering", async () => {
+    const w = await consume(cluster.url, { channels });
+    try {
+      const [master, replica] = await busiestMaster();
+      const onMaster: string[] = [];
+      for (const ch of channels) if ((await cluster.ownerOf(keySlot(ch))) === master) onMaster.push(ch);
+      await publisher.rounds(channels, 3);
+      // From here on the replica gets nothing of what its master takes: stopped, and cut off.
+      replica.signal("SIGSTOP");
+      assert.equal(await master.call("CLIENT", "KILL", "TYPE", "replica"), 1);
+      await publisher.rounds(channels, 3);
+      await waitFor("the consumer to apply what the master acknowledged", () =>
+        channels.every((ch) => w.recorder.events(ch).length === publisher.published.get(ch)));
+      await master.stop("SIGKILL");
+      replica.signal("SIGCONT");
+      await replica.call("CLUSTER", "FAILOVER", "TAKEOVER");
+      await cluster.waitOk();
+      await publisher.rounds(channels, 4);
+      const head = async (ch: string) => Number(await publisher.client.hget(metaKey(ch), "seq"));
+      const heads = new Map(await Promise.all(channels.map(async (ch) => [ch, await head(ch)] as const)));
+      await waitFor("every channel at its head", () => channels.every((ch) => w.consumer.position(ch)?.seq === heads.get(ch)));
+      for (const [ch, seq] of heads) publisher.published.set(ch, seq); // what Redis kept
+      await w.consumer.idle();
+      w.recorder.assertInOrderOnce();
+      for (const ch of channels) {
+        const expected = onMaster.includes(ch) ? ["position-ahead"] : [];
+        assert.deepEqual(w.recorder.resyncs(ch).map((r) => r.reason), expected, ch);
+      }
+      assert.ok(onMaster.length > 0);
+    } finally {
+      await w.consumer.stop();
+    }
+  });
+
+  it("a master that hangs while its replica takes over: the slot map read every interval moves the channels", async () => {
+    const w = await consume(cluster.url, { channels, discoveryInterval: 500 });
+    const [master, replica] = await busiestMaster();
+    try {
+      await publisher.rounds(channels, 3);
+      await cluster.waitReplicated(master, replica); // this failover loses nothing
+      master.signal("SIGSTOP"); // no connection breaks, no push comes
+      await replica.call("CLUSTER", "FAILOVER", "TAKEOVER");
+      await waitFor("the replica to be master", async () => (await replica.info("replication"))["role"] === "master");
+      await publisher.forget(master);
+      await publisher.rounds(channels, 5);
+      await assertComplete(w, publisher, channels);
+      const moved = w.unsubscribed.filter((u) => u.node === master.address && u.reason === "slot-moved");
+      assert.ok(moved.length > 0 && moved.every((u) => u.detail?.includes("slot map")), JSON.stringify(w.unsubscribed));
+    } finally {
+      master.signal("SIGCONT");
+      await w.consumer.stop();
+    }
+    await cluster.waitOk();
   });
 });
 

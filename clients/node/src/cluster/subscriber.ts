@@ -4,7 +4,10 @@ import { fetchTopology, nodeKey, parseNodeKey, type NatMap, type Topology } from
 
 /** Why channels stopped being subscribed on a node. */
 export type UnsubscribeReason =
-  /** Redis sent `sunsubscribe`: the slot moved (resharding) or the node stopped being its master. */
+  /**
+   * Redis sent `sunsubscribe` (the slot moved, or the node stopped being its master), or the
+   * slot map read again names another master (`detail` says so: a node that hangs says nothing).
+   */
   | "slot-moved"
   /** The connection to the node was lost (a crash, a failover, a network cut). */
   | "node-lost"
@@ -32,6 +35,11 @@ export interface ClusterSubscriberOptions {
   seeds: string[];
   auth: LinkAuth;
   natMap?: NatMap;
+  /**
+   * How often the slot map is read again even without a push or a lost connection: a master
+   * that hangs, or is cut off from the cluster but not from the consumer, says nothing.
+   */
+  refreshIntervalMs: number;
 }
 
 const BACKOFF_MS = [0, 50, 100, 250, 500, 1000];
@@ -48,6 +56,7 @@ export class ClusterSubscriber implements LinkEvents {
   private readonly links = new Map<string, NodeLink>();
   private topology: Topology | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private readonly periodic: NodeJS.Timeout;
   private refreshNeeded = true;
   private attempt = 0;
   private busy = false;
@@ -57,7 +66,9 @@ export class ClusterSubscriber implements LinkEvents {
   constructor(
     private readonly options: ClusterSubscriberOptions,
     private readonly events: ClusterSubscriberEvents,
-  ) {}
+  ) {
+    this.periodic = setInterval(() => this.schedule(true, 0), options.refreshIntervalMs);
+  }
 
   /** Subscribe to these channels too (on their slots' nodes). */
   add(channels: string[]): void {
@@ -81,6 +92,7 @@ export class ClusterSubscriber implements LinkEvents {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearInterval(this.periodic);
     for (const link of this.links.values()) link.close();
     this.links.clear();
     this.placed.clear();
@@ -204,8 +216,28 @@ export class ClusterSubscriber implements LinkEvents {
     return [...new Set([...(this.topology?.nodes ?? []), ...this.options.seeds])];
   }
 
+  /**
+   * Channels subscribed on a node the slot map no longer names for their slot leave it (the
+   * old subscription is left to close with its node). They are placed again right after.
+   */
+  private relocate(topology: Topology): void {
+    const moved = new Map<NodeLink, string[]>();
+    for (const [channel, link] of this.placed) {
+      const owner = topology.owners[keySlot(channel)];
+      if (owner && owner !== link.key) moved.set(link, [...(moved.get(link) ?? []), channel]);
+    }
+    for (const [link, channels] of moved) {
+      this.unplace(link, channels);
+      for (const channel of channels) link.channels.delete(channel);
+      const detail = "the slot map names another master now";
+      this.events.unsubscribed({ channels, node: link.key, reason: "slot-moved", detail });
+      this.dropIfIdle(link);
+    }
+  }
+
   /** SSUBSCRIBE every wanted channel not placed yet, grouped by node and slot. True if a slot has no master. */
   private place(topology: Topology): boolean {
+    this.relocate(topology);
     const groups = new Map<string, Map<number, string[]>>();
     let orphaned = false;
     for (const channel of this.wanted) {

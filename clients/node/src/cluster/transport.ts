@@ -45,14 +45,22 @@ export class ClusterTransport implements Transport {
       retryDelayOnFailover: 200,
       retryDelayOnClusterDown: 200,
       retryDelayOnTryAgain: 50,
+      // ioredis reads the slot map only on MOVED and reconnects: a master that hangs says neither.
+      slotsRefreshInterval: options.discoveryIntervalMs,
       ...given,
       scaleReads: "master",
       lazyConnect: true,
-      redisOptions: { connectionName: "sluice-consumer:cmd", ...given.redisOptions },
+      // A read on a master that hangs fails after 5 s and is retried where the slot map says.
+      redisOptions: { connectionName: "sluice-consumer:cmd", commandTimeout: 5_000, ...given.redisOptions },
     });
     this.commands.on("error", () => {});
     this.subscriber = new ClusterSubscriber(
-      { seeds: options.seeds.map(nodeKey), auth: options.auth, natMap: options.natMap },
+      {
+        seeds: options.seeds.map(nodeKey),
+        auth: options.auth,
+        natMap: options.natMap,
+        refreshIntervalMs: options.discoveryIntervalMs,
+      },
       {
         message: (channel, raw) => events.message(channel, raw),
         subscribed: (channels) => this.subscribed(channels),
