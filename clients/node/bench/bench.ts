@@ -1,11 +1,15 @@
-// Events per second a consumer applies with an empty handler, live and in catch-up.
-// `npm run bench` (needs redis-server on PATH; starts its own on a free port).
+// Events per second a consumer applies with an empty handler, live and in catch-up, and live on
+// a 3-master Redis Cluster (sharded pub/sub through the SDK's own RESP reader).
+// `npm run bench` (needs redis-server and redis-cli on PATH; starts its own on free ports).
 // Messages are generated inside Redis by a Lua script so the publisher is not the bottleneck.
 import { SluiceConsumer, historyKey, metaKey } from "../src";
+import { keySlot } from "../src/slot";
+import { RedisCluster } from "../test/cluster-harness";
 import { RedisServer, waitFor } from "../test/harness";
 
 const LIVE = Number(process.env.BENCH_LIVE ?? 200_000);
 const HISTORY = Number(process.env.BENCH_HISTORY ?? 200_000);
+const CLUSTER = Number(process.env.BENCH_CLUSTER ?? 200_000);
 
 // One event shaped like Sluice's (about 420 bytes), numbered `seq` on the channel.
 const GENERATE = `
@@ -88,7 +92,44 @@ async function main(): Promise<void> {
   console.log(`catch-up: ${Math.round(results.catchUp)} events/s (${HISTORY} history entries, empty handler)`);
 }
 
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+/** Live on a cluster: the channel's master generates SPUBLISHes; the consumer SSUBSCRIBEs there. */
+async function clusterLive(): Promise<number> {
+  const cluster = await RedisCluster.start({ masters: 3 });
+  const ch = "crm:bench-cluster:credit-configs";
+  const owner = (await cluster.ownerOf(keySlot(ch))).client();
+  try {
+    await owner.config("SET", "client-output-buffer-limit", "pubsub 0 0 0");
+    let applied = 0;
+    let first = 0;
+    const consumer = new SluiceConsumer({
+      redis: cluster.url,
+      channels: [ch],
+      maxBuffered: 50_000,
+      handler: () => {
+        if (applied++ === 0) first = performance.now();
+      },
+    });
+    await consumer.start();
+    const generate = GENERATE.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'");
+    for (let from = 1; from <= CLUSTER; from += 50_000) {
+      await owner.eval(generate, 3, ch, historyKey(ch), metaKey(ch), "e", from, Math.min(CLUSTER, from + 49_999), "1");
+    }
+    await waitFor("cluster live events", () => applied === CLUSTER, 300_000, 1);
+    const rate = CLUSTER / ((performance.now() - first) / 1000);
+    await consumer.stop();
+    return rate;
+  } finally {
+    owner.disconnect();
+    await cluster.stop();
+  }
+}
+
+main()
+  .then(async () => {
+    const rate = await clusterLive();
+    console.log(`cluster:  ${Math.round(rate)} events/s (${CLUSTER} events live on a 3-master cluster, empty handler)`);
+  })
+  .catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });

@@ -1,8 +1,8 @@
-import type Redis from "ioredis";
 import { BoundedSet, Queue } from "./collections";
 import { EventParseError, HandlerError, RecoveryError, type SluiceError } from "./errors";
-import { readHistory, readSnapshot } from "./redis-reads";
+import { readHistory, readMeta, readSnapshot, type HistoryEntry } from "./redis-reads";
 import type { PositionStore } from "./store";
+import type { Commands } from "./transport";
 import type {
   Delivery,
   Handler,
@@ -15,12 +15,11 @@ import type {
 
 /** What a channel's worker needs from the consumer that owns it. */
 export interface ChannelEnv {
-  redis: Redis;
+  redis: Commands;
   handler: Handler;
   onResync: ResyncHandler | undefined;
   reportError(error: SluiceError): void;
   store: PositionStore;
-  startFrom: "now" | "beginning";
   dedupWindow: number;
   historyBatch: number;
   /** A live message left the buffer. */
@@ -49,12 +48,16 @@ export class ChannelWorker {
   private readonly inbox = new Queue<Item>();
   private readonly seen: BoundedSet<string>;
   private readonly retiredEpochs = new Set<string>();
+  /** The eventId applied at `position.seq` by this process (undefined: not known). */
+  private lastId: string | undefined;
   private running = false;
 
   constructor(
     readonly channel: string,
     private readonly env: ChannelEnv,
     public position: Position | undefined,
+    /** Where the channel starts when it has no position. */
+    private startFrom: "now" | "beginning",
   ) {
     this.seen = new BoundedSet(env.dedupWindow);
   }
@@ -75,6 +78,28 @@ export class ChannelWorker {
   /** Read history past the position (after subscribing, after a reconnect, on start). */
   catchUp(): void {
     this.push({ kind: "catch-up" });
+  }
+
+  /**
+   * Before subscribing, for `startFrom: "now"` without a position: start where the channel's
+   * meta stands now, so the catch-up after subscribing delivers whatever is published from here
+   * on, however late that read runs. A channel Redis does not know yet is read from its first
+   * message. Retried until Redis answers; resolves when settled.
+   */
+  settleStart(): Promise<void> {
+    return new Promise((resolve) => {
+      this.push({
+        kind: "task",
+        run: async () => {
+          if (!this.position && this.startFrom === "now") {
+            const meta = await readMeta(this.env.redis, this.channel);
+            if (meta) await this.moveTo(meta);
+            else this.startFrom = "beginning";
+          }
+          resolve();
+        },
+      });
+    });
   }
 
   /** Run `fn` in the channel's order (between two events). */
@@ -175,6 +200,7 @@ export class ChannelWorker {
   private applied(eventId: string, next: Position): void | Promise<void> {
     this.seen.add(eventId);
     this.position = next;
+    this.lastId = eventId;
     const saved = this.env.store.save(this.channel, next);
     if (isThenable(saved)) return Promise.resolve(saved);
   }
@@ -204,7 +230,7 @@ export class ChannelWorker {
     const seq = event.seq;
     if (this.retiredEpochs.has(epoch)) return;
     if (!this.position) {
-      if (this.env.startFrom === "beginning" && seq > 1) await this.fillFromHistory();
+      if (this.startFrom === "beginning" && seq > 1) await this.fillFromHistory();
       this.position ??= { epoch, seq: seq - 1 };
     }
     if (!this.follows(epoch, seq)) {
@@ -244,11 +270,15 @@ export class ChannelWorker {
       }
       this.seen.add(event.eventId);
     }
-    if (event.seq !== undefined) await this.moveTo(next as Position);
+    if (event.seq !== undefined) {
+      await this.moveTo(next as Position);
+      this.lastId = event.eventId;
+    }
   }
 
   private async moveTo(position: Position): Promise<void> {
     this.position = position;
+    this.lastId = undefined;
     const saved = this.env.store.save(this.channel, position);
     if (isThenable(saved)) await saved;
   }
@@ -262,10 +292,13 @@ export class ChannelWorker {
     let resynced = false;
     for (;;) {
       const from = this.position;
-      const page = await readHistory(this.env.redis, this.channel, from?.seq ?? 0, this.env.historyBatch);
+      // With the eventId applied at the position known, read that entry too, to compare.
+      const verify = from !== undefined && from.seq > 0 && this.lastId !== undefined;
+      const after = (from?.seq ?? 0) - (verify ? 1 : 0);
+      const page = await readHistory(this.env.redis, this.channel, after, this.env.historyBatch);
       if (page.epoch === null) return; // Redis knows nothing of this channel yet
       if (!from) {
-        const start = this.env.startFrom === "beginning" ? 0 : page.seq;
+        const start = this.startFrom === "beginning" ? 0 : page.seq;
         await this.moveTo({ epoch: page.epoch, seq: start });
         if (start === page.seq) return;
         continue;
@@ -274,6 +307,15 @@ export class ChannelWorker {
         // Numbering restarted; this page was read with the old seq, so read it again.
         this.retiredEpochs.add(from.epoch);
         await this.resync("epoch-changed", { epoch: page.epoch, seq: 0 });
+        resynced = true;
+        continue;
+      }
+      if (page.seq < from.seq || (verify && this.rewritten(page.entries[0], from.seq))) {
+        // Redis lost what was applied here (a failover to a replica that had not received it,
+        // an older copy restored) and may have given the same seqs to other events.
+        const head = { epoch: page.epoch, seq: page.seq };
+        if (!resynced) await this.resync("position-ahead", head);
+        else await this.moveTo(head);
         resynced = true;
         continue;
       }
@@ -306,6 +348,13 @@ export class ChannelWorker {
       }
       if (page.entries.length < this.env.historyBatch) return;
     }
+  }
+
+  /** The history holds another event at `seq` than the one this process applied there. */
+  private rewritten(entry: HistoryEntry | undefined, seq: number): boolean {
+    if (!entry || entry.seq !== seq) return false; // trimmed: nothing to compare
+    const event = this.parse(entry.raw);
+    return event !== undefined && event.eventId !== this.lastId;
   }
 
   private async resync(reason: ResyncReason, resumeAfter: Position): Promise<void> {

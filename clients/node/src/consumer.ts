@@ -1,18 +1,37 @@
 import { EventEmitter } from "node:events";
-import Redis, { type RedisOptions } from "ioredis";
 import { ChannelWorker, type ChannelEnv } from "./channel";
+import type { UnsubscribedInfo } from "./cluster/subscriber";
+import { ClusterTransport } from "./cluster/transport";
+import { resolveTarget, type RedisTarget } from "./connection";
 import { SluiceError } from "./errors";
 import { patternToRegExp } from "./pattern";
 import { MemoryStore, type PositionStore } from "./store";
+import { StandaloneTransport, type Commands, type Transport, type TransportEvents } from "./transport";
 import type { Handler, Position, ResyncHandler, Snapshot } from "./types";
 
 export interface ConsumerOptions {
-  /** A redis:// URL or ioredis options. The consumer opens two connections: pub/sub and commands. */
-  redis: string | RedisOptions;
+  /**
+   * A `redis://` URL or ioredis options (two connections: pub/sub and commands); or a Redis
+   * Cluster: `redis+cluster://host:port,host:port` (`rediss+cluster://` for TLS) or
+   * `{ startupNodes, clusterOptions }` (commands through ioredis's Cluster, and one sharded
+   * pub/sub connection per master that serves subscribed channels).
+   */
+  redis: RedisTarget;
+  /** `cluster`: the `redis` URL or options name a seed node of a Redis Cluster. Default: from `redis`. */
+  mode?: "standalone" | "cluster";
   /** Channels to subscribe to, e.g. `crm:tenant-123:credit-configs`. */
   channels?: string[];
-  /** Patterns to subscribe to, e.g. `crm:tenant-123:*`. */
+  /**
+   * Patterns to subscribe to, e.g. `crm:tenant-123:*`. On a cluster (no pattern subscriptions in
+   * sharded pub/sub), the channels are found by scanning for their meta keys every
+   * `discoveryInterval` and read from the start of their history.
+   */
   patterns?: string[];
+  /**
+   * Cluster mode: how often (ms) the masters are scanned for new channels the patterns cover,
+   * and the slot map is read again (a master that hangs sends no push). Default 5000.
+   */
+  discoveryInterval?: number;
   /** Called once per event, in seq order per channel, awaited before the next one. */
   handler: Handler;
   /** Called when the history cannot fill a gap (trimmed, expired, or Redis lost the channel). */
@@ -36,10 +55,19 @@ export interface ConsumerOptions {
 }
 
 export interface ConsumerEvents {
-  /** Subscribed (again); `reconnect` is false the first time. */
-  subscribed: [info: { reconnect: boolean }];
-  /** The pub/sub connection was lost; it reconnects by itself. */
+  /**
+   * Subscribed (again); `reconnect` is false the first time. Cluster mode: per group of
+   * channels subscribed on a node (`channels`); `reconnect` when one was subscribed before.
+   */
+  subscribed: [info: { reconnect: boolean; channels?: string[] }];
+  /** The pub/sub connection (cluster: a node's) was lost; it reconnects by itself. */
   disconnected: [];
+  /**
+   * Cluster mode: channels stopped being subscribed on a node: `slot-moved` (Redis sent
+   * `sunsubscribe`: resharding, or the node is no longer the slot's master; or the slot map
+   * names another master), `node-lost`, or `redirected`. They are subscribed again on the slot's master and caught up from history.
+   */
+  unsubscribed: [info: UnsubscribedInfo];
   /** A failure the consumer retries or skips (bad message); never fatal. */
   error: [error: SluiceError];
 }
@@ -51,7 +79,7 @@ export interface ConsumerEvents {
  */
 export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
   private readonly options: Required<
-    Omit<ConsumerOptions, "onResync" | "redis" | "channels" | "patterns">
+    Omit<ConsumerOptions, "onResync" | "redis" | "channels" | "patterns" | "mode">
   > &
     ConsumerOptions;
   private readonly channels: string[];
@@ -59,14 +87,13 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
   private readonly matchers: RegExp[];
   private readonly workers = new Map<string, ChannelWorker>();
   private readonly env: ChannelEnv;
-  private sub: Redis | undefined;
-  private cmd: Redis | undefined;
+  private transport: Transport | undefined;
   private buffered = 0;
   private paused = false;
-  private subscriptions = 0;
+  private subscribeCount = 0;
+  private readonly everSubscribed = new Set<string>();
   private stopping = false;
   private idleWaiters: (() => void)[] = [];
-  private firstSubscribe: { resolve: () => void; reject: (e: unknown) => void } | undefined;
 
   constructor(options: ConsumerOptions) {
     super();
@@ -76,6 +103,7 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
       dedupWindow: 10_000,
       historyBatch: 1_000,
       maxBuffered: 10_000,
+      discoveryInterval: 5_000,
       ...options,
     };
     this.channels = [...new Set(options.channels ?? [])];
@@ -93,7 +121,6 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
       onResync: this.options.onResync,
       reportError: (error) => this.report(error),
       store: this.options.store,
-      startFrom: this.options.startFrom,
       dedupWindow: this.options.dedupWindow,
       historyBatch: this.options.historyBatch,
       taken: () => this.taken(),
@@ -107,55 +134,52 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
    * background: `idle()` tells when it is done). Waits for Redis if it is not up yet.
    */
   async start(): Promise<void> {
-    if (this.sub) throw new SluiceError("already started");
+    if (this.transport) throw new SluiceError("already started");
+    const target = resolveTarget(this.options.redis, this.options.mode);
     const stored = await this.options.store.load();
     for (const [channel, position] of stored) {
       if (this.covers(channel)) this.worker(channel, position);
     }
-    const base: RedisOptions =
-      typeof this.options.redis === "string" ? {} : { ...this.options.redis };
-    const connection: RedisOptions = {
-      ...base,
-      lazyConnect: true,
-      maxRetriesPerRequest: null,
-      retryStrategy: (times) => Math.min(50 * 2 ** times, 1000),
-    };
-    const make = (extra: RedisOptions): Redis =>
-      typeof this.options.redis === "string"
-        ? new Redis(this.options.redis, { ...connection, ...extra })
-        : new Redis({ ...connection, ...extra });
-    this.cmd = make({ connectionName: "sluice-consumer:cmd" });
-    this.sub = make({ connectionName: "sluice-consumer:sub", autoResubscribe: false });
-    this.cmd.on("error", () => {}); // ioredis reconnects; failed reads are retried per channel
-    this.sub.on("error", () => {});
-    this.sub.on("ready", () => void this.subscribe());
-    this.sub.on("close", () => {
-      this.paused = false;
-      if (!this.stopping) this.emit("disconnected");
-    });
-    this.sub.on("message", (channel: string, raw: string) => this.dispatch(channel, raw));
-    this.sub.on("pmessage", (_p: string, channel: string, raw: string) => this.dispatch(channel, raw));
-    const subscribed = new Promise<void>((resolve, reject) => {
-      this.firstSubscribe = { resolve, reject };
-    });
-    // A Redis that is not up yet is retried (retryStrategy): start() resolves once subscribed.
-    this.cmd.connect().catch(() => {});
-    this.sub.connect().catch(() => {});
-    await subscribed;
+    for (const channel of this.channels) this.worker(channel, undefined);
+    const events = this.transportEvents();
+    this.transport =
+      target.mode === "standalone"
+        ? new StandaloneTransport(target.url, target.options, this.channels, this.patterns, events)
+        : new ClusterTransport(
+            {
+              ...target,
+              channels: [...this.workers.keys()],
+              patterns: this.patterns,
+              covers: (channel) => this.covers(channel),
+              discoveryIntervalMs: this.options.discoveryInterval,
+            },
+            events,
+          );
+    await this.transport.start(() => this.settleStarts([...this.workers.values()]));
+  }
+
+  /** `startFrom: "now"` is where each new channel stands before it is subscribed. */
+  private async settleStarts(workers: ChannelWorker[]): Promise<void> {
+    await Promise.all(workers.map((w) => w.settleStart()));
   }
 
   /** Stops reading, lets the event in progress finish, flushes the store, disconnects. */
   async stop(): Promise<void> {
     this.stopping = true;
-    this.sub?.disconnect();
+    this.transport?.stopReceiving();
     await this.waitFor(() => ![...this.workers.values()].some((w) => w.active), 10_000);
     await this.options.store.flush?.();
-    this.cmd?.disconnect();
+    this.transport?.close();
   }
 
   /** The last applied (epoch, seq) of a channel. */
   position(channel: string): Position | undefined {
     return this.workers.get(channel)?.position;
+  }
+
+  /** Cluster mode: the nodes the consumer has a subscriber connection to, and their channel counts. */
+  subscriptions(): Map<string, number> {
+    return this.transport instanceof ClusterTransport ? this.transport.connections() : new Map();
   }
 
   /** Every known channel's position. */
@@ -192,40 +216,58 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
     return false;
   }
 
-  private commands(): Redis {
-    if (!this.cmd) throw new SluiceError("not started");
-    return this.cmd;
+  private commands(): Commands {
+    if (!this.transport) throw new SluiceError("not started");
+    return this.transport.commands;
   }
 
   private covers(channel: string): boolean {
     return this.channels.includes(channel) || this.matchers.some((m) => m.test(channel));
   }
 
-  private worker(channel: string, position: Position | undefined): ChannelWorker {
+  private worker(
+    channel: string,
+    position: Position | undefined,
+    startFrom = this.options.startFrom,
+  ): ChannelWorker {
     let worker = this.workers.get(channel);
     if (!worker) {
-      worker = new ChannelWorker(channel, this.env, position);
+      worker = new ChannelWorker(channel, this.env, position, startFrom);
       this.workers.set(channel, worker);
     }
     return worker;
   }
 
-  /** On every (re)connect: subscribe, then read each known channel's history past its position. */
-  private async subscribe(): Promise<void> {
-    const sub = this.sub as Redis;
-    try {
-      if (this.channels.length) await sub.subscribe(...this.channels);
-      if (this.patterns.length) await sub.psubscribe(...this.patterns);
-    } catch (error) {
-      // The connection dropped again; the next "ready" subscribes.
-      this.report(new SluiceError("subscribing failed", { cause: error }));
-      return;
-    }
-    for (const channel of this.channels) this.worker(channel, undefined);
-    for (const worker of this.workers.values()) worker.catchUp();
-    this.emit("subscribed", { reconnect: this.subscriptions++ > 0 });
-    this.firstSubscribe?.resolve();
-    this.firstSubscribe = undefined;
+  private transportEvents(): TransportEvents {
+    return {
+      message: (channel, raw) => this.dispatch(channel, raw),
+      subscribed: (channels) => this.subscribed(channels),
+      disconnected: (flowing) => {
+        if (flowing) this.paused = false;
+        if (!this.stopping) this.emit("disconnected");
+      },
+      unsubscribed: (info) => this.emit("unsubscribed", info),
+      discovered: (channels, initial) => {
+        // Found at start: like any channel, from `startFrom`. Found later: the channel is new,
+        // so its history from the beginning is what was published before it was found.
+        const fresh = channels.filter((c) => !this.workers.has(c));
+        const from = initial ? this.options.startFrom : "beginning";
+        const workers = fresh.map((channel) => this.worker(channel, undefined, from));
+        void this.settleStarts(workers).then(() => this.transport?.add(channels));
+      },
+      error: (error) => this.report(error),
+    };
+  }
+
+  /** After a (re)subscription: read each channel's history past its position (all: standalone). */
+  private subscribed(channels: string[] | undefined): void {
+    const workers = channels === undefined ? [...this.workers.values()] : channels.map((c) => this.worker(c, undefined));
+    for (const worker of workers) worker.catchUp();
+    const reconnect =
+      channels === undefined ? this.subscribeCount > 0 : channels.some((c) => this.everSubscribed.has(c));
+    this.subscribeCount++;
+    for (const channel of channels ?? []) this.everSubscribed.add(channel);
+    this.emit("subscribed", channels === undefined ? { reconnect } : { reconnect, channels });
   }
 
   private dispatch(channel: string, raw: string): void {
@@ -233,7 +275,7 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
     this.worker(channel, undefined).deliver(raw);
     if (++this.buffered >= this.options.maxBuffered && !this.paused) {
       this.paused = true;
-      this.sub?.stream?.pause();
+      this.transport?.pause();
     }
   }
 
@@ -241,7 +283,7 @@ export class SluiceConsumer extends EventEmitter<ConsumerEvents> {
     this.buffered--;
     if (this.paused && this.buffered <= this.options.maxBuffered / 2) {
       this.paused = false;
-      this.sub?.stream?.resume();
+      this.transport?.resume();
     }
   }
 

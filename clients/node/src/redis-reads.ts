@@ -1,5 +1,5 @@
-import type Redis from "ioredis";
 import { historyKey, metaKey, stateKey } from "./keys";
+import type { Commands } from "./transport";
 import type { Position, SluiceEvent, Snapshot } from "./types";
 
 export interface HistoryEntry {
@@ -27,7 +27,7 @@ function results(channel: string, replies: ExecResult): unknown[] {
 
 /** Meta and the history after `afterSeq`, read in one MULTI so they agree. */
 export async function readHistory(
-  redis: Redis,
+  redis: Commands,
   channel: string,
   afterSeq: number,
   count: number,
@@ -51,11 +51,17 @@ export async function readHistory(
   return { epoch, seq: seq === null ? 0 : Number(seq), entries };
 }
 
+/** The channel's (epoch, seq) from its meta; undefined when Redis knows nothing of it. */
+export async function readMeta(redis: Commands, channel: string): Promise<Position | undefined> {
+  const [epoch, seq] = await redis.hmget(metaKey(channel), "epoch", "seq");
+  return epoch === null ? undefined : { epoch, seq: seq === null ? 0 : Number(seq) };
+}
+
 /**
  * `MULTI; HGETALL sluice:state:{ch}; HGET sluice:meta:{ch} seq; HGET sluice:meta:{ch} epoch; EXEC`:
  * the channel's records and the seq they stand at, one consistent snapshot.
  */
-export async function readSnapshot(redis: Redis, channel: string): Promise<Snapshot> {
+export async function readSnapshot(redis: Commands, channel: string): Promise<Snapshot> {
   const meta = metaKey(channel);
   const [state, seq, epoch] = results(
     channel,

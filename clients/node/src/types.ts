@@ -30,7 +30,13 @@ export type ResyncReason =
   /** Redis lost the channel (restart without data, flush, eviction): numbering restarted. */
   | "epoch-changed"
   /** The history's first entry is past the gap (trimmed by `max_len`, or expired). */
-  | "history-trimmed";
+  | "history-trimmed"
+  /**
+   * Redis has fewer messages than this consumer applied in the same epoch, or another event
+   * at the seq it applied: Redis lost them (an older copy restored; on a cluster, a failover to
+   * a replica that had not received them) and may number other events with those seqs.
+   */
+  | "position-ahead";
 
 /** The records of a `state = true` route at one seq: what `bootstrap()` returns. */
 export interface Snapshot {
@@ -46,7 +52,10 @@ export interface ResyncInfo {
   reason: ResyncReason;
   /** The last position applied before the gap. */
   from: Position;
-  /** The first position the history still has (the consumer goes on from there). */
+  /**
+   * Where the consumer goes on from: the last position before the history's first entry, or
+   * the channel's head (`position-ahead`).
+   */
   resumeAfter: Position;
   /**
    * Read the channel's state hash and its seq in one MULTI and go on from that seq (routes with

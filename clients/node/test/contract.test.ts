@@ -221,6 +221,45 @@ describe("catch-up rules on a real Redis", () => {
     await c.stop();
   });
 
+  it("reports 'position-ahead' when Redis lost applied messages: other events under their seqs, or fewer", async () => {
+    const ch = "crm:t-ahead:credit-configs";
+    const pub = new Publisher(ch);
+    const r = new Recorder();
+    const c = await consumer(r);
+    let reconnects = 0;
+    c.on("subscribed", ({ reconnect }) => reconnect && reconnects++);
+    /** Redis back at `seq`, as after a failover to a replica that had not received the rest. */
+    const rewind = async (seq: number) => {
+      const kept = await redis.xrange(historyKey(ch), "-", `${seq}-0`);
+      const tx = redis.multi().del(historyKey(ch)).hset(metaKey(ch), "seq", seq);
+      for (const [id, fields] of kept) tx.xadd(historyKey(ch), id, ...fields);
+      await tx.exec();
+      pub.seq = seq;
+    };
+    const reconnect = async () => {
+      const before = reconnects;
+      await redis.client("KILL", "TYPE", "pubsub");
+      await waitFor("resubscribed", () => reconnects > before);
+    };
+    await pub.publishMany(5);
+    await waitFor("5 events", () => r.events(ch).length === 5);
+    await rewind(3);
+    await pub.publishMany(2, { live: false }); // other events numbered 4 and 5
+    await reconnect();
+    await pub.publish();
+    await waitFor("seq 6", () => r.events(ch).length === 6);
+    await rewind(4); // fewer than applied
+    await reconnect();
+    await pub.publish();
+    await waitFor("seq 5 of the rewound numbering", () => r.events(ch).length === 7);
+    await c.idle();
+    assert.deepEqual(seqs(r, ch), [1, 2, 3, 4, 5, 6, 5]);
+    const resyncs = r.resyncs(ch).map((x) => [x.reason, x.from.seq, x.resumeAfter.seq]);
+    assert.deepEqual(resyncs, [["position-ahead", 5, 5], ["position-ahead", 6, 4]]);
+    r.assertInOrderOnce();
+    await c.stop();
+  });
+
   it("awaits async handlers one at a time per channel, in order, and retries a failing one", async () => {
     const ch = "crm:t-async:credit-configs";
     const pub = new Publisher(ch);
