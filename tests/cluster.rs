@@ -471,3 +471,44 @@ async fn tail_follows_channels_across_a_reshard() {
         tail.errors()
     );
 }
+
+/// A slot left half migrated (MIGRATING on its master, IMPORTING on another, keys not moved
+/// yet) does not stop its channels: the script names only the keys a channel has (no state
+/// hash for a route without `state`), so the master that still holds them runs it instead of
+/// answering TRYAGAIN until the slot has moved.
+#[tokio::test]
+async fn a_slot_in_migration_keeps_publishing() {
+    let cluster = RedisCluster::start(3, 0).unwrap();
+    let env = env_on(&cluster, TRIGGER);
+    let redis = client(&cluster).await;
+    let daemon = env.daemon();
+    insert(&env, 1, 500);
+    assert_all_once(&redis, 500, &daemon).await;
+    let slot = sluice_slot(&channel(7));
+    let masters = cluster.masters().unwrap();
+    let owner = |s: u16| {
+        masters
+            .iter()
+            .find(|(_, r)| r.iter().any(|(a, b)| (*a..=*b).contains(&s)))
+            .unwrap()
+            .0
+    };
+    let from = owner(slot);
+    let to = masters.iter().map(|m| m.0).find(|&p| p != from).unwrap();
+    let (from_id, to_id) = (cluster.node_id(from).unwrap(), cluster.node_id(to).unwrap());
+    let slot_text = slot.to_string();
+    cluster
+        .cli(
+            to,
+            &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id],
+        )
+        .unwrap();
+    cluster
+        .cli(
+            from,
+            &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id],
+        )
+        .unwrap();
+    insert(&env, 501, 1000);
+    assert_all_once(&redis, 1000, &daemon).await;
+}

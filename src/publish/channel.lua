@@ -1,23 +1,29 @@
 -- Publishes a run of events on one channel, exactly once, numbered, with their history and
 -- state, atomically (a script runs alone on the server). See publish/recoverable.rs.
 --
--- KEYS: 1 sluice:meta:{ch}, 2 sluice:history:{ch}, 3 sluice:state:{ch}
+-- KEYS: sluice:meta:{ch}, then sluice:history:{ch} if history is kept (max_len > 0), then
+--       sluice:state:{ch} if the route keeps state. Only keys the channel has: on a Redis
+--       Cluster, a key that does not exist makes a call on a migrating slot answer TRYAGAIN
+--       until the slot has moved.
 -- ARGV: 1 channel, 2 epoch to start if the channel has none, 3 history max_len (0: none),
 --       4 history ttl in ms, 5 batch origin ('' in logical mode), 6 '1' to keep state,
 --       then four per event: order key, record id, '1' if it removes the record, payload
 --       (a JSON object whose '{' the seq and epoch are written after).
 -- Returns: { epoch started (0/1), history entries trimmed, then per event the number of
 --            receivers, or -1 when Redis already had it }.
-local meta, hist, state = KEYS[1], KEYS[2], KEYS[3]
 local ch, maxlen, ttl, origin = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local keep = ARGV[6] == '1'
+local meta, hist, state, k = KEYS[1], nil, nil, 2
+if maxlen > 0 then hist, k = KEYS[k], k + 1 end
+if keep then state = KEYS[k] end
 local m = redis.call('HMGET', meta, 'epoch', 'seq', 'pos', 'origin', 'ids')
 local epoch, seq, pos, ids = m[1], tonumber(m[2]), m[3] or '', m[5] or ''
 local started = 0
 if not epoch then
   -- the channel's state is gone (new, flushed, restarted without persistence, evicted)
   epoch, seq, pos, ids, started = ARGV[2], 0, '', '', 1
-  redis.call('DEL', hist, state)
+  if hist then redis.call('DEL', hist) end
+  if state then redis.call('DEL', state) end
 end
 -- Logical mode: order keys grow with commit order, so one bound tells what was published.
 -- Trigger mode: ids are not in commit order; the ids published since the batch's origin are.

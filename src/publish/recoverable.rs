@@ -120,14 +120,17 @@ pub fn encode(
         "0"
     };
     let mut args: Vec<&[u8]> = Vec::with_capacity(10 + 4 * run.events.len());
-    args.extend([
-        &b"EVALSHA"[..],
-        sha,
-        b"3",
-        meta.as_bytes(),
-        hist.as_bytes(),
-        state.as_bytes(),
-    ]);
+    // only the keys the channel has (see channel.lua)
+    let mut keys: Vec<&[u8]> = vec![meta.as_bytes()];
+    if history.max_len > 0 {
+        keys.push(hist.as_bytes());
+    }
+    if keep == "1" {
+        keys.push(state.as_bytes());
+    }
+    let count = keys.len().to_string();
+    args.extend([&b"EVALSHA"[..], sha, count.as_bytes()]);
+    args.extend(keys);
     args.extend([
         run.channel.as_bytes(),
         epoch.as_bytes(),
