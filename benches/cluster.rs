@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 
 use sluice::testkit::{wait_http_port, Postgres, Redis, RedisCluster};
 
+// the load benchmark's /proc readings (CPU ticks, the tick length, the core count)
+#[path = "load/procs.rs"]
+#[allow(dead_code)]
+mod procs;
+
 const SEED: &str = include_str!("../tests/fixtures/seed.sql");
 
 fn knob(name: &str, default: u64) -> u64 {
@@ -35,7 +40,7 @@ fn main() {
     let (rows, tenants) = (knob("ROWS", 200_000), knob("TENANTS", 50));
     println!(
         "catch-up of {rows} events over {tenants} channels, {} cores",
-        cores()
+        procs::cores()
     );
     println!("| target | events/s | Redis CPU µs/event per node | Sluice CPU µs/event |");
     println!("|---|---|---|---|");
@@ -65,7 +70,7 @@ struct Run {
 }
 
 fn report(target: &str, r: Run) {
-    let per = |ticks: u64| ticks as f64 * 1e6 / 100.0 / r.events as f64;
+    let per = |ticks: u64| procs::ticks_us(ticks) / r.events as f64;
     let nodes: Vec<String> = r
         .redis_ticks
         .iter()
@@ -171,15 +176,7 @@ fn published(port: u16) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// utime + stime of `pid`, in clock ticks (100 a second on Linux).
+/// utime + stime of `pid`, in clock ticks (0 once it is gone).
 fn ticks(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(end) = text.rfind(')') else { return 0 };
-    let f: Vec<&str> = text[end + 1..].split_whitespace().collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    n(11) + n(12)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    procs::usage(pid).map_or(0, |u| u.ticks)
 }

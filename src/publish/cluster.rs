@@ -44,6 +44,21 @@ struct State {
     conns: HashMap<Addr, Conn>,
 }
 
+impl State {
+    /// A node failed the batch: the error, naming its shard if the map knows it; the map is
+    /// read again before the retry.
+    fn failed(&mut self, addr: &Addr, e: Unavailable) -> Unavailable {
+        let map = self.map.take();
+        match map
+            .as_ref()
+            .and_then(|m| Some((m, m.masters.iter().position(|a| a == addr)?)))
+        {
+            Some((map, i)) => shard(map, i, e),
+            None => e,
+        }
+    }
+}
+
 /// One command of a batch, and where it must go.
 #[derive(Clone)]
 struct Item {
@@ -172,21 +187,14 @@ impl Cluster {
             if state.map.is_none() {
                 self.refresh(&mut state).await?;
             }
-            let map = state.map.clone().expect("refreshed above");
-            let groups = group(&map, std::mem::take(&mut pending))?;
+            let map = state.map.as_ref().expect("refreshed above");
+            let groups = group(map, std::mem::take(&mut pending))?;
             let results = self.send_all(&mut state, &batch, groups).await;
             let mut wait = false;
             for (addr, result) in results {
                 let (items, replies) = match result {
                     Ok(done) => done,
-                    Err(e) => {
-                        state.map = None;
-                        let i = map.masters.iter().position(|a| *a == addr);
-                        return Err(match i {
-                            Some(i) => shard(&map, i, e),
-                            None => e,
-                        });
-                    }
+                    Err(e) => return Err(state.failed(&addr, e)),
                 };
                 for (item, reply) in items.into_iter().zip(replies) {
                     match settle(&mut state, &batch, item, reply, &mut out, &mut del_errors)? {

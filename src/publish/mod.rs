@@ -462,11 +462,7 @@ impl Conn {
                 return Ok(r);
             }
             let n = self.stream.read_buf(&mut self.read).await;
-            if n.map_err(|e| Unavailable::Io {
-                addr: "Redis".into(),
-                text: io_text(&e),
-            })? == 0
-            {
+            if n.map_err(redis_io)? == 0 {
                 return Err(Unavailable::Closed);
             }
         }
@@ -474,23 +470,12 @@ impl Conn {
 
     /// Writes what is buffered and reads `n` replies.
     async fn exchange(&mut self, n: usize) -> Result<Vec<Reply>, Unavailable> {
-        let io = |e: std::io::Error| Unavailable::Io {
-            addr: "Redis".into(),
-            text: io_text(&e),
-        };
         let written = self.stream.write_all(&self.write).await;
         self.write.clear();
-        written.map_err(io)?;
+        written.map_err(redis_io)?;
         let mut replies = Vec::with_capacity(n);
         while replies.len() < n {
-            match resp::take_reply(&mut self.read)? {
-                Some(r) => replies.push(r),
-                None => {
-                    if self.stream.read_buf(&mut self.read).await.map_err(io)? == 0 {
-                        return Err(Unavailable::Closed);
-                    }
-                }
-            }
+            replies.push(self.read_one().await?);
         }
         Ok(replies)
     }
@@ -508,6 +493,14 @@ fn primary(role: Option<&Reply>) -> Result<(), Unavailable> {
             ))),
         },
         None => Err(Unavailable::Closed),
+    }
+}
+
+/// An I/O failure on an open connection.
+fn redis_io(e: std::io::Error) -> Unavailable {
+    Unavailable::Io {
+        addr: "Redis".into(),
+        text: io_text(&e),
     }
 }
 

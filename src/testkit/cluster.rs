@@ -79,22 +79,6 @@ impl RedisCluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// `redis-cli -c` (follows redirections) against the first live node.
-    pub fn cli_any(&self, args: &[&str]) -> io::Result<String> {
-        let port = self
-            .live_ports()
-            .first()
-            .copied()
-            .ok_or_else(|| err("no live node".into()))?;
-        let out = run(
-            Command::new("redis-cli")
-                .args(["-c", "-p", &port.to_string(), "--raw"])
-                .args(args),
-            "redis-cli -c",
-        )?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
     fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
