@@ -253,7 +253,7 @@ async fn trigger_mode_over_tls_to_both_servers_and_tail_and_check_say_so() {
     );
     assert!(
         line(&report, "redis ").contains(
-            "channel script loaded, TLS (certificate and host name verified against redis.ca_file"
+            "a primary that lets Sluice run its channel transactions, TLS (certificate and host name verified against redis.ca_file"
         ),
         "{report}"
     );
@@ -477,7 +477,7 @@ async fn client_certificates_go_to_servers_that_ask_for_them() {
     let env = tls_env(&pki, "", true);
     let report = check_passes(&env);
     assert!(
-        line(&report, "redis ").contains("channel script loaded, TLS"),
+        line(&report, "redis ").contains("channel transactions, TLS"),
         "{report}"
     );
     let _daemon = events_flow(&env, 5).await;

@@ -46,7 +46,8 @@ pub async fn postgres(client: &Client, url: &str) -> Finding {
 
 /// Connects the way the daemon does (TLS, AUTH, SELECT, PING) and says how.
 /// Redis reachable as a primary, with the rights the daemon needs: connecting as it does
-/// loads the channel script (`SCRIPT LOAD`), which an ACL without `@scripting` refuses.
+/// queues (and discards) the commands of a channel's transaction, which Redis checks against
+/// the user's ACL as it queues them (a single server; see `publish::recoverable::PROBE`).
 pub async fn redis(config: &RedisConfig, history: &HistoryConfig) -> Finding {
     let url = crate::redact::url(&config.url);
     let publisher = match Publisher::new(config) {
@@ -61,11 +62,11 @@ pub async fn redis(config: &RedisConfig, history: &HistoryConfig) -> Finding {
     .await;
     publisher.close().await;
     match answer {
-        Ok(Ok(shards)) if shards.is_empty() => ok(format!("redis {url}: a primary, channel script loaded, {}", redis_transport(config))),
+        Ok(Ok(shards)) if shards.is_empty() => ok(format!("redis {url}: a primary that lets Sluice run its channel transactions, {}", redis_transport(config))),
         Ok(Ok(shards)) => {
             let list: Vec<String> = shards.iter().map(|(node, slots)| format!("{node} slots {slots}")).collect();
             ok(format!(
-                "redis cluster {url}: {} masters ({}), all 16384 slots served, cluster_state ok on each, channel script loaded, {}",
+                "redis cluster {url}: {} masters ({}), all 16384 slots served, cluster_state ok on each, {}",
                 shards.len(),
                 list.join("; "),
                 redis_transport(config)

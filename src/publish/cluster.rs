@@ -1,21 +1,23 @@
 //! Publishing to a Redis Cluster: one pipeline per master, all in flight at once.
 //!
 //! A channel's message and its recoverable keys (`sluice:*:{<ch>}`, the channel as hash tag)
-//! hash to one slot, so the channel script runs on the master of that slot and publishes with
-//! `SPUBLISH` (sharded pub/sub: only that shard's subscribers hear it, instead of every node
-//! relaying every message). A batch is split by master: each gets its channels' script calls
-//! and the `DEL`s of the cache keys that hash to it, in one write; the masters answer in
-//! parallel. Cache keys may hash to another shard than their channel, so in a cluster their
-//! `DEL` is not atomic with the publish (it still rides the same batch).
+//! hash to one slot, so the channel's transaction runs on the master of that slot and its
+//! messages go out with `SPUBLISH` (sharded pub/sub: only that shard's subscribers hear it,
+//! instead of every node relaying every message), right after the transaction's `EXEC` (see
+//! [`super::transaction::Publish::After`]). A batch is split by master: each gets its channels'
+//! transactions and the `DEL`s of the cache keys that hash to it, in one write; the masters
+//! answer in parallel. Cache keys may hash to another shard than their channel, so in a
+//! cluster their `DEL` is not atomic with the publish (it still rides the same batch). The
+//! channel metas Sluice does not know yet are read the same way first.
 //!
-//! Slots move. A `MOVED` answer updates the slot map and the command goes again to the new
-//! master within the same batch; `ASK` sends it once to the importing node behind `ASKING`;
-//! `TRYAGAIN` (a slot half migrated) and `CLUSTERDOWN` wait a moment and retry. Nothing is
-//! duplicated by going again: the script skips what the channel already has (see
-//! [`super::recoverable`]), and the meta moved with the slot, so the seq stays contiguous. A
-//! master that does not answer (failing over, say) fails the batch as
-//! [`Unavailable::Shard`], naming it; the slot map is read again before the retry, which finds
-//! the promoted replica.
+//! Slots move. A `MOVED` answer updates the slot map and the transaction goes again to the
+//! new master within the same batch; `ASK` sends it once to the importing node behind
+//! `ASKING`; `TRYAGAIN` (a slot half migrated) and `CLUSTERDOWN` wait a moment and retry.
+//! Nothing is duplicated by going again: a refused transaction wrote nothing, and the meta
+//! moved with the slot, so the seq stays contiguous. A master that does not answer (failing
+//! over, say) fails the batch as [`Unavailable::Shard`], naming it; the slot map is read again
+//! before the retry, which finds the promoted replica, and the channel metas are read anew
+//! (a promoted replica may lack what its master acknowledged).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::Mutex;
 
-use super::recoverable::{self, History, Run};
+use super::recoverable::{Channels, History, Publish, Publishing};
 use super::resp::{self, Reply};
 use super::topology::{self, Addr, Redirect, SlotMap};
 use super::{Conn, Delivery, Target, Unavailable, Wait};
@@ -42,12 +44,16 @@ pub(super) struct Cluster {
 struct State {
     map: Option<SlotMap>,
     conns: HashMap<Addr, Conn>,
+    /// What the masters' connections know of each recoverable channel's meta; forgotten with
+    /// them (a master failing over may have lost what it acknowledged).
+    channels: Channels,
 }
 
 impl State {
     /// A node failed the batch: the error, naming its shard if the map knows it; the map is
     /// read again before the retry.
     fn failed(&mut self, addr: &Addr, e: Unavailable) -> Unavailable {
+        self.channels.clear();
         let map = self.map.take();
         match map
             .as_ref()
@@ -70,7 +76,9 @@ struct Item {
 
 #[derive(Clone, Copy)]
 enum Op {
-    /// The channel script for run `i`.
+    /// `HMGET` of run `i`'s channel meta.
+    Meta(usize),
+    /// Run `i`'s transaction.
     Run(usize),
     /// `SPUBLISH` of event `i` (replays: not numbered).
     Publish(usize),
@@ -81,10 +89,8 @@ enum Op {
 /// What a batch is: the events, and how they are published.
 struct Batch<'a> {
     events: &'a [Event],
-    runs: Vec<Run<'a>>,
-    history: Option<&'a History>,
-    origin: &'a str,
-    epoch: String,
+    /// Recoverable channels; `None` for replays.
+    channels: Option<Publishing<'a>>,
     wait: Option<Wait>,
 }
 
@@ -103,7 +109,7 @@ impl Cluster {
     }
 
     /// Reads the slot map and connects to every master (for `check` and startup).
-    pub(super) async fn connect_all(&self, script: Option<&str>) -> Result<(), Unavailable> {
+    pub(super) async fn connect_all(&self) -> Result<(), Unavailable> {
         let mut state = self.state.lock().await;
         let map = self.refresh(&mut state).await?;
         if map.uncovered() > 0 {
@@ -115,7 +121,7 @@ impl Cluster {
         for (i, addr) in map.masters.iter().enumerate() {
             let mut conn = match state.conns.remove(addr) {
                 Some(conn) => conn,
-                None => Conn::open(&self.target.at(addr), script, false)
+                None => Conn::open(&self.target.at(addr), false, false)
                     .await
                     .map_err(|e| shard(&map, i, e))?,
             };
@@ -160,10 +166,12 @@ impl Cluster {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
             .ok_or_else(|| Unavailable::ClusterDown(format!("not a node address: {node}")))?;
-        Conn::open(&self.target.at(&addr), None, false).await
+        Conn::open(&self.target.at(&addr), false, false).await
     }
 
-    /// Publishes a batch; one [`Delivery`] per event, in order.
+    /// Publishes a batch; one [`Delivery`] per event, in order: the channel metas not known
+    /// yet, then the transactions (or plain `SPUBLISH`es) and cache `DEL`s, then the runs to
+    /// publish again in a new epoch, if any (see [`super::recoverable`]).
     pub(super) async fn publish(
         &self,
         events: &[Event],
@@ -171,33 +179,76 @@ impl Cluster {
         origin: &str,
         wait: Option<Wait>,
     ) -> Result<Vec<Delivery>, Unavailable> {
-        let batch = Batch {
+        let mut batch = Batch {
             events,
-            runs: recoverable::runs(events),
-            history,
-            origin,
-            epoch: recoverable::new_epoch(),
+            channels: history.map(|h| Publishing::new(events, h, origin, Publish::After)),
             wait,
         };
-        let mut out: Vec<Option<Delivery>> = vec![None; events.len()];
-        let mut del_errors: Vec<(usize, String)> = Vec::new();
-        let mut pending = batch.items();
+        let mut done = Done {
+            out: vec![None; events.len()],
+            del_errors: Vec::new(),
+        };
         let mut state = self.state.lock().await;
+        let passes = self.passes(&mut state, &mut batch, &mut done).await;
+        if passes.is_err() {
+            // what the batch left in Redis is unknown: read the metas anew next time
+            state.channels.clear();
+        }
+        passes.map(|()| finish(done, events))
+    }
+
+    /// The batch's passes: unknown metas, the transactions (and `DEL`s), the runs again.
+    async fn passes(
+        &self,
+        state: &mut State,
+        batch: &mut Batch<'_>,
+        done: &mut Done,
+    ) -> Result<(), Unavailable> {
+        if let Some(p) = &batch.channels {
+            let unknown = p.unknown(&state.channels);
+            let items = unknown
+                .iter()
+                .map(|&r| item(Op::Meta(r), p.runs[r].channel));
+            let items = items.collect();
+            self.settle_all(state, batch, items, done).await?;
+        }
+        let items = batch.items(&state.channels, done)?;
+        self.settle_all(state, batch, items, done).await?;
+        let again = batch.channels.as_mut().is_some_and(|p| p.repeat());
+        if let Some(p) = batch.channels.as_ref().filter(|_| again) {
+            let items = p.pending().into_iter().filter(|&r| p.sends(r));
+            let items = items.map(|r| item(Op::Run(r), p.runs[r].channel)).collect();
+            self.settle_all(state, batch, items, done).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `items` and follows redirects until each has its answer.
+    async fn settle_all(
+        &self,
+        state: &mut State,
+        batch: &mut Batch<'_>,
+        mut pending: Vec<Item>,
+        done: &mut Done,
+    ) -> Result<(), Unavailable> {
         for round in 0..MAX_ROUNDS {
+            if pending.is_empty() {
+                return Ok(());
+            }
             if state.map.is_none() {
-                self.refresh(&mut state).await?;
+                self.refresh(state).await?;
             }
             let map = state.map.as_ref().expect("refreshed above");
             let groups = group(map, std::mem::take(&mut pending))?;
-            let results = self.send_all(&mut state, &batch, groups).await;
+            let results = self.send_all(state, batch, groups).await;
             let mut wait = false;
             for (addr, result) in results {
                 let (items, replies) = match result {
-                    Ok(done) => done,
+                    Ok(answered) => answered,
                     Err(e) => return Err(state.failed(&addr, e)),
                 };
                 for (item, reply) in items.into_iter().zip(replies) {
-                    match settle(&mut state, &batch, item, reply, &mut out, &mut del_errors)? {
+                    match settle(state, batch, item, reply, done)? {
                         Settled::Done => {}
                         Settled::Again(item, pause) => {
                             wait |= pause;
@@ -206,12 +257,12 @@ impl Cluster {
                     }
                 }
             }
-            if pending.is_empty() {
-                return Ok(finish(out, del_errors, events));
-            }
-            if wait {
+            if wait && !pending.is_empty() {
                 tokio::time::sleep(Duration::from_millis(20 * (round as u64 + 1))).await;
             }
+        }
+        if pending.is_empty() {
+            return Ok(());
         }
         state.map = None;
         Err(Unavailable::Unsettled)
@@ -224,14 +275,13 @@ impl Cluster {
         batch: &Batch<'_>,
         groups: HashMap<Addr, Vec<Item>>,
     ) -> Vec<(Addr, Result<(Vec<Item>, Vec<Reply>), Unavailable>)> {
-        let script = batch.history.map(|_| recoverable::sharded_script());
         let trips = groups.into_iter().map(|(addr, items)| {
             let conn = state.conns.remove(&addr);
             let target = self.target.at(&addr);
             async move {
                 let mut conn = match conn {
                     Some(c) => c,
-                    None => match Conn::open(&target, script, false).await {
+                    None => match Conn::open(&target, false, false).await {
                         Ok(c) => c,
                         Err(e) => return (addr, None, Err(e)),
                     },
@@ -270,7 +320,7 @@ impl Cluster {
     }
 
     async fn slots_from(&self, addr: &Addr) -> Result<SlotMap, Unavailable> {
-        let mut conn = Conn::open(&self.target.at(addr), None, false).await?;
+        let mut conn = Conn::open(&self.target.at(addr), false, false).await?;
         resp::command(&mut conn.write, &[b"CLUSTER", b"SLOTS"]);
         let reply = conn.exchange(1).await?.pop().ok_or(Unavailable::Closed)?;
         if let Reply::Error(e) = &reply {
@@ -295,13 +345,23 @@ async fn cluster_state_ok(conn: &mut Conn) -> Result<(), Unavailable> {
 }
 
 impl Batch<'_> {
-    /// The batch's commands: a script call per channel (or a `SPUBLISH` per event), then one
-    /// `DEL` per cache key, each on its own slot.
-    fn items(&self) -> Vec<Item> {
-        let mut items: Vec<Item> = match self.history {
-            Some(_) => (0..self.runs.len())
-                .map(|r| item(Op::Run(r), self.runs[r].channel))
-                .collect(),
+    /// The batch's commands: a transaction per channel with something new (or a `SPUBLISH`
+    /// per event), then one `DEL` per cache key, each on its own slot. Runs of duplicates only
+    /// are settled here.
+    fn items(&mut self, known: &Channels, done: &mut Done) -> Result<Vec<Item>, Unavailable> {
+        let mut items: Vec<Item> = match self.channels.as_mut() {
+            Some(p) => {
+                p.plan(known);
+                let mut items = Vec::new();
+                for r in p.pending() {
+                    if p.sends(r) {
+                        items.push(item(Op::Run(r), p.runs[r].channel));
+                    } else {
+                        p.settle(r, None, &mut Channels::new(), &mut done.out)?;
+                    }
+                }
+                items
+            }
             None => (0..self.events.len())
                 .map(|i| item(Op::Publish(i), &self.events[i].channel))
                 .collect(),
@@ -311,32 +371,27 @@ impl Batch<'_> {
                 items.push(item(Op::Del(i, k), key));
             }
         }
-        items
+        Ok(items)
     }
 
-    /// Appends `item`'s command to `out`.
-    fn encode(&self, out: &mut Vec<u8>, sha: Option<&[u8]>, item: &Item) {
+    /// Appends `item`'s commands to `out`; returns how many replies they get.
+    fn encode(&self, out: &mut Vec<u8>, item: &Item) -> usize {
+        let channels = || self.channels.as_ref().expect("runs are recoverable");
         match item.op {
-            Op::Run(r) => {
-                let (history, sha) = (
-                    self.history.expect("runs are recoverable"),
-                    sha.unwrap_or_default(),
-                );
-                recoverable::encode(
-                    out,
-                    sha,
-                    &self.runs[r],
-                    self.events,
-                    history,
-                    self.origin,
-                    &self.epoch,
-                );
+            Op::Meta(r) => {
+                channels().read_meta(out, r);
+                1
             }
+            Op::Run(r) => channels().encode(out, r, item.ask.is_some()),
             Op::Publish(i) => {
                 let e = &self.events[i];
                 resp::command(out, &[b"SPUBLISH", e.channel.as_bytes(), &e.payload]);
+                1
             }
-            Op::Del(i, k) => resp::command(out, &[b"DEL", self.events[i].invalidate[k].as_bytes()]),
+            Op::Del(i, k) => {
+                resp::command(out, &[b"DEL", self.events[i].invalidate[k].as_bytes()]);
+                1
+            }
         }
     }
 }
@@ -370,36 +425,41 @@ fn group(map: &SlotMap, items: Vec<Item>) -> Result<HashMap<Addr, Vec<Item>>, Un
     Ok(groups)
 }
 
-/// One node's pipeline: every item's command (behind `ASKING` where redirected so), one write,
-/// and the items' replies in order (the `ASKING` answers dropped).
+/// One node's pipeline: every item's commands (behind `ASKING` where redirected so), one
+/// write, and one reply per item (the `ASKING` answers dropped, a transaction's collapsed).
 async fn trip(
     conn: &mut Conn,
     batch: &Batch<'_>,
     items: &[Item],
 ) -> Result<Vec<Reply>, Unavailable> {
-    let sha = conn.script.clone();
-    if batch.history.is_some() && sha.is_none() {
-        return Err(Unavailable::ScriptMissing);
-    }
-    let mut expected = 0;
+    let mut counts = Vec::with_capacity(items.len());
     for item in items {
         if item.ask.is_some() {
             resp::command(&mut conn.write, &[b"ASKING"]);
-            expected += 1;
         }
-        batch.encode(&mut conn.write, sha.as_deref(), item);
-        expected += 1;
+        counts.push(batch.encode(&mut conn.write, item));
     }
-    let mut replies = conn.exchange(expected).await?.into_iter();
+    let asks = items.iter().filter(|i| i.ask.is_some()).count();
+    let mut replies = conn
+        .exchange(asks + counts.iter().sum::<usize>())
+        .await?
+        .into_iter();
     if let Some(wait) = batch.wait {
         wait.replicated(conn).await?;
     }
     let mut out = Vec::with_capacity(items.len());
-    for item in items {
+    for (item, &n) in items.iter().zip(&counts) {
         if item.ask.is_some() {
             replies.next();
         }
-        out.push(replies.next().ok_or(Unavailable::Closed)?);
+        let mine: Vec<Reply> = replies.by_ref().take(n).collect();
+        if mine.len() < n {
+            return Err(Unavailable::Closed);
+        }
+        out.push(match (item.op, &batch.channels) {
+            (Op::Run(r), Some(p)) => p.collapse(r, mine, item.ask.is_some()),
+            _ => mine.into_iter().next().ok_or(Unavailable::Closed)?,
+        });
     }
     Ok(out)
 }
@@ -413,11 +473,10 @@ enum Settled {
 /// Applies one reply: a redirect sends the item again, anything else is the item's outcome.
 fn settle(
     state: &mut State,
-    batch: &Batch<'_>,
+    batch: &mut Batch<'_>,
     mut item: Item,
     reply: Reply,
-    out: &mut [Option<Delivery>],
-    del_errors: &mut Vec<(usize, String)>,
+    done: &mut Done,
 ) -> Result<Settled, Unavailable> {
     if let Reply::Error(e) = &reply {
         if let Some(redirect) = Redirect::parse(e) {
@@ -441,10 +500,21 @@ fn settle(
             return Ok(Settled::Again(item, true));
         }
     }
+    let channels = batch.channels.as_mut();
     match item.op {
-        Op::Run(r) => recoverable::read(reply, &batch.runs[r], out)?,
+        Op::Meta(r) => {
+            channels
+                .expect("metas are recoverable")
+                .learn(r, &reply, &mut state.channels)?
+        }
+        Op::Run(r) => channels.expect("runs are recoverable").settle(
+            r,
+            Some(reply),
+            &mut state.channels,
+            &mut done.out,
+        )?,
         Op::Publish(i) => {
-            out[i] = Some(match reply {
+            done.out[i] = Some(match reply {
                 Reply::Error(e) => Delivery::Rejected(format!("SPUBLISH: {e}")),
                 Reply::Integer(receivers) => Delivery::Sent { receivers },
                 _ => Delivery::Sent { receivers: 0 },
@@ -452,19 +522,22 @@ fn settle(
         }
         Op::Del(i, _) => {
             if let Reply::Error(e) = reply {
-                del_errors.push((i, e));
+                done.del_errors.push((i, e));
             }
         }
     }
     Ok(Settled::Done)
 }
 
-/// Every event's delivery; a failed `DEL` of its cache keys rejects an event Redis took.
-fn finish(
+/// The batch's outcomes so far.
+struct Done {
     out: Vec<Option<Delivery>>,
+    /// Failed `DEL`s of cache keys, by event.
     del_errors: Vec<(usize, String)>,
-    events: &[Event],
-) -> Vec<Delivery> {
+}
+
+/// Every event's delivery; a failed `DEL` of its cache keys rejects an event Redis took.
+fn finish(Done { out, del_errors }: Done, events: &[Event]) -> Vec<Delivery> {
     let mut out: Vec<Delivery> = out
         .into_iter()
         .map(|d| d.expect("every event has an outcome"))

@@ -29,6 +29,7 @@ mod recoverable;
 pub mod resp;
 mod subscribe;
 mod topology;
+mod transaction;
 
 use std::time::Duration;
 
@@ -81,8 +82,6 @@ pub enum Unavailable {
     Replica,
     #[error("it refused a write as a replica: {0}")]
     ReadOnly(String),
-    #[error("its script cache was flushed; reconnecting to load the channel script again")]
-    ScriptMissing,
     #[error("shard {node} (slots {slots}): {source}")]
     Shard {
         node: String,
@@ -154,8 +153,8 @@ struct Conn {
     stream: Stream,
     read: BytesMut,
     write: Vec<u8>,
-    /// The channel script's digest, when it was loaded.
-    script: Option<Vec<u8>>,
+    /// What this connection knows of each recoverable channel's meta.
+    channels: recoverable::Channels,
 }
 
 impl Publisher {
@@ -210,7 +209,7 @@ impl Publisher {
         match &self.backend {
             Backend::Single(..) => self.connection().await.map(drop),
             Backend::Cluster(c) => {
-                let open = c.connect_all(self.script());
+                let open = c.connect_all();
                 tokio::time::timeout(self.timeout, open)
                     .await
                     .map_err(|_| Unavailable::Timeout(self.timeout))??;
@@ -225,14 +224,6 @@ impl Publisher {
             Backend::Single(..) => Ok(Vec::new()),
             Backend::Cluster(c) => Ok(c.shards().await?),
         }
-    }
-
-    /// The channel script this publisher loads, if it publishes on recoverable channels.
-    fn script(&self) -> Option<&'static str> {
-        self.history.as_ref().map(|_| match &self.backend {
-            Backend::Single(..) => recoverable::SCRIPT,
-            Backend::Cluster(_) => recoverable::sharded_script(),
-        })
     }
 
     /// Tries to connect for up to `timeout`; the last failure if Redis is still unreachable
@@ -257,7 +248,7 @@ impl Publisher {
         };
         let mut guard = conn.lock().await;
         if guard.is_none() {
-            let open = Conn::open(target, self.script(), true);
+            let open = Conn::open(target, true, self.history.is_some());
             let conn = tokio::time::timeout(self.timeout, open)
                 .await
                 .map_err(|_| Unavailable::Timeout(self.timeout))??;
@@ -363,9 +354,10 @@ impl Wait {
 }
 
 impl Conn {
-    /// Connects, authenticates, selects the database, loads `script` if given, and with
-    /// `primary` refuses a replica.
-    async fn open(t: &Target, script: Option<&str>, primary: bool) -> Result<Conn, Unavailable> {
+    /// Connects, authenticates, selects the database, with `primary` refuses a replica, and
+    /// with `probe` checks that the user may run what recoverable channels need (see
+    /// [`recoverable::PROBE`]).
+    async fn open(t: &Target, primary: bool, probe: bool) -> Result<Conn, Unavailable> {
         let unavailable = |e: std::io::Error| Unavailable::Io {
             addr: format!("{}:{}", t.host, t.port),
             text: io_text(&e),
@@ -384,7 +376,7 @@ impl Conn {
             stream,
             read: BytesMut::with_capacity(16 * 1024),
             write: Vec::with_capacity(64 * 1024),
-            script: None,
+            channels: recoverable::Channels::new(),
         };
         let mut setup: Vec<Vec<&[u8]>> = Vec::new();
         match (&t.username, &t.password) {
@@ -396,29 +388,19 @@ impl Conn {
         if let Some(db) = &db {
             setup.push(vec![b"SELECT", db.as_bytes()]);
         }
-        if let Some(script) = script {
-            setup.push(vec![b"SCRIPT", b"LOAD", script.as_bytes()]);
+        if probe {
+            setup.extend(recoverable::PROBE.iter().map(|args| args.to_vec()));
         }
         setup.push(vec![b"ROLE"]);
         for args in &setup {
             resp::command(&mut conn.write, args);
         }
-        let mut replies = conn.exchange(setup.len()).await?;
+        let replies = conn.exchange(setup.len()).await?;
         if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
             return Err(Unavailable::SetupRefused(e.clone()));
         }
         if primary {
             self::primary(replies.last())?;
-        }
-        if script.is_some() {
-            match replies.swap_remove(replies.len() - 2) {
-                Reply::Bulk(sha) => conn.script = Some(sha),
-                _ => {
-                    return Err(Unavailable::Protocol(resp::ProtocolError::Unexpected(
-                        "a script digest",
-                    )))
-                }
-            }
         }
         Ok(conn)
     }

@@ -9,13 +9,19 @@
 //! - `sluice:state:{<ch>}` (routes with `state = true`): the latest message per record id.
 //!
 //! The braces make the channel a Redis Cluster hash tag: the three keys of a channel live in
-//! one slot. One Lua script call per channel per batch (`channel.lua`) publishes that
-//! channel's events of the batch, writes their history entries and state and moves the meta,
-//! all or nothing, and the calls of a batch go out as one pipeline: no round trip per event.
-//! The script numbers the messages itself (`seq`, `epoch` written at the head of the JSON),
-//! so the numbers follow publish order with no gap.
+//! one slot. One transaction per channel per batch ([`transaction`]) publishes that channel's
+//! events of the batch, writes their history entries and state and moves the meta, all at once,
+//! and the transactions of a batch go out as one pipeline: no round trip per event.
 //!
-//! Exactly once: after a crash the source reads again what was not confirmed, and the script
+//! Sluice numbers the messages itself (it is the only writer): it keeps each channel's meta as
+//! it last wrote it ([`Channels`], per connection) and reads the metas it does not know in one
+//! pipelined `HMGET` round trip first (a new connection, a channel not seen since). Each
+//! transaction reads the meta again as its first command; when that is not what the numbers
+//! came from (Redis flushed or evicted it, or another writer moved it while the connection
+//! stayed up), the run is published again at once in a new epoch, so consumers resynchronise
+//! as they would after any loss, and history and state hold the run.
+//!
+//! Exactly once: after a crash the source reads again what was not confirmed, and the publisher
 //! skips what the channel already has. Logical mode's order keys grow with commit order on
 //! every channel, so the last one published (`pos`) is the bound. Trigger mode's change_log
 //! ids do not follow commit order; but a re-read starts from the stored checkpoint the batch
@@ -25,28 +31,22 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+
 use super::resp::{self, Reply};
+pub use super::transaction::Publish;
+use super::transaction::{self, Context, Outcome, Tx};
 use super::{Delivery, Unavailable};
 use crate::config::HistoryConfig;
 use crate::route::Event;
 use crate::telemetry as m;
 
-/// The script, loaded on every connection (`SCRIPT LOAD`) and called by its digest.
-pub const SCRIPT: &str = include_str!("channel.lua");
-
-/// The script for a Redis Cluster: the same, publishing with `SPUBLISH` (sharded pub/sub: the
-/// message goes to the channel's shard only, which is also where its keys live).
-pub fn sharded_script() -> &'static str {
-    static SHARDED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SHARDED.get_or_init(|| SCRIPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
-}
-
-/// What the script keeps per channel.
+/// What each channel keeps.
 #[derive(Debug, Clone)]
 pub struct History {
     /// 0: no history stream (numbers are given anyway).
-    max_len: usize,
-    ttl_ms: u128,
+    pub(super) max_len: usize,
+    pub(super) ttl_ms: u128,
 }
 
 impl History {
@@ -62,7 +62,7 @@ impl History {
 /// The events of one channel within a batch, in batch order.
 pub struct Run<'a> {
     pub channel: &'a str,
-    events: Vec<usize>,
+    pub(super) events: Vec<usize>,
 }
 
 /// Groups a batch by channel, keeping each channel's events in order.
@@ -102,129 +102,293 @@ pub fn keys(channel: &str) -> [String; 3] {
     ["meta", "history", "state"].map(|k| format!("sluice:{k}:{{{channel}}}"))
 }
 
-/// Appends one `EVALSHA` for `run` to `out`.
-pub fn encode(
-    out: &mut Vec<u8>,
-    sha: &[u8],
-    run: &Run,
-    events: &[Event],
-    history: &History,
-    origin: &str,
-    epoch: &str,
-) {
-    let [meta, hist, state] = keys(run.channel);
-    let (max_len, ttl) = (history.max_len.to_string(), history.ttl_ms.to_string());
-    let keep = if run.events.iter().any(|&i| events[i].state) {
-        "1"
-    } else {
-        "0"
-    };
-    let mut args: Vec<&[u8]> = Vec::with_capacity(10 + 4 * run.events.len());
-    // only the keys the channel has (see channel.lua)
-    let mut keys: Vec<&[u8]> = vec![meta.as_bytes()];
-    if history.max_len > 0 {
-        keys.push(hist.as_bytes());
-    }
-    if keep == "1" {
-        keys.push(state.as_bytes());
-    }
-    let count = keys.len().to_string();
-    args.extend([&b"EVALSHA"[..], sha, count.as_bytes()]);
-    args.extend(keys);
-    args.extend([
-        run.channel.as_bytes(),
-        epoch.as_bytes(),
-        max_len.as_bytes(),
-        ttl.as_bytes(),
-        origin.as_bytes(),
-        keep.as_bytes(),
-    ]);
-    for &i in &run.events {
-        let e = &events[i];
-        let removes: &[u8] = if e.removes { b"1" } else { b"0" };
-        args.extend([
-            e.key.as_bytes(),
-            e.record_id.as_deref().unwrap_or("").as_bytes(),
-            removes,
-            &e.payload[..],
-        ]);
-    }
-    resp::command(out, &args);
+/// Queued and discarded on every new connection: Redis checks a user's rights (ACL commands
+/// and key patterns) when it queues a command, so a user who may not run what a channel's
+/// transaction runs is told at connect time, not per event. `PUBLISH` is left out: a channel
+/// the user may not publish on is that event's rejection (a dead letter), not the daemon's.
+/// A single server only: on a cluster the probe's keys hash to one shard.
+pub const PROBE: &[&[&[u8]]] = &[
+    &[b"MULTI"],
+    &[b"HMGET", b"sluice:meta:{sluice}", b"epoch"],
+    &[b"HSET", b"sluice:meta:{sluice}", b"seq", b"0"],
+    &[b"DEL", b"sluice:history:{sluice}", b"sluice:state:{sluice}"],
+    &[b"XADD", b"sluice:history:{sluice}", b"1-0", b"event", b"{}"],
+    &[b"XTRIM", b"sluice:history:{sluice}", b"MAXLEN", b"~", b"1"],
+    &[b"PEXPIRE", b"sluice:history:{sluice}", b"1"],
+    &[b"HSET", b"sluice:state:{sluice}", b"r", b"{}"],
+    &[b"HDEL", b"sluice:state:{sluice}", b"r"],
+    &[b"DISCARD"],
+];
+
+/// Each channel's meta as this connection last read or wrote it. A new connection starts
+/// empty: Redis may have lost, or a failover rolled back, what the last one knew.
+pub type Channels = HashMap<String, Meta>;
+
+pub use transaction::Meta;
+
+/// One batch on recoverable channels: its runs, their transactions, and their outcomes.
+pub struct Publishing<'a> {
+    pub events: &'a [Event],
+    pub runs: Vec<Run<'a>>,
+    ctx: Context<'a>,
+    /// Per run, once planned.
+    txs: Vec<Tx>,
+    /// Runs whose transaction found another meta than the one it was numbered from.
+    again: Vec<usize>,
+    /// This pass publishes those runs again.
+    repeating: bool,
+    /// Runs whose meta could not be read, and why: their events are rejected.
+    refused: HashMap<usize, String>,
 }
 
-/// Reads the script's answer for `run` into `out` (one slot per event of the batch).
-pub fn read(answer: Reply, run: &Run, out: &mut [Option<Delivery>]) -> Result<(), Unavailable> {
-    let items = match answer {
-        Reply::Array(items) if items.len() == run.events.len() + 2 => items,
-        Reply::Error(e) if e.starts_with("READONLY") => return Err(Unavailable::ReadOnly(e)),
-        Reply::Error(e) if e.starts_with("NOSCRIPT") => return Err(Unavailable::ScriptMissing),
-        Reply::Error(e) => {
-            for &i in &run.events {
-                out[i] = Some(Delivery::Rejected(format!("PUBLISH: {e}")));
+impl<'a> Publishing<'a> {
+    pub fn new(
+        events: &'a [Event],
+        history: &'a History,
+        origin: &'a str,
+        publish: Publish,
+    ) -> Publishing<'a> {
+        Publishing {
+            events,
+            runs: runs(events),
+            ctx: Context {
+                history,
+                origin,
+                epoch: new_epoch(),
+                publish,
+            },
+            txs: Vec::new(),
+            again: Vec::new(),
+            repeating: false,
+            refused: HashMap::new(),
+        }
+    }
+
+    /// The runs whose channel's meta `known` lacks: read them first ([`Publishing::read_meta`]).
+    pub fn unknown(&self, known: &Channels) -> Vec<usize> {
+        (0..self.runs.len())
+            .filter(|&r| !known.contains_key(self.runs[r].channel))
+            .collect()
+    }
+
+    /// Appends the `HMGET` of run `r`'s meta.
+    pub fn read_meta(&self, out: &mut Vec<u8>, r: usize) {
+        Meta::read(out, &keys(self.runs[r].channel)[0]);
+    }
+
+    /// Keeps the answer to [`Publishing::read_meta`]. A meta Redis cannot read (a key of
+    /// another type, say) rejects the run's events rather than holding the batch.
+    pub fn learn(
+        &mut self,
+        r: usize,
+        reply: &Reply,
+        known: &mut Channels,
+    ) -> Result<(), Unavailable> {
+        match reply {
+            Reply::Error(e) if e.starts_with("READONLY") => Err(Unavailable::ReadOnly(e.clone())),
+            Reply::Error(e) => {
+                self.refused
+                    .insert(r, format!("reading the channel meta: {e}"));
+                Ok(())
+            }
+            reply => {
+                known.insert(self.runs[r].channel.to_string(), Meta::parse(reply)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Numbers every run from the metas in `known` (which has them all).
+    pub fn plan(&mut self, known: &Channels) {
+        let empty = Meta::default();
+        self.txs = self
+            .runs
+            .iter()
+            .map(|run| {
+                let base = known.get(run.channel).unwrap_or(&empty);
+                let expect = (base.epoch.clone(), base.seq);
+                Tx::plan(run, self.events, base, expect, &self.ctx)
+            })
+            .collect();
+    }
+
+    /// The runs to send in this pass (all, or those published again).
+    pub fn pending(&self) -> Vec<usize> {
+        if self.repeating {
+            self.again.clone()
+        } else {
+            (0..self.runs.len()).collect()
+        }
+    }
+
+    /// Whether run `r` has anything new to send.
+    pub fn sends(&self, r: usize) -> bool {
+        !self.txs[r].is_empty() && !self.refused.contains_key(&r)
+    }
+
+    /// Appends run `r`'s transaction (`asking`: redirected to a node importing its slot);
+    /// returns how many replies it gets (0: nothing to send).
+    pub fn encode(&self, out: &mut Vec<u8>, r: usize, asking: bool) -> usize {
+        if !self.sends(r) {
+            return 0;
+        }
+        self.txs[r].encode(out, &self.runs[r], self.events, &self.ctx, asking)
+    }
+
+    /// Run `r`'s replies as one (see [`transaction::collapse`]).
+    pub fn collapse(&self, r: usize, replies: Vec<Reply>, asking: bool) -> Reply {
+        transaction::collapse(replies, self.txs[r].tail(&self.ctx, asking))
+    }
+
+    /// Applies run `r`'s answer (see [`transaction::collapse`]; `None`: nothing was sent) to
+    /// `out` and `known`.
+    pub fn settle(
+        &mut self,
+        r: usize,
+        reply: Option<Reply>,
+        known: &mut Channels,
+        out: &mut [Option<Delivery>],
+    ) -> Result<(), Unavailable> {
+        let (run, tx) = (&self.runs[r], &self.txs[r]);
+        let Some(reply) = reply else {
+            match self.refused.get(&r) {
+                Some(why) => run.events.iter().for_each(|&i| {
+                    out[i] = Some(Delivery::Rejected(why.clone()));
+                }),
+                None if !self.repeating => tx.skipped(run, out),
+                None => {}
             }
             return Ok(());
+        };
+        let mut fresh = vec![None; out.len()];
+        let target = if self.repeating { &mut fresh[..] } else { out };
+        match tx.read(run, self.events, &self.ctx, reply, target)? {
+            Outcome::Done { trimmed } => {
+                if trimmed > 0 {
+                    metrics::counter!(m::HISTORY_TRIMMED).increment(trimmed as u64);
+                }
+                if tx.base.epoch.is_none() {
+                    metrics::counter!(m::EPOCHS_STARTED).increment(1);
+                    tracing::info!(
+                        channel = run.channel,
+                        "the channel has no state in Redis: a new epoch starts at seq 1"
+                    );
+                }
+                known.insert(run.channel.to_string(), tx.after.clone());
+            }
+            Outcome::Mismatch(found) if !self.repeating => {
+                tracing::warn!(
+                    channel = run.channel,
+                    ?found,
+                    expected = ?(&tx.base.epoch, tx.base.seq),
+                    "the channel's meta changed behind Sluice (a flush, an eviction, another writer): publishing its run again in a new epoch"
+                );
+                self.again.push(r);
+            }
+            Outcome::Mismatch(found) => {
+                tracing::warn!(
+                    channel = run.channel,
+                    ?found,
+                    "the channel's meta changed again; reading it anew next batch"
+                );
+                known.remove(run.channel);
+            }
+            Outcome::Refused => {
+                known.remove(run.channel);
+            }
         }
-        _ => {
-            return Err(Unavailable::Protocol(resp::ProtocolError::Unexpected(
-                "the channel script's results",
-            )))
+        Ok(())
+    }
+
+    /// After a pass: whether runs must go again in a new epoch (then they are planned so:
+    /// numbered from 1, with the dedup of before the batch, expecting what the first pass wrote).
+    pub fn repeat(&mut self) -> bool {
+        if self.repeating || self.again.is_empty() {
+            return false;
         }
-    };
-    let count = |r: &Reply| if let Reply::Integer(n) = r { *n } else { 0 };
-    if count(&items[0]) > 0 {
-        metrics::counter!(m::EPOCHS_STARTED).increment(1);
-        tracing::info!(
-            channel = run.channel,
-            "the channel has no state in Redis: a new epoch starts at seq 1"
-        );
+        self.repeating = true;
+        for &r in &self.again {
+            let first = &self.txs[r];
+            let base = Meta {
+                epoch: None,
+                seq: 0,
+                ..first.base.clone()
+            };
+            let expect = (first.after.epoch.clone(), first.after.seq);
+            self.txs[r] = Tx::plan(&self.runs[r], self.events, &base, expect, &self.ctx);
+        }
+        true
     }
-    let trimmed = count(&items[1]);
-    if trimmed > 0 {
-        metrics::counter!(m::HISTORY_TRIMMED).increment(trimmed as u64);
-    }
-    for (&i, r) in run.events.iter().zip(&items[2..]) {
-        out[i] = Some(match count(r) {
-            -1 => Delivery::Duplicate,
-            receivers => Delivery::Sent { receivers },
-        });
-    }
-    Ok(())
 }
 
 impl super::Conn {
-    /// The batch as one pipeline: `ROLE`, one script call per channel, then the cache keys'
-    /// `DEL`s; every reply read in order.
+    /// The batch: the metas this connection does not know (one pipeline, only when there are
+    /// any), then `ROLE`, one transaction per channel and the cache keys' `DEL`s in one
+    /// pipeline, every reply read in order; a run whose meta changed behind Sluice once more.
     pub(super) async fn round_trip_recoverable(
         &mut self,
         events: &[Event],
         history: &History,
         origin: &str,
     ) -> Result<Vec<Delivery>, Unavailable> {
-        let sha = self.script.clone().ok_or(Unavailable::ScriptMissing)?;
-        let runs = runs(events);
-        let epoch = new_epoch();
-        resp::command(&mut self.write, &[b"ROLE"]);
-        for run in &runs {
-            encode(&mut self.write, &sha, run, events, history, origin, &epoch);
+        let mut batch = Publishing::new(events, history, origin, Publish::Inside);
+        let unknown = batch.unknown(&self.channels);
+        if !unknown.is_empty() {
+            for &r in &unknown {
+                batch.read_meta(&mut self.write, r);
+            }
+            let replies = self.exchange(unknown.len()).await?;
+            for (&r, reply) in unknown.iter().zip(&replies) {
+                batch.learn(r, reply, &mut self.channels)?;
+            }
         }
-        let mut deletes = 0;
-        for e in events.iter().filter(|e| !e.invalidate.is_empty()) {
-            let mut args: Vec<&[u8]> = vec![b"DEL"];
-            args.extend(e.invalidate.iter().map(|k| k.as_bytes()));
-            resp::command(&mut self.write, &args);
-            deletes += 1;
-        }
-        let mut replies = self.exchange(1 + runs.len() + deletes).await?.into_iter();
-        super::primary(replies.next().as_ref())?;
+        batch.plan(&self.channels);
         let mut out: Vec<Option<Delivery>> = vec![None; events.len()];
-        for run in &runs {
-            read(replies.next().ok_or(Unavailable::Closed)?, run, &mut out)?;
+        self.send_runs(&mut batch, &mut out, true).await?;
+        if batch.repeat() {
+            self.send_runs(&mut batch, &mut out, false).await?;
         }
-        for (i, e) in events
+        Ok(out
+            .into_iter()
+            .map(|d| d.expect("every event is in a run"))
+            .collect())
+    }
+
+    /// One pipeline: `ROLE`, the pass's transactions, and with `deletes` the cache keys' `DEL`s.
+    async fn send_runs(
+        &mut self,
+        batch: &mut Publishing<'_>,
+        out: &mut [Option<Delivery>],
+        deletes: bool,
+    ) -> Result<(), Unavailable> {
+        resp::command(&mut self.write, &[b"ROLE"]);
+        let pending = batch.pending();
+        let counts: Vec<usize> = pending
             .iter()
-            .enumerate()
-            .filter(|(_, e)| !e.invalidate.is_empty())
-        {
+            .map(|&r| batch.encode(&mut self.write, r, false))
+            .collect();
+        let events = batch.events;
+        let dels: Vec<usize> = if deletes {
+            (0..events.len())
+                .filter(|&i| !events[i].invalidate.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for &i in &dels {
+            let mut args: Vec<&[u8]> = vec![b"DEL"];
+            args.extend(events[i].invalidate.iter().map(|k| k.as_bytes()));
+            resp::command(&mut self.write, &args);
+        }
+        let total = 1 + counts.iter().sum::<usize>() + dels.len();
+        let mut replies = self.exchange(total).await?.into_iter();
+        super::primary(replies.next().as_ref())?;
+        for (&r, &n) in pending.iter().zip(&counts) {
+            let mine =
+                (n > 0).then(|| batch.collapse(r, replies.by_ref().take(n).collect(), false));
+            batch.settle(r, mine, &mut self.channels, out)?;
+        }
+        for i in dels {
             if let Some(Reply::Error(err)) = replies.next() {
                 if err.starts_with("READONLY") {
                     return Err(Unavailable::ReadOnly(err));
@@ -235,15 +399,12 @@ impl super::Conn {
                 ) {
                     out[i] = Some(Delivery::Rejected(format!(
                         "DEL of cache keys of {}: {err}",
-                        e.channel
+                        events[i].channel
                     )));
                 }
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|d| d.expect("every event is in a run"))
-            .collect())
+        Ok(())
     }
 }
 

@@ -39,7 +39,7 @@ pub enum Reply {
     Integer(i64),
     Error(String),
     Bulk(Vec<u8>),
-    /// `ROLE`'s answer and a channel script's results.
+    /// `ROLE`'s answer, `HMGET`'s and `EXEC`'s results.
     Array(Vec<Reply>),
     /// Simple strings and nulls: acknowledged, content unused.
     Other,

@@ -1,6 +1,6 @@
 // A real Redis Cluster for the tests: redis-server --cluster-enabled on free ports in temp dirs,
 // joined with `redis-cli --cluster create`, and the publisher the daemon is in cluster mode: the
-// repository's src/publish/channel.lua with PUBLISH replaced by SPUBLISH, called per channel
+// repository's clients/testing/channel.lua with PUBLISH replaced by SPUBLISH, called per channel
 // with the KEYS/ARGV of src/publish/recoverable.rs (logical mode: origin '', growing order keys).
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -220,11 +220,11 @@ export class RedisCluster {
 }
 
 /** The daemon's channel script, publishing with SPUBLISH as the daemon does in cluster mode. */
-const SCRIPT = readFileSync(join(repoRoot, "src", "publish", "channel.lua"), "utf8").replace(
+const SCRIPT = readFileSync(join(repoRoot, "clients", "testing", "channel.lua"), "utf8").replace(
   "redis.call('PUBLISH', ch, msg)",
   "redis.call('SPUBLISH', ch, msg)",
 );
-if (!SCRIPT.includes("'SPUBLISH'")) throw new Error("src/publish/channel.lua no longer calls PUBLISH as expected");
+if (!SCRIPT.includes("'SPUBLISH'")) throw new Error("clients/testing/channel.lua no longer calls PUBLISH as expected");
 
 type WithScript = Cluster & {
   sluiceChannel(...args: (string | number)[]): Promise<number[]>;

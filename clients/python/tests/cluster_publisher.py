@@ -1,5 +1,5 @@
 """Publishes on a Redis Cluster the way `sluice run` does in cluster mode: the repository's
-src/publish/channel.lua with PUBLISH replaced by SPUBLISH, one call per channel per batch on
+clients/testing/channel.lua with PUBLISH replaced by SPUBLISH, one call per channel per batch on
 the master owning the channel's slot, KEYS and ARGV as src/publish/recoverable.rs builds them
 (logical mode: origin '' and order keys that grow with commit order)."""
 
@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from cluster_harness import RedisCluster
 from harness import REPO
 
-SCRIPT = (REPO / "src" / "publish" / "channel.lua").read_text()
+SCRIPT = (REPO / "clients" / "testing" / "channel.lua").read_text()
 assert SCRIPT.count("'PUBLISH'") == 1
 SHARDED_SCRIPT = SCRIPT.replace("'PUBLISH'", "'SPUBLISH'")
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)

@@ -1,5 +1,8 @@
--- Publishes a run of events on one channel, exactly once, numbered, with their history and
--- state, atomically (a script runs alone on the server). See publish/recoverable.rs.
+-- The recoverable-channel protocol in one script, for the SDKs' tests: publishes a run of
+-- events on one channel, exactly once, numbered, with their history and state, leaving in
+-- Redis what the daemon's channel transactions leave (src/publish/transaction.rs; the daemon
+-- numbers in Rust and sends MULTI/EXEC, which costs Redis about half as much). The SDK tests
+-- use it to publish as the daemon does on a Redis Cluster without running the daemon.
 --
 -- KEYS: sluice:meta:{ch}, then sluice:history:{ch} if history is kept (max_len > 0), then
 --       sluice:state:{ch} if the route keeps state. Only keys the channel has: on a Redis
