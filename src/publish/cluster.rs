@@ -4,7 +4,7 @@
 //! hash to one slot, so the channel's transaction runs on the master of that slot and its
 //! messages go out with `SPUBLISH` (sharded pub/sub: only that shard's subscribers hear it,
 //! instead of every node relaying every message), right after the transaction's `EXEC` (see
-//! [`super::transaction::Publish::After`]). A batch is split by master: each gets its channels'
+//! [`super::recoverable::Publish::After`]). A batch is split by master: each gets its channels'
 //! transactions and the `DEL`s of the cache keys that hash to it, in one write; the masters
 //! answer in parallel. Cache keys may hash to another shard than their channel, so in a
 //! cluster their `DEL` is not atomic with the publish (it still rides the same batch). The

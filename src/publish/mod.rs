@@ -29,7 +29,6 @@ mod recoverable;
 pub mod resp;
 mod subscribe;
 mod topology;
-mod transaction;
 
 use std::time::Duration;
 

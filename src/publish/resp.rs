@@ -15,22 +15,23 @@ pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
 }
 
 fn push_len(out: &mut Vec<u8>, n: usize) {
-    let mut digits = itoa_buf(n);
-    out.append(&mut digits);
+    push_decimal(out, n as u64);
     out.extend_from_slice(b"\r\n");
 }
 
-fn itoa_buf(mut n: usize) -> Vec<u8> {
-    let mut d = Vec::with_capacity(8);
+/// Appends `n` in decimal, without allocating (this runs several times per event).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
     loop {
-        d.push(b'0' + (n % 10) as u8);
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    d.reverse();
-    d
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A reply, as far as the publisher cares.

@@ -5,7 +5,7 @@
 //! meta as its first command (`HMGET`, run atomically with the rest), so its answer says
 //! whether the numbers were right: if Redis lost or changed the meta meanwhile (a flush, an
 //! eviction, another writer), the caller publishes the run again in a new epoch (see
-//! [`super::recoverable`]). A transaction costs Redis about half what the same work cost as a
+//! [`super`]). A transaction costs Redis about half what the same work cost as a
 //! Lua script call (no Lua values per command, no string building inside Redis).
 //!
 //! ```text
@@ -22,10 +22,10 @@
 
 use std::collections::HashSet;
 
-use super::recoverable::{self, History, Run};
-use super::resp::{self, Reply};
-use super::topology;
-use super::{Delivery, Unavailable};
+use super::{History, Run};
+use crate::publish::resp::{self, Reply};
+use crate::publish::topology;
+use crate::publish::{Delivery, Unavailable};
 use crate::route::Event;
 
 /// A channel's meta: its epoch (none: Redis has no meta), the last seq given, and what tells
@@ -151,12 +151,13 @@ impl Tx {
             after.ids.clear();
         }
         let mut numbers = Vec::with_capacity(run.events.len());
+        let mut pos = base.pos.as_str();
         for &i in &run.events {
             let key = events[i].key.as_str();
             let new = if trigger {
                 seen.insert(key)
             } else {
-                after.pos.is_empty() || key > after.pos.as_str()
+                pos.is_empty() || key > pos
             };
             if !new {
                 numbers.push(None);
@@ -168,8 +169,11 @@ impl Tx {
                 after.ids.push_str(key);
                 after.ids.push(',');
             } else {
-                after.pos = key.to_string();
+                pos = key;
             }
+        }
+        if pos != after.pos {
+            after.pos = pos.to_string();
         }
         Tx {
             expect,
@@ -205,7 +209,7 @@ impl Tx {
         if self.is_empty() {
             return 0;
         }
-        let [meta, hist, state] = recoverable::keys(run.channel);
+        let [meta, hist, state] = super::keys(run.channel);
         let (hist, state) = (hist.as_bytes(), state.as_bytes());
         let epoch = self.after.epoch.as_deref().unwrap_or_default();
         let mut queued = 0;
@@ -221,7 +225,7 @@ impl Tx {
         if self.started && self.state {
             cmd(out, &[b"DEL", state]);
         }
-        let mut msg = Vec::new();
+        let (mut msg, mut id) = (Vec::new(), Vec::new());
         for (&i, seq) in run.events.iter().zip(&self.numbers) {
             let (Some(seq), e) = (seq, &events[i]) else {
                 continue;
@@ -231,8 +235,10 @@ impl Tx {
                 cmd(out, &[b"PUBLISH", run.channel.as_bytes(), &msg]);
             }
             if self.history {
-                let id = format!("{seq}-0");
-                cmd(out, &[b"XADD", hist, id.as_bytes(), b"event", &msg]);
+                id.clear();
+                resp::push_decimal(&mut id, *seq);
+                id.extend_from_slice(b"-0");
+                cmd(out, &[b"XADD", hist, &id, b"event", &msg]);
             }
             match e.record_id.as_deref() {
                 Some(rid) if self.state && !rid.is_empty() && e.removes => {
@@ -303,7 +309,7 @@ impl Tx {
 fn message(out: &mut Vec<u8>, seq: u64, epoch: &str, payload: &[u8]) {
     out.clear();
     out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    resp::push_decimal(out, seq);
     out.extend_from_slice(b",\"epoch\":\"");
     out.extend_from_slice(epoch.as_bytes());
     out.extend_from_slice(b"\",");
