@@ -205,6 +205,7 @@ impl Cluster {
         done: &mut Done,
     ) -> Result<(), Unavailable> {
         if let Some(p) = &batch.channels {
+            state.channels.bound();
             let unknown = p.unknown(&state.channels);
             let items = unknown
                 .iter()
@@ -357,7 +358,7 @@ impl Batch<'_> {
                     if p.sends(r) {
                         items.push(item(Op::Run(r), p.runs[r].channel));
                     } else {
-                        p.settle(r, None, &mut Channels::new(), &mut done.out)?;
+                        p.settle(r, None, &mut Channels::default(), &mut done.out)?;
                     }
                 }
                 items

@@ -375,7 +375,7 @@ impl Conn {
             stream,
             read: BytesMut::with_capacity(16 * 1024),
             write: Vec::with_capacity(64 * 1024),
-            channels: recoverable::Channels::new(),
+            channels: recoverable::Channels::default(),
         };
         let mut setup: Vec<Vec<&[u8]>> = Vec::new();
         match (&t.username, &t.password) {

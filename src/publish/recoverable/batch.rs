@@ -52,7 +52,7 @@ impl<'a> Publishing<'a> {
     /// The runs whose channel's meta `known` lacks: read them first ([`Publishing::read_meta`]).
     pub fn unknown(&self, known: &Channels) -> Vec<usize> {
         (0..self.runs.len())
-            .filter(|&r| !known.contains_key(self.runs[r].channel))
+            .filter(|&r| !known.knows(self.runs[r].channel))
             .collect()
     }
 
@@ -77,7 +77,7 @@ impl<'a> Publishing<'a> {
                 Ok(())
             }
             reply => {
-                known.insert(self.runs[r].channel.to_string(), Meta::parse(reply)?);
+                known.remember(self.runs[r].channel, Meta::parse(reply)?);
                 Ok(())
             }
         }
@@ -159,7 +159,7 @@ impl<'a> Publishing<'a> {
                         "the channel has no state in Redis: a new epoch starts at seq 1"
                     );
                 }
-                known.insert(run.channel.to_string(), tx.after.clone());
+                known.remember(run.channel, tx.after.clone());
             }
             Outcome::Mismatch(found) if !self.repeating => {
                 tracing::warn!(
@@ -176,10 +176,10 @@ impl<'a> Publishing<'a> {
                     ?found,
                     "the channel's meta changed again; reading it anew next batch"
                 );
-                known.remove(run.channel);
+                known.forget(run.channel);
             }
             Outcome::Refused => {
-                known.remove(run.channel);
+                known.forget(run.channel);
             }
         }
         Ok(())
