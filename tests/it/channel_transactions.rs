@@ -1,0 +1,106 @@
+//! What the channel transactions add to recoverable channels, on real servers: Sluice numbers
+//! messages from the meta it last wrote, so a Redis that lost a channel's meta while the
+//! connection stayed up (a `FLUSHALL`) must still start a new epoch; and `check` tells a Redis
+//! user that may not run the transaction.
+
+use std::time::Duration;
+
+use std::collections::HashMap;
+
+use crate::common;
+use crate::common::{redis_command, Env};
+use fred::prelude::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The epoch in `sluice:meta:{<ch>}` and the entry ids in the channel's history.
+async fn meta_and_history(env: &Env, channel: &str) -> (Option<String>, Vec<String>) {
+    let config = fred::types::config::Config::from_url(&env.redis.url()).unwrap();
+    let client = Builder::from_config(config).build().unwrap();
+    client.init().await.unwrap();
+    let epoch: Option<String> = client
+        .hget(format!("sluice:meta:{{{channel}}}"), "epoch")
+        .await
+        .unwrap();
+    let entries: Vec<(String, HashMap<String, String>)> = client
+        .xrange(format!("sluice:history:{{{channel}}}"), "-", "+", None)
+        .await
+        .unwrap();
+    (epoch, entries.into_iter().map(|(id, _)| id).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_while_connected_starts_a_new_epoch_holding_the_batch() {
+    let env = Env::start("mode = \"trigger\"");
+    let sub = env.subscribe().await;
+    let daemon = env.daemon();
+    common::insert(&env, 5, 5); // tenant-0
+    let first = sub.wait_for(1, WAIT, || daemon.log()).await[0]
+        .event
+        .clone();
+    assert_eq!(first["seq"], 1);
+    let flushed = redis_command(env.redis.port(), &["FLUSHALL"]);
+    assert!(flushed.starts_with("+OK"), "{flushed}");
+    common::insert(&env, 10, 10); // tenant-0 again, on the same connection
+    let channel = "crm:tenant-0:credit-configs";
+    let all = sub.wait_for(2, WAIT, || daemon.log()).await;
+    let last = all.last().unwrap().event.clone();
+    assert_ne!(last["epoch"], first["epoch"], "a new epoch: {all:?}");
+    assert_eq!(last["seq"], 1, "numbering starts again");
+    assert_eq!(last["recordId"], all[1].event["recordId"]);
+    let (epoch, ids) = meta_and_history(&env, channel).await;
+    assert_eq!(epoch.as_deref(), last["epoch"].as_str());
+    assert_eq!(ids, ["1-0"], "history holds the batch in the new epoch");
+    assert_eq!(
+        daemon.log_count("the channel's meta changed behind Sluice"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_redis_user_that_may_not_run_transactions() {
+    let env = Env::start("mode = \"trigger\"");
+    let port = env.redis.port();
+    let args = [
+        "ACL", "SETUSER", "limited", "on", ">pw", "~*", "&*", "+@all", "-multi",
+    ];
+    assert!(redis_command(port, &args).starts_with("+OK"));
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("redis://127.0.0.1:", "redis://limited:pw@127.0.0.1:");
+    std::fs::write(&env.config, text).unwrap();
+    let out = env.sluice(&["check"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("redis "))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("FAIL") && line.contains("'multi'"),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_meta_redis_cannot_read_dead_letters_that_channel_only() {
+    let env = Env::start("mode = \"trigger\"");
+    let port = env.redis.port();
+    let meta = "sluice:meta:{crm:tenant-0:credit-configs}";
+    assert!(redis_command(port, &["SET", meta, "not a hash"]).starts_with("+OK"));
+    let sub = env.subscribe().await;
+    let daemon = env.daemon();
+    common::insert(&env, 0, 3); // tenant-0 .. tenant-3
+    let msgs = sub.wait_for(3, WAIT, || daemon.log()).await;
+    assert!(msgs
+        .iter()
+        .all(|m| m.channel != "crm:tenant-0:credit-configs"));
+    common::wait_until(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
+    let row = env.sql("SELECT reason || '|' || channel || '|' || error FROM sluice.dead_letter");
+    assert!(
+        row.starts_with(
+            "publish_rejected|crm:tenant-0:credit-configs|reading the channel meta: WRONGTYPE"
+        ),
+        "{row}"
+    );
+}
