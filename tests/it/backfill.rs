@@ -45,10 +45,10 @@ async fn start(mode: &str) -> (Env, Subscriber, Daemon) {
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     if mode == LOGICAL {
-        wait_until(
+        wait_until!(
             WAIT,
             || daemon.log().contains("streaming from the slot"),
-            || daemon.log(),
+            || daemon.log()
         )
         .await;
     }
@@ -98,7 +98,7 @@ fn rows(env: &Env, table: &str, key: &str) -> HashMap<String, Value> {
 async fn settle(env: &Env, sub: &Subscriber, daemon: &Daemon) {
     env.sql("INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES ('marker', 'marker', 'crm.marker')");
     let seen = || sub.all().iter().any(|m| m.event["recordId"] == "marker");
-    wait_until(WAIT, seen, || daemon.log()).await;
+    wait_until!(WAIT, seen, || daemon.log()).await;
 }
 
 /// The record ids of the SNAPSHOT events of `table`, sorted, duplicates kept.
@@ -135,17 +135,13 @@ async fn every_row_once_as_snapshot_with_to_jsonb_data(mode: &str) {
     ));
     assert!(out.contains("backfilled 30 rows of public.credit_configurations in 5 chunks; sluice run publishes them"), "{out}");
     ok(&backfill(&env, &["--table", "users", "--rate", "0"]));
-    wait_until(
-        WAIT,
-        || snapshots(&sub).len() >= 50,
-        || {
-            format!(
-                "{} of 50 snapshots\n{}",
-                snapshots(&sub).len(),
-                daemon.log()
-            )
-        },
-    )
+    wait_until!(WAIT, || snapshots(&sub).len() >= 50, || {
+        format!(
+            "{} of 50 snapshots\n{}",
+            snapshots(&sub).len(),
+            daemon.log()
+        )
+    })
     .await;
     settle(&env, &sub, &daemon).await;
 
@@ -264,11 +260,11 @@ async fn a_snapshot_never_overtakes_a_concurrent_update(mode: &str) {
     let status = tokio::task::block_in_place(|| child.wait()).unwrap();
     assert!(status.success(), "backfill failed");
     let expected = 2000 + 2000 + (a + b + c + d) as usize;
-    wait_until(
-        WAIT,
-        || sub.count() >= expected,
-        || format!("{} of {expected}\n{}", sub.count(), daemon.log()),
-    )
+    wait_until!(WAIT, || sub.count() >= expected, || format!(
+        "{} of {expected}\n{}",
+        sub.count(),
+        daemon.log()
+    ))
     .await;
     settle(&env, &sub, &daemon).await;
 
@@ -424,7 +420,7 @@ async fn slow_backfill(env: &Env, sub: &Subscriber, daemon: &Daemon) -> std::pro
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until(WAIT, || snapshots(sub).len() >= 30, || daemon.log()).await;
+    wait_until!(WAIT, || snapshots(sub).len() >= 30, || daemon.log()).await;
     child
 }
 

@@ -56,10 +56,10 @@ async fn both_modes_publish_to_jsonb(
     let sub = env.subscribe().await;
     let trigger_daemon = env.daemon();
     let logical_daemon = env.daemon_with(&logical);
-    wait_until(
+    wait_until!(
         Duration::from_secs(30),
         || logical_daemon.log().contains("streaming from the slot"),
-        || logical_daemon.log(),
+        || logical_daemon.log()
     )
     .await;
     env.sql(rows);
@@ -195,10 +195,10 @@ async fn an_int2vector_column_does_not_stop_the_logical_stream() {
     let env = Env::start_with(VECTORS, &table_config("logical", "vectors"));
     let sub = env.subscribe().await;
     let mut daemon = env.daemon();
-    wait_until(
+    wait_until!(
         Duration::from_secs(30),
         || daemon.log().contains("streaming from the slot"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     for (id, v) in [(1, "NULL"), (2, "'1 2 3'"), (3, "NULL")] {
@@ -244,20 +244,20 @@ async fn a_composite_altered_mid_stream_is_dead_lettered_until_the_next_session(
         m.map(|m| m.event["data"]["p"].clone())
     };
     let mut daemon = env.daemon();
-    wait_until(WAIT, || streaming(&daemon), || daemon.log()).await;
+    wait_until!(WAIT, || streaming(&daemon), || daemon.log()).await;
     insert(1, "(1,a)");
     // Row 1 has been read (and the type looked up) before the ALTER: read after it, it would
     // be the row that does not match.
-    wait_until(WAIT, || p_of("1").is_some(), || daemon.log()).await;
+    wait_until!(WAIT, || p_of("1").is_some(), || daemon.log()).await;
     env.sql("ALTER TYPE pair ADD ATTRIBUTE f3 int");
     insert(2, "(2,b,3)");
     insert(3, "(3,c,4)");
     let dead = || env.dead_letters();
-    wait_until(
-        WAIT,
-        || dead().len() == 2,
-        || format!("{:?}\n{}", dead(), daemon.log()),
-    )
+    wait_until!(WAIT, || dead().len() == 2, || format!(
+        "{:?}\n{}",
+        dead(),
+        daemon.log()
+    ))
     .await;
     assert!(
         dead()
@@ -275,8 +275,8 @@ async fn a_composite_altered_mid_stream_is_dead_lettered_until_the_next_session(
     );
     daemon.terminate();
     let daemon = env.daemon();
-    wait_until(WAIT, || streaming(&daemon), || daemon.log()).await;
+    wait_until!(WAIT, || streaming(&daemon), || daemon.log()).await;
     insert(4, "(4,d,5)");
-    wait_until(WAIT, || p_of("4").is_some(), || daemon.log()).await;
+    wait_until!(WAIT, || p_of("4").is_some(), || daemon.log()).await;
     assert_eq!(p_of("4"), Some(json!({"f1": 4, "f2": "d", "f3": 5})));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use crate::common;
-use crate::common::{redis_command, Env};
+use crate::common::{redis_command, wait_until, Env};
 use fred::prelude::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -95,7 +95,7 @@ async fn a_channel_meta_redis_cannot_read_dead_letters_that_channel_only() {
     assert!(msgs
         .iter()
         .all(|m| m.channel != "crm:tenant-0:credit-configs"));
-    common::wait_until(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
+    wait_until!(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
     let row = env.sql("SELECT reason || '|' || channel || '|' || error FROM sluice.dead_letter");
     assert!(
         row.starts_with(

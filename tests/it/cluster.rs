@@ -3,6 +3,7 @@
 //! must land once on its channel's shard, numbered 1, 2, 3 … per channel, while slots move
 //! and while a master dies and its replica takes over.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -67,17 +68,24 @@ async fn client(cluster: &RedisCluster) -> Client {
 /// Each channel's history events (parsed), in entry order, with their entry ids' seqs; asks
 /// again while the cluster is failing over.
 async fn histories(client: &Client) -> BTreeMap<String, Vec<(u64, serde_json::Value)>> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match try_histories(client).await {
-            Ok(h) => return h,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                eprintln!("reading history: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("reading history: {e}"),
+    let read = RefCell::new(None);
+    let answered = async || {
+        let result = try_histories(client).await;
+        if let Err(e) = &result {
+            eprintln!("reading history: {e}");
         }
-    }
+        let ok = result.is_ok();
+        *read.borrow_mut() = Some(result);
+        ok
+    };
+    wait_until!(WAIT, async || answered().await, || {
+        format!(
+            "reading history: {:?}",
+            read.borrow().as_ref().map(|r| r.as_ref().err())
+        )
+    })
+    .await;
+    read.into_inner().unwrap().unwrap()
 }
 
 async fn try_histories(
@@ -108,17 +116,20 @@ async fn history_total(client: &Client) -> usize {
 /// Waits for `n` history entries, then checks every channel holds 1..=k in one epoch, each
 /// change once, and `n` different changes in all.
 async fn assert_all_once(client: &Client, n: usize, daemon: &common::Daemon) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let total = history_total(client).await;
-        if total >= n {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("{total} of {n} changes in history\n{}", daemon.log());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let total = Cell::new(0);
+    wait_until!(
+        WAIT,
+        async || {
+            total.set(history_total(client).await);
+            total.get() >= n
+        },
+        || format!(
+            "{} of {n} changes in history\n{}",
+            total.get(),
+            daemon.log()
+        )
+    )
+    .await;
     let mut ids = HashSet::new();
     for (ch, events) in histories(client).await {
         let seqs: Vec<u64> = events.iter().map(|(s, _)| *s).collect();
@@ -157,10 +168,10 @@ async fn each_change_once_on_its_shard(mode: &str) {
     assert_all_once(&redis, 10_000, &daemon).await;
     // every message reached a subscriber of its own shard, in seq order
     let got = || subscriber.counts();
-    wait_until(
+    wait_until!(
         WAIT,
         || got().values().sum::<usize>() >= 10_000,
-        || format!("{:?}", got()),
+        || format!("{:?}", got())
     )
     .await;
     for t in 0..TENANTS {
@@ -240,14 +251,10 @@ async fn reshard_mid_stream(mode: &str) {
 }
 
 async fn wait_for_history(redis: &Client, n: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while history_total(redis).await < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "history never reached {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until!(WAIT, async || history_total(redis).await >= n, || {
+        format!("history never reached {n}")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -276,7 +283,7 @@ async fn failover_mid_stream(mode: &str) {
     cluster.pause(replica, true).unwrap();
     // batches for the victim's slots stay unconfirmed while its replica is frozen
     let held = || daemon.log_count("0 of the 1 replicas");
-    wait_until(WAIT, || held() > 0, || daemon.log()).await;
+    wait_until!(WAIT, || held() > 0, || daemon.log()).await;
     cluster.kill(victim).unwrap();
     cluster.pause(replica, false).unwrap();
     writer.join().unwrap();
@@ -286,7 +293,7 @@ async fn failover_mid_stream(mode: &str) {
             .unwrap_or_default()
             .starts_with("master")
     };
-    wait_until(WAIT, promoted, || format!("{replica} was never promoted")).await;
+    wait_until!(WAIT, promoted, || format!("{replica} was never promoted")).await;
     cluster.wait_ok(WAIT).unwrap();
     // the old master comes back as the new one's replica, so WAIT 1 can be answered again
     cluster.restart(victim).unwrap();
@@ -398,20 +405,18 @@ async fn check_reports_every_master_and_a_failed_cluster() {
     // a master gone for good: its slots are not served, and check says so
     let victim = cluster.ports()[0];
     cluster.kill(victim).unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    let text = RefCell::new(String::new());
+    let check_fails = || {
         let out = env.sluice(&["check"]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
+        *text.borrow_mut() = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() && text.contains("cluster") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "check kept passing: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        !out.status.success() && text.borrow().contains("cluster")
+    };
+    wait_until!(WAIT, check_fails, || format!(
+        "check kept passing: {}",
+        text.borrow()
+    ))
+    .await;
 }
 
 /// `sluice tail` on the cluster finds channels created after it started (by their meta keys),
@@ -424,11 +429,8 @@ async fn tail_follows_channels_across_a_reshard() {
     let redis = client(&cluster).await;
     let daemon = env.daemon();
     let tail = common::tail::Tail::start(&env, &["crm:*"]);
-    wait_until(
-        WAIT,
-        || tail.errors().contains("listening on"),
-        || tail.errors(),
-    )
+    wait_until!(WAIT, || tail.errors().contains("listening on"), || tail
+        .errors())
     .await;
     let writer = insert_in_rounds(&env);
     wait_for_history(&redis, 2_000).await;
@@ -436,18 +438,14 @@ async fn tail_follows_channels_across_a_reshard() {
     cluster.reshard(masters[0].0, masters[2].0, 5461).unwrap();
     writer.join().unwrap();
     assert_all_once(&redis, 10_000, &daemon).await;
-    wait_until(
-        WAIT,
-        || tail.count() >= 10_000,
-        || {
-            let e = tail.errors();
-            format!(
-                "{} printed\n{}",
-                tail.count(),
-                &e[e.len().saturating_sub(3000)..]
-            )
-        },
-    )
+    wait_until!(WAIT, || tail.count() >= 10_000, || {
+        let e = tail.errors();
+        format!(
+            "{} printed\n{}",
+            tail.count(),
+            &e[e.len().saturating_sub(3000)..]
+        )
+    })
     .await;
     let mut ids = HashSet::new();
     for (ch, events) in tail.events() {

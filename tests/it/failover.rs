@@ -72,14 +72,14 @@ async fn an_inactive_standby_slot_in_synchronized_standby_slots_is_named_by_chec
     let port = daemon.http_port();
     insert(&env, 1, 1);
     let body = std::cell::RefCell::new(String::new());
-    wait_until(
+    wait_until!(
         WAIT,
         || {
             let (code, text) = readyz(port);
             *body.borrow_mut() = text;
             code == 503 && body.borrow().contains("gone_standby (inactive)")
         },
-        || format!("/readyz: {}\n{}", body.borrow(), daemon.log()),
+        || format!("/readyz: {}\n{}", body.borrow(), daemon.log())
     )
     .await;
     assert_eq!(sub.count(), 0, "decoding is held back");
@@ -93,7 +93,7 @@ async fn an_inactive_standby_slot_in_synchronized_standby_slots_is_named_by_chec
     env.sql("ALTER SYSTEM RESET synchronized_standby_slots");
     env.sql("SELECT pg_reload_conf()");
     sub.wait_for(1, WAIT, || daemon.log()).await;
-    wait_until(WAIT, || readyz(port).0 == 200, || readyz(port).1).await;
+    wait_until!(WAIT, || readyz(port).0 == 200, || readyz(port).1).await;
 }
 
 /// The slot's confirmed position on `pg`, as a number (0 when it has none).
@@ -156,15 +156,11 @@ async fn after_a_promotion_sluice_goes_on_from_the_synchronised_slot_on_the_new_
     sub.wait_for(500, WAIT, || daemon.log()).await;
     // The standby's copy of the slot catches up with what Sluice confirmed.
     let target = confirmed(&env.pg);
-    wait_until(
-        WAIT,
-        || confirmed(&standby) >= target,
-        || {
-            standby
-                .psql("postgres", "SELECT * FROM pg_replication_slots")
-                .unwrap_or_default()
-        },
-    )
+    wait_until!(WAIT, || confirmed(&standby) >= target, || {
+        standby
+            .psql("postgres", "SELECT * FROM pg_replication_slots")
+            .unwrap_or_default()
+    })
     .await;
     let check = env.sluice(&["check"]);
     let text = String::from_utf8_lossy(&check.stdout);

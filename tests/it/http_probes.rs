@@ -4,6 +4,7 @@
 //! with tenants. Each daemon listens on a port the system picks (`127.0.0.1:0`) and the test
 //! reads it from the daemon's log, so no other process can take it first; waits have deadlines.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -52,19 +53,19 @@ async fn wait_answer(
     want: impl Fn(u16, &str) -> bool,
     log: impl Fn() -> String,
 ) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
+    let answer = RefCell::new((0, String::new()));
+    let wanted = || {
         let (status, body) = get(port, path);
-        if want(status, &body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: GET {path} answered {status} {body:?}\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let ok = want(status, &body);
+        *answer.borrow_mut() = (status, body);
+        ok
+    };
+    wait_until!(limit, wanted, || {
+        let (status, body) = &*answer.borrow();
+        format!("GET {path} answered {status} {body:?}\n{}", log())
+    })
+    .await;
+    answer.into_inner().1
 }
 
 async fn ready(port: u16, limit: Duration, log: impl Fn() -> String) {
@@ -127,7 +128,7 @@ async fn readyz_follows_startup_and_redis_and_postgres_going_away_and_back() {
     env.redis.restart().unwrap();
     ready(port, WAIT, log).await;
     common::insert(&env, 1, 20);
-    wait_until(WAIT, || env.pending() == 0, log).await;
+    wait_until!(WAIT, || env.pending() == 0, log).await;
 
     // No change flows while the servers go away: the monitor notices on its own.
     away_and_back(
@@ -152,7 +153,7 @@ async fn readyz_follows_startup_and_redis_and_postgres_going_away_and_back() {
     )
     .await;
     common::insert(&env, 21, 30);
-    wait_until(WAIT, || env.pending() == 0, log).await;
+    wait_until!(WAIT, || env.pending() == 0, log).await;
 }
 
 /// Both servers down when the daemon starts: it stays up, says why, and begins when they appear.
@@ -277,7 +278,7 @@ async fn sigterm_reports_shutting_down_until_the_batch_in_flight_is_done_then_ex
     // PUBLISH blocks while clients are paused for writes: the batch stays in flight.
     redis_command(env.redis.port(), &["CLIENT", "PAUSE", "20000", "WRITE"]);
     common::insert(&env, 1, 10);
-    wait_until(WAIT, || batches(&daemon) > before, || daemon.log()).await;
+    wait_until!(WAIT, || batches(&daemon) > before, || daemon.log()).await;
     daemon.send_term();
     let why = not_ready(port, "shutting down", WAIT, || daemon.log()).await;
     assert_eq!(why, "shutting down\n");
@@ -326,17 +327,19 @@ async fn retained_wal_past_max_retained_wal_fails_readiness_until_the_slot_catch
     }
     assert!(status(port)["retained_wal_bytes"].as_u64().unwrap() > 1_000_000);
     // Streamed through, the slot is confirmed; a checkpoint lets PostgreSQL move its restart_lsn.
-    let deadline = Instant::now() + WAIT;
-    while get(port, "/readyz").0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "still not ready: {:?}\n{}",
-            get(port, "/readyz"),
-            log()
-        );
+    let ready_after_a_checkpoint = || {
+        if get(port, "/readyz").0 == 200 {
+            return true;
+        }
         env.sql("CHECKPOINT");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        false
+    };
+    wait_until!(WAIT, ready_after_a_checkpoint, || format!(
+        "still not ready: {:?}\n{}",
+        get(port, "/readyz"),
+        log()
+    ))
+    .await;
     assert_eq!(
         log()
             .matches("more WAL than source.max_retained_wal")

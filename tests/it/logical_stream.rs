@@ -25,10 +25,10 @@ async fn seed_tables_reach_their_channels_with_to_jsonb_data() {
     let env = Env::start(LOGICAL);
     let sub = env.subscribe().await;
     let daemon = env.daemon();
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("streaming from the slot"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     env.sql(
@@ -127,19 +127,19 @@ async fn the_slot_is_confirmed_only_past_what_redis_acknowledged() {
     ));
     env.set_redis_timeout("1s");
     let daemon = env.daemon();
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("streaming from the slot"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     env.redis.stop().unwrap();
     let before = env.sql("SELECT pg_current_wal_lsn()").trim().to_string();
     insert(&env, 1, 200);
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("Redis is unavailable"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     let held = env.sql(&format!(
@@ -153,13 +153,13 @@ async fn the_slot_is_confirmed_only_past_what_redis_acknowledged() {
         confirmed(&env)
     );
     let sub = restart_redis_after_a_retry(&mut env, &daemon).await;
-    wait_until(
-        WAIT,
-        || distinct(&sub) == 200,
-        || format!("{} of 200\n{}", distinct(&sub), daemon.log()),
-    )
+    wait_until!(WAIT, || distinct(&sub) == 200, || format!(
+        "{} of 200\n{}",
+        distinct(&sub),
+        daemon.log()
+    ))
     .await;
-    wait_until(
+    wait_until!(
         WAIT,
         || {
             env.sql(&format!(
@@ -169,7 +169,7 @@ async fn the_slot_is_confirmed_only_past_what_redis_acknowledged() {
             .trim()
                 == "t"
         },
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     assert!(env.dead_letters().is_empty());
@@ -180,23 +180,23 @@ async fn sigkill_mid_stream_loses_nothing() {
     let env = Env::start(&format!("{LOGICAL}\nbatch_size = 100"));
     let sub = env.subscribe().await;
     let mut daemon = env.daemon();
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("streaming from the slot"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     for chunk in 0..20 {
         insert(&env, chunk * 100 + 1, chunk * 100 + 100);
     }
-    wait_until(WAIT, || sub.count() >= 500, || daemon.log()).await;
+    wait_until!(WAIT, || sub.count() >= 500, || daemon.log()).await;
     daemon.sigkill();
     let restarted = env.daemon();
-    wait_until(
-        WAIT,
-        || distinct(&sub) == 2000,
-        || format!("{} of 2000\n{}", distinct(&sub), restarted.log()),
-    )
+    wait_until!(WAIT, || distinct(&sub) == 2000, || format!(
+        "{} of 2000\n{}",
+        distinct(&sub),
+        restarted.log()
+    ))
     .await;
 }
 
@@ -205,19 +205,19 @@ async fn a_standby_takes_over_the_slot_when_the_active_daemon_dies() {
     let env = Env::start(LOGICAL);
     let sub = env.subscribe().await;
     let mut active = env.daemon();
-    wait_until(
+    wait_until!(
         WAIT,
         || active.log().contains("streaming from the slot"),
-        || active.log(),
+        || active.log()
     )
     .await;
     let standby = env.daemon();
-    wait_until(WAIT, || standby.log().contains("standby"), || standby.log()).await;
+    wait_until!(WAIT, || standby.log().contains("standby"), || standby.log()).await;
     insert(&env, 1, 10);
     sub.wait_for(10, WAIT, || active.log()).await;
     active.sigkill();
     insert(&env, 11, 20);
-    wait_until(WAIT, || distinct(&sub) == 20, || standby.log()).await;
+    wait_until!(WAIT, || distinct(&sub) == 20, || standby.log()).await;
     assert!(standby.log().contains("took over"));
 }
 
@@ -285,7 +285,7 @@ async fn truncate_is_parked_not_lost_and_unpublished_tables_still_move_the_slot(
     insert(&env, 1, 3);
     sub.wait_for(3, WAIT, || daemon.log()).await;
     env.sql("TRUNCATE credit_configurations");
-    wait_until(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
+    wait_until!(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
     let (reason, _, event_id) = env.dead_letters().remove(0);
     assert_eq!(
         reason, "missing_tenant",
@@ -295,7 +295,7 @@ async fn truncate_is_parked_not_lost_and_unpublished_tables_still_move_the_slot(
     // a table outside the publication: the heartbeat keeps the idle slot moving
     env.sql("CREATE TABLE other (id int); INSERT INTO other SELECT generate_series(1, 1000)");
     let now = env.sql("SELECT pg_current_wal_lsn()").trim().to_string();
-    wait_until(
+    wait_until!(
         WAIT,
         || {
             env.sql(&format!(
@@ -305,7 +305,7 @@ async fn truncate_is_parked_not_lost_and_unpublished_tables_still_move_the_slot(
             .trim()
                 == "t"
         },
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
 }
@@ -318,15 +318,15 @@ async fn postgres_crash_and_restart_is_survived() {
     insert(&env, 1, 50);
     sub.wait_for(50, WAIT, || daemon.log()).await;
     env.pg.kill().unwrap();
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("PostgreSQL is unavailable"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     env.pg.restart().unwrap();
     insert(&env, 51, 100);
-    wait_until(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
+    wait_until!(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

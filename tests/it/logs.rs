@@ -50,15 +50,15 @@ async fn no_log_line_and_no_finding_shows_a_password() {
             .spawn()
             .unwrap();
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        wait_until(WAIT, || log().contains("connected to PostgreSQL"), log).await;
+        wait_until!(WAIT, || log().contains("connected to PostgreSQL"), log).await;
         let offset = if format == "text" { 0 } else { 1000 };
         insert(&env, offset + 1, offset + 20);
-        wait_until(WAIT, || env.pending() == 0, log).await;
+        wait_until!(WAIT, || env.pending() == 0, log).await;
         env.pg.kill().unwrap();
-        wait_until(WAIT, || log().contains("PostgreSQL is unavailable"), log).await;
+        wait_until!(WAIT, || log().contains("PostgreSQL is unavailable"), log).await;
         env.pg.restart().unwrap();
         insert(&env, offset + 21, offset + 40);
-        wait_until(WAIT, || env.pending() == 0, log).await;
+        wait_until!(WAIT, || env.pending() == 0, log).await;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -107,10 +107,10 @@ async fn a_log_file_is_plain_text_and_sighup_does_not_stop_the_daemon() {
         daemon.log()
     );
     daemon.send_signal("-HUP");
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("SIGHUP received and ignored"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     insert(&env, 4, 6);

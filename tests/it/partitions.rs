@@ -79,10 +79,10 @@ async fn publish_everywhere(mode: &str, expected: usize) -> Vec<Msg> {
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     if mode == LOGICAL {
-        wait_until(
+        wait_until!(
             WAIT,
             || daemon.log().contains("streaming from the slot"),
-            || daemon.log(),
+            || daemon.log()
         )
         .await;
     }
@@ -96,11 +96,9 @@ async fn publish_everywhere(mode: &str, expected: usize) -> Vec<Msg> {
         daemon.log()
     );
     if mode != LOGICAL {
-        wait_until(
-            WAIT,
-            || env.pending() == 0,
-            || "change_log rows still pending".into(),
-        )
+        wait_until!(WAIT, || env.pending() == 0, || {
+            "change_log rows still pending".into()
+        })
         .await;
     }
     for m in &msgs {

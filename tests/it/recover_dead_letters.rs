@@ -106,10 +106,10 @@ fn fix_the_causes(env: &Env) {
 /// (a finished or killed replay) has arrived by then too.
 async fn settle(env: &Env, sub: &Subscriber, daemon: &Daemon, id: &str) {
     write_rows(env, &[(id, "'t1'", "crm.sentinel")], &[]);
-    wait_until(
+    wait_until!(
         WAIT,
         || sub.all().iter().any(|m| m.event["recordId"] == id),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
 }
@@ -172,11 +172,11 @@ async fn poison_events_are_parked_while_later_ones_flow_and_list_show_purge_hand
         &[],
     );
     let msgs = sub.wait_for(3, WAIT, || daemon.log()).await;
-    wait_until(
-        WAIT,
-        || env.dead_letters().len() == 3,
-        || format!("{:?}\n{}", env.dead_letters(), daemon.log()),
-    )
+    wait_until!(WAIT, || env.dead_letters().len() == 3, || format!(
+        "{:?}\n{}",
+        env.dead_letters(),
+        daemon.log()
+    ))
     .await;
     let ids: Vec<&str> = msgs
         .iter()
@@ -364,11 +364,11 @@ async fn replay_after_fixing_the_cause_delivers_each_once_and_resolves_what_it_d
     write_rows(&env, &poison, &["big1", "big2"]);
     write_rows(&env, &[("n1", "'t1'", "crm.a")], &[]);
     sub.wait_for(1, WAIT, || daemon.log()).await;
-    wait_until(
-        WAIT,
-        || env.dead_letters().len() == 4,
-        || format!("{:?}\n{}", env.dead_letters(), daemon.log()),
-    )
+    wait_until!(WAIT, || env.dead_letters().len() == 4, || format!(
+        "{:?}\n{}",
+        env.dead_letters(),
+        daemon.log()
+    ))
     .await;
     let parked = open_by_reason(&env);
     let (dry, _) = ok(&env, &["replay", "dead-letters", "--dry-run"]);
@@ -488,7 +488,7 @@ async fn a_fan_out_dead_letter_is_replayed_to_its_own_app_only() {
     let daemon = env.daemon();
     env.sql("INSERT INTO roles VALUES ('r1', 't1', 'Sales manager', '{crm.leads.create,hrms.leave.approve}')");
     sub.wait_for(1, WAIT, || daemon.log()).await;
-    wait_until(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
+    wait_until!(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
     assert_eq!(
         scalar(&env, "SELECT reason || '|' || app FROM sluice.dead_letter"),
         "publish_rejected|hrms"
@@ -533,17 +533,15 @@ async fn a_replay_stopped_or_killed_half_way_completes_when_run_again() {
         "INSERT INTO credit_configurations (config_id, tenant_id, operation_code) \
          SELECT 's' || g, 'tenant-' || (g % 5), 'sales.deal.close' FROM generate_series(1, 3000) g",
     );
-    wait_until(
-        WAIT,
-        || count(&env, "resolved_at IS NULL") == 3000,
-        || daemon.log(),
-    )
+    wait_until!(WAIT, || count(&env, "resolved_at IS NULL") == 3000, || {
+        daemon.log()
+    })
     .await;
     fix_the_causes(&env);
 
     let (mut replay, log) = spawn(&env, &["replay", "dead-letters", "--rate", "300"]);
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until(WAIT, || sub.count() >= 200, stderr).await;
+    wait_until!(WAIT, || sub.count() >= 200, stderr).await;
     Command::new("kill")
         .args(["-TERM", &replay.id().to_string()])
         .status()
@@ -562,11 +560,9 @@ async fn a_replay_stopped_or_killed_half_way_completes_when_run_again() {
 
     let before = sub.count();
     let (mut replay, log) = spawn(&env, &["replay", "dead-letters", "--rate", "300"]);
-    wait_until(
-        WAIT,
-        || sub.count() >= before + 300,
-        || std::fs::read_to_string(&log).unwrap_or_default(),
-    )
+    wait_until!(WAIT, || sub.count() >= before + 300, || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
     .await;
     let _ = replay.kill();
     let _ = replay.wait();
@@ -622,12 +618,12 @@ async fn a_replay_waiting_for_redis_leaves_the_rows_open_when_interrupted() {
     let mut env = Env::start(SMALL_PAYLOADS);
     let daemon = env.daemon();
     write_rows(&env, &[("sale", "'t1'", "sales.deal.close")], &[]);
-    wait_until(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
+    wait_until!(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
     fix_the_causes(&env);
     env.redis.stop().unwrap();
     let (mut replay, log) = spawn(&env, &["replay", "dead-letters"]);
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until(WAIT, || stderr().contains("Redis is unavailable"), stderr).await;
+    wait_until!(WAIT, || stderr().contains("Redis is unavailable"), stderr).await;
     Command::new("kill")
         .args(["-TERM", &replay.id().to_string()])
         .status()

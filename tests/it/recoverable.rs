@@ -131,15 +131,15 @@ async fn exactly_once_across_kill_9(mode: &str) {
         let (from, to) = (round * 1000 + 1, round * 1000 + 1000);
         common::insert(&env, from, to);
         let seen = sub.count();
-        wait_until(WAIT, || sub.count() > seen + 100, || daemon.log()).await;
+        wait_until!(WAIT, || sub.count() > seen + 100, || daemon.log()).await;
         daemon.sigkill();
         daemon = env.daemon();
     }
-    wait_until(
-        WAIT,
-        || common::distinct(&sub) == 3000,
-        || format!("{} of 3000\n{}", common::distinct(&sub), daemon.log()),
-    )
+    wait_until!(WAIT, || common::distinct(&sub) == 3000, || format!(
+        "{} of 3000\n{}",
+        common::distinct(&sub),
+        daemon.log()
+    ))
     .await;
     common::fenced(&env, &sub).await;
     assert_eq!(assert_numbered_once(&sub), 3000);
@@ -167,7 +167,7 @@ async fn a_postgres_crash_publishes_nothing_twice_in_logical_mode() {
     env.pg.kill().unwrap();
     env.pg.restart().unwrap();
     common::insert(&env, 2001, 2500);
-    wait_until(WAIT, || common::distinct(&sub) == 2500, || daemon.log()).await;
+    wait_until!(WAIT, || common::distinct(&sub) == 2500, || daemon.log()).await;
     common::fenced(&env, &sub).await;
     assert_eq!(assert_numbered_once(&sub), 2500);
 }
@@ -312,16 +312,16 @@ async fn takeover_keeps_numbering(mode: &str) {
     common::insert(&env, 1, 500);
     sub.wait_for(500, WAIT, || active.log()).await;
     let standby = env.daemon_with(&env.config);
-    wait_until(WAIT, || standby.log().contains("standby"), || standby.log()).await;
+    wait_until!(WAIT, || standby.log().contains("standby"), || standby.log()).await;
     common::insert(&env, 501, 2000);
-    wait_until(WAIT, || sub.count() > 600, || active.log()).await;
+    wait_until!(WAIT, || sub.count() > 600, || active.log()).await;
     active.sigkill();
     common::insert(&env, 2001, 2500);
-    wait_until(
-        WAIT,
-        || common::distinct(&sub) == 2500,
-        || format!("{} of 2500\n{}", common::distinct(&sub), standby.log()),
-    )
+    wait_until!(WAIT, || common::distinct(&sub) == 2500, || format!(
+        "{} of 2500\n{}",
+        common::distinct(&sub),
+        standby.log()
+    ))
     .await;
     common::fenced(&env, &sub).await;
     assert_eq!(assert_numbered_once(&sub), 2500);

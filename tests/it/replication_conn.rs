@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::common::wait_until;
 use sluice::source::lsn;
 use sluice::source::replication::{Frame, ReplicationConn, StandbyStatus};
 use sluice::testkit::Postgres;
@@ -60,15 +61,11 @@ async fn streams_pgoutput_and_confirms_the_flush_position() {
         )
         .unwrap()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while lsn::parse(&confirmed()) != Some(commit_end) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "slot confirmed {} not {}",
-            confirmed(),
-            lsn::format(commit_end)
-        );
-        // the walsender applies feedback when it next reads from the socket; a keepalive round nudges it
+    // the walsender applies feedback when it next reads from the socket; a keepalive round nudges it
+    let mut slot_confirms_the_commit = async || {
+        if lsn::parse(&confirmed()) == Some(commit_end) {
+            return true;
+        }
         conn.send_status(StandbyStatus {
             write: commit_end,
             flush: commit_end,
@@ -78,8 +75,18 @@ async fn streams_pgoutput_and_confirms_the_flush_position() {
         })
         .await
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        false
+    };
+    wait_until!(
+        Duration::from_secs(20),
+        async || slot_confirms_the_commit().await,
+        || format!(
+            "slot confirmed {} not {}",
+            confirmed(),
+            lsn::format(commit_end)
+        )
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

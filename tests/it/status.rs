@@ -105,7 +105,7 @@ async fn wait_streaming(env: &Env, daemon: &common::Daemon) -> Value {
         *last.borrow_mut() = status_json(env);
         last.borrow()["daemon"]["phase"] == "streaming"
     };
-    wait_until(WAIT, streaming, || {
+    wait_until!(WAIT, streaming, || {
         format!("{}\n{}", last.borrow(), daemon.log())
     })
     .await;
@@ -132,10 +132,10 @@ async fn trigger_mode_status_up_and_down() {
     let mut daemon = env.daemon();
     let addr = listen_where_the_daemon_serves(&env, &daemon);
     write_poison(&env);
-    wait_until(
+    wait_until!(
         WAIT,
         || env.dead_letters().len() == 3 && env.pending() == 0,
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     let up = wait_streaming(&env, &daemon).await;
@@ -240,7 +240,7 @@ async fn logical_mode_status_up_and_down() {
         "the daemon streams the slot: {up}"
     );
     write_poison(&env);
-    wait_until(WAIT, || env.dead_letters().len() == 3, || daemon.log()).await;
+    wait_until!(WAIT, || env.dead_letters().len() == 3, || daemon.log()).await;
     assert!(
         daemon.terminate().is_some_and(|s| s.success()),
         "{}",
@@ -251,7 +251,7 @@ async fn logical_mode_status_up_and_down() {
             .trim()
             == "t"
     };
-    wait_until(WAIT, || !active(), || "the walsender kept the slot".into()).await;
+    wait_until!(WAIT, || !active(), || "the walsender kept the slot".into()).await;
 
     insert(&env, 1, 200);
     set_last_error(&env, "sluice");

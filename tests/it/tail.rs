@@ -3,11 +3,13 @@
 //! in `seq`, fetches what it missed from the channel's history, and prints every event once,
 //! in order.
 
+use std::cell::Cell;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::common;
 use crate::common::tail::Tail;
+use crate::common::wait;
 use crate::common::{redis_command, wait_until, Env};
 use sluice::testkit::Redis;
 
@@ -18,14 +20,11 @@ async fn tail_cut_off_as_a_slow_consumer_fetches_what_it_missed_from_history() {
     let env = Env::start("mode = \"trigger\"");
     let daemon = env.daemon();
     let tail = Tail::start(&env, &["crm:*"]);
-    wait_until(
-        WAIT,
-        || tail.errors().contains("listening on"),
-        || tail.errors(),
-    )
+    wait_until!(WAIT, || tail.errors().contains("listening on"), || tail
+        .errors())
     .await;
     common::insert(&env, 1, 5);
-    wait_until(WAIT, || tail.count() == 5, || tail.errors()).await;
+    wait_until!(WAIT, || tail.count() == 5, || tail.errors()).await;
 
     // Stopped, the tail reads nothing; past 64 kB queued Redis drops it, as it drops any
     // subscriber that cannot keep up.
@@ -41,29 +40,30 @@ async fn tail_cut_off_as_a_slow_consumer_fetches_what_it_missed_from_history() {
     assert!(reply.starts_with("+OK"), "{reply}");
     tail.signal("-STOP");
     common::insert(&env, 6, 3000);
-    wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
+    wait_until!(WAIT, || env.pending() == 0, || daemon.log()).await;
     tail.signal("-CONT");
     // Whether the tail missed events depends on when it got back: keep writing until it has
     // printed every one, each new event showing a gap on its channel if there is one.
-    let mut written = 3000;
-    let deadline = std::time::Instant::now() + WAIT;
-    while tail.count() < written {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {written} printed\n{}",
-            tail.count(),
-            tail.errors()
-        );
-        written += 1;
-        common::insert(&env, written as i64, written as i64);
-        let printed = || tail.count() >= written;
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while !printed() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-    }
+    let written = Cell::new(3000);
+    let printed = || tail.count() >= written.get();
+    let all_printed = async || {
+        if printed() {
+            return true;
+        }
+        written.set(written.get() + 1);
+        let n = written.get() as i64;
+        common::insert(&env, n, n);
+        wait::within(Duration::from_secs(1), wait::awaitable(printed)).await;
+        false
+    };
+    wait_until!(WAIT, async || all_printed().await, || format!(
+        "{} of {} printed\n{}",
+        tail.count(),
+        written.get(),
+        tail.errors()
+    ))
+    .await;
+    let written = written.get();
     for (channel, seqs) in tail.seqs() {
         let want: Vec<u64> = (1..=seqs.len() as u64).collect();
         assert_eq!(seqs, want, "{channel}: every event once, in order");
@@ -87,18 +87,15 @@ async fn tail_json_prints_one_event_object_per_line() {
     let env = Env::start("mode = \"trigger\"");
     let daemon = env.daemon();
     let tail = Tail::start(&env, &["--json"]);
-    wait_until(
-        WAIT,
-        || tail.errors().contains("listening on"),
-        || tail.errors(),
-    )
+    wait_until!(WAIT, || tail.errors().contains("listening on"), || tail
+        .errors())
     .await;
     common::insert(&env, 1, 3);
-    wait_until(
-        WAIT,
-        || tail.count() == 3,
-        || format!("{}\n{}", tail.errors(), daemon.log()),
-    )
+    wait_until!(WAIT, || tail.count() == 3, || format!(
+        "{}\n{}",
+        tail.errors(),
+        daemon.log()
+    ))
     .await;
     for line in tail.lines().iter() {
         let event: serde_json::Value =
@@ -136,17 +133,14 @@ async fn tail_needs_only_a_redis_url_and_no_config_file() {
             .args(["tail", "--json"]),
     );
     for tail in [&from_env, &from_flag, &from_sluice_env] {
-        wait_until(
-            WAIT,
-            || tail.errors().contains("listening on"),
-            || tail.errors(),
-        )
+        wait_until!(WAIT, || tail.errors().contains("listening on"), || tail
+            .errors())
         .await;
     }
     let event = r#"{"eventId":"cl:1","app":"a"}"#;
     redis_command(redis.port(), &["PUBLISH", "a:t1:things", event]);
     for tail in [&from_env, &from_flag, &from_sluice_env] {
-        wait_until(WAIT, || tail.count() == 1, || tail.errors()).await;
+        wait_until!(WAIT, || tail.count() == 1, || tail.errors()).await;
     }
     assert_eq!(from_env.lines()[0], event);
     assert_eq!(from_sluice_env.lines()[0], event);

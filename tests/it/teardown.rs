@@ -81,7 +81,7 @@ async fn trigger_mode_teardown_drops_the_triggers_and_keeps_the_schema() {
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
         ) != "0"
     };
-    wait_until(WAIT, reading, || daemon.log()).await;
+    wait_until!(WAIT, reading, || daemon.log()).await;
     let (code, _, err) = teardown(&env, &["--yes"]);
     assert!(
         code == Some(1) && err.contains("is reading the change_log; stop `sluice run` first"),
@@ -93,7 +93,7 @@ async fn trigger_mode_teardown_drops_the_triggers_and_keeps_the_schema() {
         "{}",
         daemon.log()
     );
-    wait_until(WAIT, || !reading(), || "the reader lock stayed".into()).await;
+    wait_until!(WAIT, || !reading(), || "the reader lock stayed".into()).await;
 
     env.sql("INSERT INTO users (user_id, tenant_id, email) VALUES (1, 't1', 'a@example.com')");
     let (code, out, err) = teardown(&env, &["--yes"]);
@@ -169,7 +169,7 @@ async fn logical_mode_teardown_refuses_an_active_slot_then_drops_slot_and_public
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice' AND active",
         ) == "1"
     };
-    wait_until(WAIT, active, || daemon.log()).await;
+    wait_until!(WAIT, active, || daemon.log()).await;
     let (code, _, err) = teardown(&env, &["--yes"]);
     assert!(
         code == Some(1) && err.contains("slot sluice is active (streamed by backend pid "),
@@ -181,7 +181,7 @@ async fn logical_mode_teardown_refuses_an_active_slot_then_drops_slot_and_public
         "{}",
         daemon.log()
     );
-    wait_until(WAIT, || !active(), || "the walsender kept the slot".into()).await;
+    wait_until!(WAIT, || !active(), || "the walsender kept the slot".into()).await;
 
     let (code, out, err) = teardown(&env, &["--yes"]);
     assert_eq!(code, Some(0), "{err}");

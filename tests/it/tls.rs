@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common;
-use crate::common::{config_text, insert, Env, DB};
+use crate::common::{config_text, exit_within, insert, Env, DB};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use sluice::source::replication::ReplicationConn;
 use sluice::testkit::{PgOptions, Postgres, Redis};
@@ -184,13 +184,9 @@ fn sluice_with(env: &Env, name: &str, pg_url: &str, redis_keys: &str, args: &[&s
 }
 
 fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sluice did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if exit_within(&mut child, limit).is_none() {
+        let _ = child.kill();
+        panic!("sluice did not exit within {limit:?}");
     }
     child.wait_with_output().unwrap()
 }
@@ -308,10 +304,10 @@ async fn logical_mode_over_tls_to_both_servers() {
     let env = tls_env(&pki, "mode = \"logical\"", false);
     let sub = env.subscribe().await;
     let daemon = env.daemon();
-    common::wait_until(
+    common::wait_until!(
         Duration::from_secs(60),
         || env.sql("SELECT count(*) FROM pg_stat_replication").trim() == "1",
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     insert(&env, 1, 20);

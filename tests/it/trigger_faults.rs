@@ -14,20 +14,20 @@ async fn redis_down_for_20s_holds_changes_and_nothing_is_lost_or_dead_lettered()
     let mut env = Env::start("[delivery]\ninitial_backoff = \"3s\"\nmax_backoff = \"3s\"");
     env.set_redis_timeout("1s");
     let daemon = env.daemon();
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("connected to PostgreSQL"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     env.redis.stop().unwrap();
     // The outage lasts 20 s (the fault itself, not a wait for a result); changes keep coming.
     let back_at = tokio::time::Instant::now() + Duration::from_secs(20);
     insert(&env, 1, 300);
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("Redis is unavailable"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     tokio::time::sleep_until(back_at - Duration::from_secs(10)).await;
@@ -43,13 +43,13 @@ async fn redis_down_for_20s_holds_changes_and_nothing_is_lost_or_dead_lettered()
         "Redis being down is no reason to dead-letter"
     );
     let sub = restart_redis_after_a_retry(&mut env, &daemon).await;
-    wait_until(
-        WAIT,
-        || distinct(&sub) == 600,
-        || format!("{} of 600\n{}", sub.count(), daemon.log()),
-    )
+    wait_until!(WAIT, || distinct(&sub) == 600, || format!(
+        "{} of 600\n{}",
+        sub.count(),
+        daemon.log()
+    ))
     .await;
-    wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
+    wait_until!(WAIT, || env.pending() == 0, || daemon.log()).await;
     assert!(env.dead_letters().is_empty());
     assert!(daemon.log().contains("Redis is reachable again"));
     let last_error = env.sql("SELECT last_error FROM sluice.checkpoint WHERE name = 'change_log' AND last_error_at > now() - interval '5 min'");
@@ -67,16 +67,16 @@ async fn postgres_crash_and_restart_is_survived() {
     insert(&env, 1, 50);
     sub.wait_for(50, WAIT, || daemon.log()).await;
     env.pg.kill().unwrap();
-    wait_until(
+    wait_until!(
         WAIT,
         || daemon.log().contains("PostgreSQL is unavailable"),
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     env.pg.restart().unwrap();
     insert(&env, 51, 100);
-    wait_until(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
-    wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
+    wait_until!(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
+    wait_until!(WAIT, || env.pending() == 0, || daemon.log()).await;
     let last_error = env.sql("SELECT last_error FROM sluice.checkpoint WHERE name = 'change_log'");
     assert!(
         last_error.contains("PostgreSQL unavailable"),
@@ -91,7 +91,7 @@ async fn sigterm_stops_cleanly_and_a_restart_publishes_no_duplicate() {
     let mut daemon = env.daemon();
     insert(&env, 1, 500);
     sub.wait_for(500, WAIT, || daemon.log()).await;
-    wait_until(WAIT, || env.pending() == 0, || daemon.log()).await;
+    wait_until!(WAIT, || env.pending() == 0, || daemon.log()).await;
     let status = daemon.terminate().expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", daemon.log());
     assert!(daemon.log().contains("sluice stopped"));
@@ -116,7 +116,7 @@ async fn a_shutdown_stuck_on_redis_ends_at_shutdown_timeout_and_loses_nothing() 
     // PUBLISH blocks while clients are paused for writes: the batch stays in flight.
     redis_command(env.redis.port(), &["CLIENT", "PAUSE", "20000", "WRITE"]);
     insert(&env, 11, 20);
-    wait_until(WAIT, || batches() > before, || daemon.log()).await;
+    wait_until!(WAIT, || batches() > before, || daemon.log()).await;
     let asked = std::time::Instant::now();
     let status = daemon.terminate().expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(1), "{}", daemon.log());
@@ -127,13 +127,12 @@ async fn a_shutdown_stuck_on_redis_ends_at_shutdown_timeout_and_loses_nothing() 
     );
     redis_command(env.redis.port(), &["CLIENT", "UNPAUSE"]);
     let _again = env.daemon();
-    wait_until(
-        WAIT,
-        || distinct(&sub) == 20,
-        || format!("{} of 20", distinct(&sub)),
-    )
+    wait_until!(WAIT, || distinct(&sub) == 20, || format!(
+        "{} of 20",
+        distinct(&sub)
+    ))
     .await;
-    wait_until(WAIT, || env.pending() == 0, String::new).await;
+    wait_until!(WAIT, || env.pending() == 0, String::new).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,10 +143,10 @@ async fn a_standby_takes_over_when_the_active_daemon_dies() {
     insert(&env, 1, 10);
     sub.wait_for(10, WAIT, || active.log()).await;
     let standby = env.daemon();
-    wait_until(WAIT, || standby.log().contains("standby"), || standby.log()).await;
+    wait_until!(WAIT, || standby.log().contains("standby"), || standby.log()).await;
     active.sigkill();
     insert(&env, 11, 20);
-    wait_until(WAIT, || distinct(&sub) == 20, || standby.log()).await;
+    wait_until!(WAIT, || distinct(&sub) == 20, || standby.log()).await;
     assert!(standby.log().contains("took over"));
 }
 
@@ -158,10 +157,10 @@ async fn published_rows_are_pruned_after_the_retention() {
     let daemon = env.daemon();
     insert(&env, 1, 20);
     sub.wait_for(20, WAIT, || daemon.log()).await;
-    wait_until(
+    wait_until!(
         WAIT,
         || env.sql("SELECT count(*) FROM sluice.change_log").trim() == "0",
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
 }
@@ -198,7 +197,7 @@ async fn an_event_redis_keeps_rejecting_is_dead_lettered_after_max_attempts_and_
         "INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES \
          ('first', 't1', 'crm.a'), ('poison', 't1', 'hrms.payroll.process'), ('after', 't1', 'crm.b')",
     );
-    wait_until(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
+    wait_until!(WAIT, || env.dead_letters().len() == 1, || daemon.log()).await;
     env.sql("INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES ('later', 't1', 'crm.c')");
     let msgs = sub.wait_for(3, WAIT, || daemon.log()).await;
     let ids: Vec<&str> = msgs

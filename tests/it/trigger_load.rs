@@ -96,10 +96,10 @@ async fn exactly_once(mode: &str) {
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     if !mode.is_empty() {
-        wait_until(
+        wait_until!(
             Duration::from_secs(30),
             || daemon.log().contains("streaming from the slot"),
-            || daemon.log(),
+            || daemon.log()
         )
         .await;
     }
@@ -112,11 +112,9 @@ async fn exactly_once(mode: &str) {
     sub.wait_for(TOTAL, Duration::from_secs(120), || daemon.log())
         .await;
     if mode.is_empty() {
-        wait_until(
-            Duration::from_secs(10),
-            || env.pending() == 0,
-            || "rows still pending".into(),
-        )
+        wait_until!(Duration::from_secs(10), || env.pending() == 0, || {
+            "rows still pending".into()
+        })
         .await;
     }
     // a sentinel change, published after everything before it: a duplicate would precede it
@@ -171,25 +169,20 @@ async fn sigkill_in_the_middle_of_ten_thousand_changes_loses_none() {
             }
         });
     });
-    wait_until(
-        Duration::from_secs(60),
-        || sub.count() >= 2_500,
-        || daemon.log(),
-    )
+    wait_until!(Duration::from_secs(60), || sub.count() >= 2_500, || daemon
+        .log())
     .await;
     daemon.sigkill();
     let published_before_kill = sub.count();
     writer.join().unwrap();
     assert!(env.pending() > 0, "the kill happened with work left");
     let restarted = env.daemon();
-    wait_until(
-        Duration::from_secs(120),
-        || env.pending() == 0,
-        || restarted.log(),
-    )
+    wait_until!(Duration::from_secs(120), || env.pending() == 0, || {
+        restarted.log()
+    })
     .await;
     let expected = expected_events();
-    wait_until(
+    wait_until!(
         Duration::from_secs(30),
         || sub.all().iter().map(key).collect::<HashSet<_>>().len() == TOTAL,
         || {
@@ -197,7 +190,7 @@ async fn sigkill_in_the_middle_of_ten_thousand_changes_loses_none() {
                 "{} distinct of {TOTAL}",
                 sub.all().iter().map(key).collect::<HashSet<_>>().len()
             )
-        },
+        }
     )
     .await;
     let msgs = sub.all();

@@ -110,11 +110,9 @@ async fn seed_tables_reach_their_channels_with_to_jsonb_data() {
         })
         .collect();
     assert_eq!(ids.len(), 9, "each event once");
-    wait_until(
-        Duration::from_secs(10),
-        || env.pending() == 0,
-        || "change_log rows still pending".into(),
-    )
+    wait_until!(Duration::from_secs(10), || env.pending() == 0, || {
+        "change_log rows still pending".into()
+    })
     .await;
     assert!(env.dead_letters().is_empty(), "{:?}", env.dead_letters());
 }
@@ -134,10 +132,10 @@ async fn bad_rows_are_dead_lettered(mode: &str) {
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     if !mode.is_empty() {
-        wait_until(
+        wait_until!(
             Duration::from_secs(30),
             || daemon.log().contains("streaming from the slot"),
-            || daemon.log(),
+            || daemon.log()
         )
         .await;
     }
@@ -151,10 +149,10 @@ async fn bad_rows_are_dead_lettered(mode: &str) {
     let msgs = sub
         .wait_for(1, Duration::from_secs(30), || daemon.log())
         .await;
-    wait_until(
+    wait_until!(
         Duration::from_secs(10),
         || env.dead_letters().len() == 7,
-        || format!("{:?}", env.dead_letters()),
+        || format!("{:?}", env.dead_letters())
     )
     .await;
     assert_eq!(msgs.len(), 1, "only the good row is published: {msgs:?}");

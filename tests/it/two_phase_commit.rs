@@ -54,11 +54,9 @@ async fn a_prepared_transaction_is_delivered_once_committed_and_never_when_rolle
         .collect();
     assert_eq!(ids, ["prepared", "after"]);
     assert_eq!(msgs[0].channel, "crm:t1:credit-configs");
-    wait_until(
-        WAIT,
-        || env.pending() == 0,
-        || "change_log rows still pending".into(),
-    )
+    wait_until!(WAIT, || env.pending() == 0, || {
+        "change_log rows still pending".into()
+    })
     .await;
     assert!(env.dead_letters().is_empty(), "{:?}", env.dead_letters());
 }

@@ -3,11 +3,15 @@
 //! every event. Waits are on conditions with deadlines, never fixed sleeps.
 
 pub mod tail;
+pub mod wait;
+
+pub use wait::exit_within;
+pub(crate) use wait::wait_until;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred::prelude::*;
 use sluice::testkit::{Postgres, Redis};
@@ -284,14 +288,7 @@ impl Daemon {
 
     /// The exit status, once it exits within `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        exit_within(&mut self.child, limit)
     }
 }
 
@@ -366,11 +363,11 @@ impl Subscriber {
         limit: Duration,
         context: impl Fn() -> String,
     ) -> Vec<Msg> {
-        wait_until(
-            limit,
-            || self.count() >= n,
-            || format!("{} of {n} events arrived\n{}", self.count(), context()),
-        )
+        wait_until!(limit, || self.count() >= n, || format!(
+            "{} of {n} events arrived\n{}",
+            self.count(),
+            context()
+        ))
         .await;
         self.all()
     }
@@ -393,17 +390,6 @@ pub fn distinct(sub: &Subscriber) -> usize {
         .len()
 }
 
-/// Polls `cond` until it holds; panics with `why()` after `limit`.
-pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool, why: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() > deadline {
-            panic!("timed out after {limit:?}: {}", why());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Sends one command to Redis over a plain socket and returns the reply's first line.
 pub fn redis_command(port: u16, args: &[&str]) -> String {
     use std::io::{BufRead, Write};
@@ -424,10 +410,10 @@ pub fn redis_command(port: u16, args: &[&str]) -> String {
 /// waited for (one connection's messages arrive in order); returns the events without it.
 pub async fn fenced(env: &Env, sub: &Subscriber) -> Vec<Msg> {
     redis_command(env.redis.port(), &["PUBLISH", "test:fence:0", "fence"]);
-    wait_until(
+    wait_until!(
         Duration::from_secs(30),
         || sub.all().iter().any(|m| m.channel == "test:fence:0"),
-        || "the fence never arrived".into(),
+        || "the fence never arrived".into()
     )
     .await;
     sub.all()
@@ -443,10 +429,10 @@ pub async fn fenced(env: &Env, sub: &Subscriber) -> Vec<Msg> {
 pub async fn restart_redis_after_a_retry(env: &mut Env, daemon: &Daemon) -> Subscriber {
     const RETRY: &str = "Redis still unavailable; publish retry scheduled";
     let seen = daemon.log_count(RETRY);
-    wait_until(
+    wait_until!(
         Duration::from_secs(30),
         || daemon.log_count(RETRY) > seen,
-        || daemon.log(),
+        || daemon.log()
     )
     .await;
     env.redis.restart().unwrap();

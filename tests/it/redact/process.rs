@@ -5,9 +5,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::Env;
+use crate::common::wait::within_blocking;
+use crate::common::{exit_within, Env};
 
 /// How long one `sluice run` is watched at most: long enough for a slow start, short enough
 /// for 21 runs.
@@ -135,10 +136,9 @@ impl Run {
 
     /// Waits until `done`, the process exits, or [`RUN_LIMIT`] passes.
     pub fn watch(&mut self, done: impl Fn(&Run) -> bool) {
-        let deadline = Instant::now() + RUN_LIMIT;
-        while Instant::now() < deadline && self.child.try_wait().unwrap().is_none() && !done(self) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        within_blocking(RUN_LIMIT, || {
+            self.child.try_wait().unwrap().is_some() || done(self)
+        });
     }
 
     /// `/readyz` and `/status`, SIGTERM, then what it printed.
@@ -168,14 +168,9 @@ pub fn stop(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if exit_within(child, Duration::from_secs(10)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
