@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::common::ConfigText;
+
 fn sluice(config: &str, args: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");
@@ -21,14 +23,21 @@ fn sluice(config: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The tests' config for servers on these ports (there or not), with a password in the
+/// PostgreSQL URL, quick to give up on either server.
 fn config(pg_port: u16, redis_port: u16, extra: &str) -> String {
-    format!(
-        "[postgres]\nurl = \"postgres://postgres:secret@127.0.0.1:{pg_port}/app\"\nconnect_timeout = \"2s\"\n\
-         [redis]\nurl = \"redis://127.0.0.1:{redis_port}\"\ncommand_timeout = \"1s\"\n\
-         [source]\nmode = \"trigger\"\n{extra}\n[apps]\ncrm = {{ prefixes = [\"crm.\"] }}\n\
-         [[tables]]\ntable = \"t\"\ntype = \"things\"\ntenant = \"tenant_id\"\napp = {{ operation_code = \"code\" }}\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n"
+    config_for(pg_port, &format!("redis://127.0.0.1:{redis_port}"), extra)
+}
+
+fn config_for(pg_port: u16, redis_url: &str, extra: &str) -> String {
+    ConfigText::new(
+        &format!("postgres://postgres:secret@127.0.0.1:{pg_port}/app"),
+        redis_url,
     )
+    .postgres("connect_timeout = \"2s\"")
+    .redis("command_timeout = \"1s\"")
+    .extra(extra)
+    .text()
 }
 
 #[test]
@@ -83,12 +92,14 @@ fn only_dead_letter_commands_offer_reason() {
 
 #[test]
 fn a_config_typo_is_one_line_naming_file_line_and_key() {
-    let (ok, _, err) = sluice(&config(1, 1, "batch_sise = 10"), &["check"]);
+    let text = config(1, 1, "batch_sise = 10");
+    let typo = 1 + text.lines().position(|l| l.contains("batch_sise")).unwrap();
+    let (ok, _, err) = sluice(&text, &["check"]);
     assert!(!ok);
     let line = err.trim();
     assert_eq!(line.lines().count(), 1, "{err}");
     assert!(
-        line.contains("sluice.toml:9:") && line.contains("batch_sise"),
+        line.contains(&format!("sluice.toml:{typo}:")) && line.contains("batch_sise"),
         "{err}"
     );
 }
@@ -138,8 +149,7 @@ fn check_fails_a_redis_user_without_scripting_and_a_replica() {
     ])
     .contains("OK"));
     let redis_line = |url: &str| {
-        let text = config(sluice::testkit::free_port(), redis.port(), "")
-            .replace(&format!("redis://127.0.0.1:{}", redis.port()), url);
+        let text = config_for(sluice::testkit::free_port(), url, "");
         let (_, stdout, _) = sluice(&text, &["check"]);
         stdout
             .lines()

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::common;
-use crate::common::{config_text, wait_until, Env, DB};
+use crate::common::{wait_until, ConfigText, Env, DB};
 use fred::prelude::*;
 use sluice::testkit::{Postgres, Redis, RedisCluster};
 
@@ -26,14 +26,12 @@ fn env_on(cluster: &RedisCluster, mode: &str) -> Env {
 fn env_with(cluster: &RedisCluster, mode: &str, settings: &str) -> Env {
     let pg = Postgres::start().expect("start postgres");
     let redis = Redis::start().expect("start redis");
-    pg.psql("postgres", &format!("CREATE DATABASE {DB}"))
-        .unwrap();
-    pg.psql(DB, common::SEED).unwrap();
     let (pg_url, cluster_url) = (pg.url_for(DB), cluster.url());
-    let extra =
-        format!("{mode}\n[redis]\nurl = \"{cluster_url}\"\ncommand_timeout = \"2s\"\n{settings}");
     Env::start_on(pg, redis, |_| {
-        config_text(&pg_url, "unused", &extra).replacen("[redis]\nurl = \"unused\"\n", "", 1)
+        ConfigText::new(&pg_url, &cluster_url)
+            .redis(&format!("command_timeout = \"2s\"\n{settings}"))
+            .extra(mode)
+            .text()
     })
 }
 

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{redis_command, wait_until, Env, DB, SEED};
+use crate::common::{redis_command, wait_until, ConfigText, Env, DB, SEED};
 use sluice::testkit::{free_port, Postgres, Proxy, Redis};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -21,33 +21,24 @@ const THINGS: &str =
     "CREATE TABLE things (id text PRIMARY KEY, tenant_id text, code text, doc json, note text, \
     n int DEFAULT 1, x int DEFAULT 2, o int DEFAULT 3);";
 
-/// A config with one route, `things`, whose cache key names `{id}`.
-fn config(pg: &str, redis: &str, mode: &str, apps: &str) -> String {
-    format!(
-        r#"[postgres]
-url = "{pg}"
-query_timeout = "2s"
-connect_timeout = "2s"
-[redis]
-url = "{redis}"
-[source]
-{mode}
-poll_interval = "100ms"
-[delivery]
-max_backoff = "1s"
-[apps]
-crm = {{ prefixes = ["crm."] }}
-{apps}
-[[tables]]
+/// One route, `things`, whose cache key names `{id}`.
+const ROUTE: &str = r#"[[tables]]
 table = "public.things"
 type = "things"
 tenant = "tenant_id"
-app = {{ operation_code = "code" }}
-invalidate = ["thing:{{tenant}}:{{id}}"]
-[http]
-listen = "127.0.0.1:0"
-"#
-    )
+app = { operation_code = "code" }
+invalidate = ["thing:{tenant}:{id}"]
+"#;
+
+/// The tests' config with the `things` route only, in `mode`, quick to give up on PostgreSQL
+/// and to retry Redis, with more `apps`.
+fn config(pg: &str, redis: &str, mode: &str, apps: &str) -> String {
+    ConfigText::new(pg, redis)
+        .postgres("query_timeout = \"2s\"\nconnect_timeout = \"2s\"")
+        .extra(&format!("{mode}\n[delivery]\nmax_backoff = \"1s\""))
+        .apps(apps)
+        .routes(ROUTE)
+        .text()
 }
 
 /// Servers with database `app` (created with `create`), the seed, `things`, and setup done.

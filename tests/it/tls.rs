@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::common;
-use crate::common::{config_text, exit_within, insert, Env, DB};
+use crate::common::{exit_within, insert, ConfigText, Env, DB};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use sluice::source::replication::ReplicationConn;
 use sluice::testkit::{PgOptions, Postgres, Redis};
@@ -148,9 +148,10 @@ fn redis_keys(pki: &Pki, ca_file: &Path, identity: bool) -> String {
 
 /// The harness's config with these URLs and `[redis]` keys.
 fn tls_config(pg_url: &str, redis_url: &str, redis_keys: &str, extra: &str) -> String {
-    let text = config_text(pg_url, redis_url, extra);
-    let line = format!("url = \"{redis_url}\"\n");
-    text.replacen(&line, &format!("{line}{redis_keys}"), 1)
+    ConfigText::new(pg_url, redis_url)
+        .redis(redis_keys)
+        .extra(extra)
+        .text()
 }
 
 /// TLS servers, the seed schema, and `sluice setup` run over TLS to both. With `clients`,

@@ -2,8 +2,11 @@
 //! config file, the `sluice` binary as a child process, and a Redis subscriber that records
 //! every event. Waits are on conditions with deadlines, never fixed sleeps.
 
+pub mod config;
 pub mod tail;
 pub mod wait;
+
+pub use config::{config_text, ConfigText};
 
 pub use wait::exit_within;
 pub(crate) use wait::wait_until;
@@ -18,51 +21,6 @@ use sluice::testkit::{Postgres, Redis};
 
 pub const DB: &str = "app";
 pub const SEED: &str = include_str!("../../fixtures/seed.sql");
-
-/// The config the tests run with; `{pg}` and `{redis}` are filled in, `extra` lands in
-/// `[source]` and may set other sections after it. Unless `extra` has an `[http]` section, the
-/// daemon's HTTP endpoints listen on a port the system picks, never on the default 9750.
-pub fn config_text(pg: &str, redis: &str, extra: &str) -> String {
-    let mode = if extra.contains("mode = ") {
-        ""
-    } else {
-        "mode = \"trigger\"\n"
-    };
-    let http = if extra.contains("[http]") {
-        ""
-    } else {
-        "[http]\nlisten = \"127.0.0.1:0\"\n"
-    };
-    format!(
-        r#"[postgres]
-url = "{pg}"
-[redis]
-url = "{redis}"
-[source]
-{mode}poll_interval = "100ms"
-{extra}
-[apps]
-crm = {{ prefixes = ["crm.", "user-management", "role-management"] }}
-hrms = {{ prefixes = ["hrms."] }}
-finance = {{ prefixes = ["finance."] }}
-[[tables]]
-table = "public.credit_configurations"
-type = "credit-configs"
-tenant = "tenant_id"
-app = {{ operation_code = "operation_code" }}
-[[tables]]
-table = "public.roles"
-type = "roles"
-tenant = "tenant_id"
-app = {{ any_of = "permissions" }}
-[[tables]]
-table = "public.users"
-type = "users"
-tenant = "tenant_id"
-app = {{ fixed = ["crm", "hrms"] }}
-{http}"#
-    )
-}
 
 pub struct Env {
     pub pg: Postgres,

@@ -8,7 +8,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::common::wait::within_blocking;
-use crate::common::{exit_within, Env};
+use crate::common::{exit_within, ConfigText, Env};
 
 /// How long one `sluice run` is watched at most: long enough for a slow start, short enough
 /// for 21 runs.
@@ -21,32 +21,14 @@ pub struct Capture {
     pub text: String,
 }
 
-/// A config for `pg` and `redis`, quick to give up on a server, serving HTTP on a port the
-/// system picks (`Run` reads it from the daemon's log).
+/// The tests' config for `pg` and `redis`, quick to give up on a server (`Run` reads the HTTP
+/// port the system picked from the daemon's log).
 pub fn config(pg: &str, redis: &str) -> String {
-    format!(
-        r#"[postgres]
-url = "{pg}"
-connect_timeout = "1s"
-[redis]
-url = "{redis}"
-command_timeout = "1s"
-[source]
-mode = "trigger"
-poll_interval = "100ms"
-[delivery]
-max_backoff = "1s"
-[apps]
-crm = {{ prefixes = ["crm."] }}
-[[tables]]
-table = "public.credit_configurations"
-type = "credit-configs"
-tenant = "tenant_id"
-app = {{ operation_code = "operation_code" }}
-[http]
-listen = "127.0.0.1:0"
-"#
-    )
+    ConfigText::new(pg, redis)
+        .postgres("connect_timeout = \"1s\"")
+        .redis("command_timeout = \"1s\"")
+        .extra("[delivery]\nmax_backoff = \"1s\"")
+        .text()
 }
 
 /// A config for `pg` and `redis` in a directory of its own; its path.
