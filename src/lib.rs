@@ -32,7 +32,7 @@
 //!    confirmed position, handed back to the source. A crash before that replays the batch:
 //!    delivery is at least once, never lossy. The pipeline's module doc has the rules.
 //!
-//! Imports run one way, source → route → publish → checkpoint (`tests/architecture.rs`
+//! Imports run one way, source → route → publish → checkpoint (`tests/it/architecture.rs`
 //! checks that a source names none of the later stages and that no two modules import each
 //! other). [`run`] wires a session together; [`error`] sorts what ends one.
 //!
