@@ -145,8 +145,14 @@ impl<'a> Publishing<'a> {
             }
             return Ok(());
         };
-        let mut fresh = vec![None; out.len()];
-        let target = if self.repeating { &mut fresh[..] } else { out };
+        // a run published again keeps the deliveries of its first pass
+        let mut again = Vec::new();
+        let target = if self.repeating {
+            again.resize(out.len(), None);
+            &mut again[..]
+        } else {
+            out
+        };
         match tx.read(run, self.events, &self.ctx, reply, target)? {
             Outcome::Done { trimmed } => {
                 if trimmed > 0 {
