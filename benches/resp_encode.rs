@@ -1,8 +1,8 @@
 //! Our RESP command encoder (`publish::resp::command`, which writes a command's array of bulk
 //! strings straight into the batch's buffer) against redis-protocol's
 //! (`extend_encode_borrowed` of a `BorrowedFrame::Array`, the zero-copy form), which fred
-//! already compiles in. Two shapes from the hot path: a `PUBLISH` with a 600-byte event, and a
-//! channel script call carrying 50 events (4 arguments each), as a batch sends them.
+//! already compiles in. Three commands of a channel transaction (the hot path): the `PUBLISH`
+//! of a 600-byte event, the `XADD` of its history entry, and the meta's `HSET`.
 //!
 //! `cargo bench --bench resp_encode`
 
@@ -21,20 +21,30 @@ fn shapes() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         b"crm:tenant-1:roles".to_vec(),
         event.clone(),
     ];
-    let mut script = vec![b"EVALSHA".to_vec(), vec![b'a'; 40], b"3".to_vec()];
-    for k in ["meta", "history", "state"] {
-        script.push(format!("sluice:{k}:{{crm:tenant-1:roles}}").into_bytes());
+    let xadd = vec![
+        b"XADD".to_vec(),
+        b"sluice:history:{crm:tenant-1:roles}".to_vec(),
+        b"1234-0".to_vec(),
+        b"event".to_vec(),
+        event.clone(),
+    ];
+    let mut meta = vec![
+        b"HSET".to_vec(),
+        b"sluice:meta:{crm:tenant-1:roles}".to_vec(),
+    ];
+    for (k, v) in [
+        ("epoch", "lzx1"),
+        ("seq", "1234"),
+        ("pos", "L00000000001a2b3c800000031"),
+    ] {
+        meta.push(k.as_bytes().to_vec());
+        meta.push(v.as_bytes().to_vec());
     }
-    for a in ["crm:tenant-1:roles", "lzx1", "10000", "86400000", "", "0"] {
-        script.push(a.as_bytes().to_vec());
-    }
-    for i in 0..50 {
-        script.push(format!("L{:016x}{i:08x}", 0x1a2b3c8u64).into_bytes());
-        script.push(format!("role-{i}").into_bytes());
-        script.push(b"0".to_vec());
-        script.push(event.clone());
-    }
-    vec![("publish_600B", publish), ("script_50_events", script)]
+    vec![
+        ("publish_600B", publish),
+        ("xadd_600B", xadd),
+        ("hset_meta", meta),
+    ]
 }
 
 fn encode(c: &mut Criterion) {
