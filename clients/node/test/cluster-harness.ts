@@ -219,7 +219,7 @@ export class RedisCluster {
   }
 }
 
-/** The daemon's channel script, publishing with SPUBLISH as the daemon does in cluster mode. */
+/** The channel protocol as one script (clients/testing/channel.lua), publishing with SPUBLISH as the daemon does in cluster mode. */
 const SCRIPT = readFileSync(join(repoRoot, "clients", "testing", "channel.lua"), "utf8").replace(
   "redis.call('PUBLISH', ch, msg)",
   "redis.call('SPUBLISH', ch, msg)",

@@ -1,7 +1,8 @@
-"""Publishes on a Redis Cluster the way `sluice run` does in cluster mode: the repository's
-clients/testing/channel.lua with PUBLISH replaced by SPUBLISH, one call per channel per batch on
-the master owning the channel's slot, KEYS and ARGV as src/publish/recoverable.rs builds them
-(logical mode: origin '' and order keys that grow with commit order)."""
+"""Publishes on a Redis Cluster leaving what `sluice run` leaves in cluster mode: the
+repository's clients/testing/channel.lua (the channel protocol as one script) with PUBLISH
+replaced by SPUBLISH, one call per channel per batch on the master owning the channel's slot,
+as the daemon sends one transaction there (logical mode: origin '' and order keys that grow
+with commit order)."""
 
 from __future__ import annotations
 
