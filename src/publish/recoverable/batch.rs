@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
-use super::transaction::{self, Context, Meta, Outcome, Publish, Tx};
-use super::{keys, new_epoch, runs, Channels, History, Run};
+use super::answer::{self, Outcome};
+use super::transaction::{Context, Publish, Tx};
+use super::{keys, new_epoch, runs, Channels, History, Meta, Run};
 use crate::publish::resp::Reply;
 use crate::publish::{Delivery, Unavailable};
 use crate::route::Event;
@@ -120,12 +121,12 @@ impl<'a> Publishing<'a> {
         self.txs[r].encode(out, &self.runs[r], self.events, &self.ctx, asking)
     }
 
-    /// Run `r`'s replies as one (see [`transaction::collapse`]).
+    /// Run `r`'s replies as one (see [`answer::collapse`]).
     pub fn collapse(&self, r: usize, replies: Vec<Reply>, asking: bool) -> Reply {
-        transaction::collapse(replies, self.txs[r].tail(&self.ctx, asking))
+        answer::collapse(replies, self.txs[r].tail(&self.ctx, asking))
     }
 
-    /// Applies run `r`'s answer (see [`transaction::collapse`]; `None`: nothing was sent) to
+    /// Applies run `r`'s answer (see [`answer::collapse`]; `None`: nothing was sent) to
     /// `out` and `known`.
     pub fn settle(
         &mut self,

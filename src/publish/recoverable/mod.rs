@@ -31,9 +31,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use std::collections::HashMap;
-
+mod answer;
 mod batch;
+mod meta;
 mod transaction;
 
 use super::resp::{self, Reply};
@@ -41,7 +41,8 @@ use super::{Delivery, Unavailable};
 use crate::config::HistoryConfig;
 use crate::route::Event;
 pub use batch::Publishing;
-pub use transaction::{Meta, Publish};
+pub use meta::{Channels, Meta};
+pub use transaction::Publish;
 
 /// What each channel keeps.
 #[derive(Debug, Clone)]
@@ -121,44 +122,6 @@ pub const PROBE: &[&[&[u8]]] = &[
     &[b"HDEL", b"sluice:state:{sluice}", b"r"],
     &[b"DISCARD"],
 ];
-
-/// Each channel's meta as this connection last read or wrote it. A new connection starts
-/// empty: Redis may have lost, or a failover rolled back, what the last one knew.
-#[derive(Default)]
-pub struct Channels(HashMap<String, Meta>);
-
-/// Channels remembered at most; past it the memory starts over at the next batch (metas are
-/// read again as channels come back), so a daemon serving many tenants stays small.
-const MAX_KNOWN: usize = 50_000;
-
-impl Channels {
-    pub fn get(&self, channel: &str) -> Option<&Meta> {
-        self.0.get(channel)
-    }
-
-    pub fn knows(&self, channel: &str) -> bool {
-        self.0.contains_key(channel)
-    }
-
-    pub fn remember(&mut self, channel: &str, meta: Meta) {
-        self.0.insert(channel.to_string(), meta);
-    }
-
-    /// Before a batch (never within one: its plan needs every meta it read).
-    pub fn bound(&mut self) {
-        if self.0.len() > MAX_KNOWN {
-            self.0.clear();
-        }
-    }
-
-    pub fn forget(&mut self, channel: &str) {
-        self.0.remove(channel);
-    }
-
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
-}
 
 impl super::Conn {
     /// The batch: the metas this connection does not know (one pipeline, only when there are
@@ -276,19 +239,5 @@ mod tests {
         assert_eq!(got, [("a", vec![0, 2]), ("b", vec![1, 4]), ("c", vec![3])]);
         assert_eq!(keys("crm:t1:x")[0], "sluice:meta:{crm:t1:x}");
         assert!(new_epoch().len() >= 8 && new_epoch() <= new_epoch());
-    }
-
-    #[test]
-    fn the_channel_memory_starts_over_between_batches_past_its_bound() {
-        let mut known = Channels::default();
-        for c in 0..=MAX_KNOWN {
-            known.remember(&c.to_string(), Meta::default());
-        }
-        assert!(known.knows("0"), "never within a batch");
-        known.bound();
-        assert!(!known.knows("0") && !known.knows(&MAX_KNOWN.to_string()));
-        known.remember("a", Meta::default());
-        known.bound();
-        assert!(known.knows("a"));
     }
 }

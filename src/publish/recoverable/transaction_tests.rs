@@ -1,5 +1,9 @@
 use super::*;
 use crate::config::HistoryConfig;
+use crate::publish::recoverable::answer::{collapse, Outcome};
+use crate::publish::recoverable::Meta;
+use crate::publish::resp::Reply;
+use crate::publish::Delivery;
 
 fn event(key: &str, record: &str) -> Event {
     Event {
