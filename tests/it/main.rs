@@ -29,6 +29,7 @@ mod pg_versions;
 mod recover_dead_letters;
 mod recoverable;
 mod redact;
+mod reference_script;
 mod replay_change_log;
 mod replication_conn;
 mod schema;
