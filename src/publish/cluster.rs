@@ -44,8 +44,8 @@ pub(super) struct Cluster {
 struct State {
     map: Option<SlotMap>,
     conns: HashMap<Addr, Conn>,
-    /// What the masters' connections know of each recoverable channel's meta; forgotten with
-    /// them (a master failing over may have lost what it acknowledged).
+    /// What the masters' connections know of each recoverable channel's meta; forgotten when
+    /// a batch fails (a master failing over may have lost what it acknowledged).
     channels: Channels,
 }
 
@@ -53,7 +53,6 @@ impl State {
     /// A node failed the batch: the error, naming its shard if the map knows it; the map is
     /// read again before the retry.
     fn failed(&mut self, addr: &Addr, e: Unavailable) -> Unavailable {
-        self.channels.clear();
         let map = self.map.take();
         match map
             .as_ref()
