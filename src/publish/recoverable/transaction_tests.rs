@@ -151,6 +151,15 @@ fn exec_answer(tx: &Tx, events: &[Event], found: Reply, receivers: i64) -> Vec<R
     replies
 }
 
+/// `tx`'s reading of `answer` (one server): its outcome and each event's delivery.
+fn read(tx: &Tx, events: &[Event], answer: Reply) -> (Outcome, Vec<Option<Delivery>>) {
+    let h = history();
+    let mut out = vec![None; events.len()];
+    let c = ctx(&h, "", Publish::Inside);
+    let outcome = tx.read(&run(events), events, &c, answer, &mut out).unwrap();
+    (outcome, out)
+}
+
 #[test]
 fn an_exec_answer_gives_each_event_its_delivery() {
     let events = [event("0/01", "a"), event("0/02", "b"), event("0/03", "c")];
@@ -159,16 +168,8 @@ fn an_exec_answer_gives_each_event_its_delivery() {
     let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
     let found = Reply::Array(vec![bulk("e"), bulk("1")]);
     let answer = collapse(exec_answer(&tx, &events, found, 2), 0);
-    let h = history();
-    let mut out = vec![None; 3];
-    let outcome = tx.read(
-        &run(&events),
-        &events,
-        &ctx(&h, "", Publish::Inside),
-        answer,
-        &mut out,
-    );
-    assert_eq!(outcome.unwrap(), Outcome::Done { trimmed: 0 });
+    let (outcome, out) = read(&tx, &events, answer);
+    assert_eq!(outcome, Outcome::Done { trimmed: 0 });
     let sent = Some(Delivery::Sent { receivers: 2 });
     assert_eq!(out, [Some(Delivery::Duplicate), sent.clone(), sent]);
 }
@@ -179,16 +180,8 @@ fn an_exec_that_found_another_meta_is_a_mismatch() {
     let tx = plan(&events, &meta("e", 1, "0/01", "", ""), "");
     let gone = Reply::Array(vec![Reply::Other, Reply::Other]);
     let answer = collapse(exec_answer(&tx, &events, gone, 0), 0);
-    let h = history();
-    let mut out = vec![None; 1];
-    let outcome = tx.read(
-        &run(&events),
-        &events,
-        &ctx(&h, "", Publish::Inside),
-        answer,
-        &mut out,
-    );
-    assert_eq!(outcome.unwrap(), Outcome::Mismatch((None, 0)));
+    let (outcome, out) = read(&tx, &events, answer);
+    assert_eq!(outcome, Outcome::Mismatch((None, 0)));
     assert_eq!(out, [Some(Delivery::Sent { receivers: 0 })]);
 }
 
