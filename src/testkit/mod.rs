@@ -124,7 +124,8 @@ pub(super) fn log_tail(path: &Path, n: usize) -> String {
     }
 }
 
-/// Runs a command, turning a non-zero exit into an error carrying its stderr.
+/// Runs a command, turning a non-zero exit into an error carrying the end of its output
+/// (`redis-cli` prints its errors on stdout, most tools on stderr).
 pub(super) fn run(cmd: &mut Command, what: &str) -> io::Result<Output> {
     let out = cmd
         .stdin(Stdio::null())
@@ -133,12 +134,10 @@ pub(super) fn run(cmd: &mut Command, what: &str) -> io::Result<Output> {
     if out.status.success() {
         return Ok(out);
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    Err(err(format!(
-        "{what} failed ({}): {}",
-        out.status,
-        stderr.trim()
-    )))
+    let text = [&out.stdout, &out.stderr].map(|b| String::from_utf8_lossy(b).into_owned());
+    let lines: Vec<&str> = text.iter().flat_map(|t| t.lines()).collect();
+    let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+    Err(err(format!("{what} failed ({}): {tail}", out.status)))
 }
 
 mod cluster;
