@@ -1,6 +1,6 @@
 -- The recoverable-channel protocol in one script, for the SDKs' tests: publishes a run of
 -- events on one channel, exactly once, numbered, with their history and state, leaving in
--- Redis what the daemon's channel transactions leave (src/publish/transaction.rs; the daemon
+-- Redis what the daemon's channel transactions leave (src/publish/recoverable/; the daemon
 -- numbers in Rust and sends MULTI/EXEC, which costs Redis about half as much). The SDK tests
 -- use it to publish as the daemon does on a Redis Cluster without running the daemon.
 --

@@ -31,7 +31,7 @@ impl RedisCluster {
             nodes: Vec::new(),
         };
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port();
+            let port = cluster_port()?;
             cluster.nodes.push(Node { port, child: None });
             cluster.spawn(cluster.nodes.len() - 1)?;
         }
@@ -318,4 +318,25 @@ fn masters_in(nodes: &str) -> Vec<Master> {
     }
     out.sort();
     out
+}
+
+/// A port P for a cluster node whose bus port P + 10000 is free too. Both lie below Linux's
+/// ephemeral range (32768 and up), where [`free_port`]'s picks and outgoing connections would
+/// take them now and then: a node whose bus port is taken never starts.
+fn cluster_port() -> io::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let bindable = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + (random % 2_768) as u16;
+        if !taken.contains(&port) && bindable(port) && bindable(port + 10_000) {
+            taken.push(port);
+            return Ok(port);
+        }
+    }
+    Err(err("no free port pair for a cluster node".into()))
 }

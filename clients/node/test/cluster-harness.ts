@@ -1,7 +1,7 @@
 // A real Redis Cluster for the tests: redis-server --cluster-enabled on free ports in temp dirs,
 // joined with `redis-cli --cluster create`, and the publisher the daemon is in cluster mode: the
 // repository's clients/testing/channel.lua with PUBLISH replaced by SPUBLISH, called per channel
-// with the KEYS/ARGV of src/publish/recoverable.rs (logical mode: origin '', growing order keys).
+// with the KEYS/ARGV its header describes (logical mode: origin '', growing order keys).
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import Redis, { Cluster } from "ioredis";
 import { historyKey, metaKey, stateKey } from "../src";
-import { freePort, repoRoot, tempDir, waitFor } from "./harness";
+import { freeClusterPort, repoRoot, tempDir, waitFor } from "./harness";
 
 const run = promisify(execFile);
 const children = new Set<ChildProcess>();
@@ -93,7 +93,7 @@ export interface ClusterSpec {
   appendonly?: boolean;
 }
 
-/** N masters (and replicas) on free ports, joined into one cluster with all 16384 slots. */
+/** N masters (and replicas) on free port pairs (see `freeClusterPort`), joined into one cluster with all 16384 slots. */
 export class RedisCluster {
   private constructor(readonly nodes: ClusterNode[]) {}
 
@@ -104,7 +104,7 @@ export class RedisCluster {
     extra.push("--appendonly", spec.appendonly ? "yes" : "no");
     const nodes: ClusterNode[] = [];
     for (let i = 0; i < masters * (1 + replicas); i++) {
-      nodes.push(new ClusterNode(await freePort(), tempDir("cluster-node"), extra));
+      nodes.push(new ClusterNode(await freeClusterPort(), tempDir("cluster-node"), extra));
     }
     await Promise.all(nodes.map((n) => n.start()));
     const create = ["--cluster", "create", ...nodes.map((n) => n.address)];

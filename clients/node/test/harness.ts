@@ -38,6 +38,38 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+async function bindable(port: number): Promise<boolean> {
+  const server = createServer();
+  server.listen(port, "127.0.0.1");
+  try {
+    await Promise.race([once(server, "listening"), once(server, "error").then(([e]) => Promise.reject(e))]);
+  } catch {
+    return false;
+  }
+  server.close();
+  await once(server, "close");
+  return true;
+}
+
+const clusterPortsTaken = new Set<number>();
+
+/**
+ * A port P for a cluster node whose bus port P + 10000 is free too. Both lie below Linux's
+ * ephemeral range (32768 and up), where free ports picked by binding port 0, and outgoing
+ * connections, would take them now and then: a node whose bus port is taken never starts.
+ */
+export async function freeClusterPort(): Promise<number> {
+  for (let i = 0; i < 1000; i++) {
+    const port = 20000 + Math.floor(Math.random() * 2768);
+    if (clusterPortsTaken.has(port)) continue;
+    if ((await bindable(port)) && (await bindable(port + 10000))) {
+      clusterPortsTaken.add(port);
+      return port;
+    }
+  }
+  throw new Error("no free port pair for a cluster node");
+}
+
 /** Polls `check` until it returns a truthy value or the deadline passes (then throws `what`). */
 export async function waitFor<T>(
   what: string,

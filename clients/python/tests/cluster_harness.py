@@ -25,9 +25,11 @@ def _bindable(port: int) -> bool:
 
 
 def free_cluster_port(taken: set[int]) -> int:
-    """A port P with P and its cluster bus port P + 10000 both free."""
+    """A port P with P and its cluster bus port P + 10000 both free, both below Linux's
+    ephemeral range (32768 and up), where ports picked by binding port 0, and outgoing
+    connections, would take them now and then: a node whose bus port is taken never starts."""
     for _ in range(1000):
-        port = random.randint(20000, 29999)
+        port = random.randint(20000, 22767)
         if port not in taken and _bindable(port) and _bindable(port + 10000):
             taken.add(port)
             return port
