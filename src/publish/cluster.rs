@@ -25,6 +25,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::Mutex;
 
+use super::fence::Fences;
 use super::recoverable::{Channels, History, Publish, Publishing};
 use super::resp::{self, Reply};
 use super::topology::{self, Addr, Redirect, SlotMap};
@@ -38,6 +39,9 @@ pub(super) struct Cluster {
     seeds: Vec<Addr>,
     target: Target,
     state: Mutex<State>,
+    /// The masters' connections carrying a batch, and those given up on (see
+    /// [`super::fence`]); outside `state`, as a batch that times out is dropped mid-way.
+    fences: std::sync::Mutex<Fences<Addr>>,
 }
 
 #[derive(Default)]
@@ -99,12 +103,27 @@ impl Cluster {
             seeds,
             target,
             state: Mutex::new(State::default()),
+            fences: std::sync::Mutex::default(),
         }
     }
 
-    /// Drops every connection and the slot map (after a timeout: nothing is known).
+    /// Drops every connection and the slot map (after a timeout: nothing is known); the
+    /// batches in flight are given up on.
     pub(super) async fn forget(&self) {
         *self.state.lock().await = State::default();
+        self.fences().all_failed();
+    }
+
+    fn fences(&self) -> std::sync::MutexGuard<'_, Fences<Addr>> {
+        self.fences.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new connection to `addr`, closing the one given up on there first.
+    async fn open_fenced(&self, addr: &Addr) -> Result<Conn, Unavailable> {
+        let fence = self.fences().to_close(addr);
+        let conn = Conn::open(&self.target.at(addr), false, false, fence).await?;
+        self.fences().closed(addr);
+        Ok(conn)
     }
 
     /// Reads the slot map and connects to every master (for `check` and startup).
@@ -120,7 +139,8 @@ impl Cluster {
         for (i, addr) in map.masters.iter().enumerate() {
             let mut conn = match state.conns.remove(addr) {
                 Some(conn) => conn,
-                None => Conn::open(&self.target.at(addr), false, false)
+                None => self
+                    .open_fenced(addr)
                     .await
                     .map_err(|e| shard(&map, i, e))?,
             };
@@ -165,7 +185,7 @@ impl Cluster {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
             .ok_or_else(|| Unavailable::ClusterDown(format!("not a node address: {node}")))?;
-        Conn::open(&self.target.at(&addr), false, false).await
+        Conn::open(&self.target.at(&addr), false, false, None).await
     }
 
     /// Publishes a batch; one [`Delivery`] per event, in order: the channel metas not known
@@ -277,16 +297,20 @@ impl Cluster {
     ) -> Vec<(Addr, Result<(Vec<Item>, Vec<Reply>), Unavailable>)> {
         let trips = groups.into_iter().map(|(addr, items)| {
             let conn = state.conns.remove(&addr);
-            let target = self.target.at(&addr);
             async move {
                 let mut conn = match conn {
                     Some(c) => c,
-                    None => match Conn::open(&target, false, false).await {
+                    None => match self.open_fenced(&addr).await {
                         Ok(c) => c,
                         Err(e) => return (addr, None, Err(e)),
                     },
                 };
+                self.fences().sending(&addr, conn.id);
                 let result = trip(&mut conn, batch, &items).await;
+                match result {
+                    Ok(_) => self.fences().answered(&addr),
+                    Err(_) => self.fences().failed(&addr),
+                }
                 let keep = result.is_ok().then_some(conn);
                 (addr, keep, result.map(|replies| (items, replies)))
             }
@@ -320,7 +344,7 @@ impl Cluster {
     }
 
     async fn slots_from(&self, addr: &Addr) -> Result<SlotMap, Unavailable> {
-        let mut conn = Conn::open(&self.target.at(addr), false, false).await?;
+        let mut conn = Conn::open(&self.target.at(addr), false, false, None).await?;
         resp::command(&mut conn.write, &[b"CLUSTER", b"SLOTS"]);
         let reply = conn.exchange(1).await?.pop().ok_or(Unavailable::Closed)?;
         if let Reply::Error(e) = &reply {

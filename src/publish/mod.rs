@@ -24,6 +24,7 @@
 //! There is no switch to skip that check: a self-signed server is trusted by naming its CA.
 
 mod cluster;
+mod fence;
 mod recoverable;
 #[doc(hidden)] // public for benches/resp_encode only
 pub mod resp;
@@ -133,8 +134,15 @@ impl Target {
 
 /// One Redis server, or a Redis Cluster's masters.
 enum Backend {
-    Single(Target, Mutex<Option<Conn>>),
+    Single(Target, Mutex<Single>),
     Cluster(cluster::Cluster),
+}
+
+/// A single server's connection, and what a new one must close first (see [`fence`]).
+#[derive(Default)]
+struct Single {
+    conn: Option<Conn>,
+    fences: fence::Fences<()>,
 }
 
 /// The Redis side of the daemon.
@@ -154,6 +162,8 @@ struct Conn {
     write: Vec<u8>,
     /// What this connection knows of each recoverable channel's meta.
     channels: recoverable::Channels,
+    /// Its `CLIENT ID`, if Redis told it: what a later connection closes (see [`fence`]).
+    id: Option<i64>,
 }
 
 impl Publisher {
@@ -182,7 +192,7 @@ impl Publisher {
             }
             Backend::Cluster(cluster::Cluster::new(seeds, target))
         } else {
-            Backend::Single(target, Mutex::new(None))
+            Backend::Single(target, Mutex::new(Single::default()))
         };
         Ok(Publisher {
             backend,
@@ -241,17 +251,19 @@ impl Publisher {
         }
     }
 
-    async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Conn>>, PublishError> {
-        let Backend::Single(target, conn) = &self.backend else {
+    async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Single>, PublishError> {
+        let Backend::Single(target, single) = &self.backend else {
             unreachable!("a single server's connection")
         };
-        let mut guard = conn.lock().await;
-        if guard.is_none() {
-            let open = Conn::open(target, true, self.history.is_some());
+        let mut guard = single.lock().await;
+        if guard.conn.is_none() {
+            let fence = guard.fences.to_close(&());
+            let open = Conn::open(target, true, self.history.is_some(), fence);
             let conn = tokio::time::timeout(self.timeout, open)
                 .await
                 .map_err(|_| Unavailable::Timeout(self.timeout))??;
-            *guard = Some(conn);
+            guard.fences.closed(&());
+            guard.conn = Some(conn);
         }
         Ok(guard)
     }
@@ -285,7 +297,9 @@ impl Publisher {
             };
         }
         let mut guard = self.connection().await?;
-        let conn = guard.as_mut().expect("connected above");
+        let Single { conn, fences } = &mut *guard;
+        let conn = conn.as_mut().expect("connected above");
+        fences.sending(&(), conn.id);
         let trip = async {
             let deliveries = match &self.history {
                 Some(history) => {
@@ -303,15 +317,19 @@ impl Publisher {
             Ok(result) => result,
             Err(_) => Err(Unavailable::Timeout(self.timeout)),
         };
-        if result.is_err() {
-            *guard = None;
+        match result {
+            Ok(_) => guard.fences.answered(&()),
+            Err(_) => {
+                guard.fences.failed(&());
+                guard.conn = None;
+            }
         }
         Ok(result?)
     }
 
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Single(_, conn) => *conn.lock().await = None,
+            Backend::Single(_, single) => single.lock().await.conn = None,
             Backend::Cluster(c) => c.forget().await,
         }
     }
@@ -353,10 +371,15 @@ impl Wait {
 }
 
 impl Conn {
-    /// Connects, authenticates, selects the database, with `primary` refuses a replica, and
-    /// with `probe` checks that the user may run what recoverable channels need (see
-    /// [`recoverable::PROBE`]).
-    async fn open(t: &Target, primary: bool, probe: bool) -> Result<Conn, Unavailable> {
+    /// Connects, authenticates, selects the database, closes the connection `fence` given
+    /// up on (see [`fence`]), with `primary` refuses a replica, and with `probe` checks that
+    /// the user may run what recoverable channels need (see [`recoverable::PROBE`]).
+    async fn open(
+        t: &Target,
+        primary: bool,
+        probe: bool,
+        fence: Option<i64>,
+    ) -> Result<Conn, Unavailable> {
         let unavailable = |e: std::io::Error| Unavailable::Io {
             addr: format!("{}:{}", t.host, t.port),
             text: io_text(&e),
@@ -376,7 +399,21 @@ impl Conn {
             read: BytesMut::with_capacity(16 * 1024),
             write: Vec::with_capacity(64 * 1024),
             channels: recoverable::Channels::default(),
+            id: None,
         };
+        conn.set_up(t, primary, probe, fence).await?;
+        Ok(conn)
+    }
+
+    /// The setup commands in one write: `AUTH`, `SELECT`, `CLIENT KILL ID <fence>`, the probe,
+    /// `CLIENT ID`, `ROLE`.
+    async fn set_up(
+        &mut self,
+        t: &Target,
+        primary: bool,
+        probe: bool,
+        fence: Option<i64>,
+    ) -> Result<(), Unavailable> {
         let mut setup: Vec<Vec<&[u8]>> = Vec::new();
         match (&t.username, &t.password) {
             (Some(user), Some(pass)) => setup.push(vec![b"AUTH", user.as_bytes(), pass.as_bytes()]),
@@ -387,21 +424,36 @@ impl Conn {
         if let Some(db) = &db {
             setup.push(vec![b"SELECT", db.as_bytes()]);
         }
+        let old = fence.map(|id| id.to_string());
+        let kill = old.as_ref().map(|old| {
+            setup.push(fence::command(old));
+            setup.len() - 1
+        });
         if probe {
             setup.extend(recoverable::PROBE.iter().map(|args| args.to_vec()));
         }
+        setup.push(vec![b"CLIENT", b"ID"]);
         setup.push(vec![b"ROLE"]);
         for args in &setup {
-            resp::command(&mut conn.write, args);
+            resp::command(&mut self.write, args);
         }
-        let replies = conn.exchange(setup.len()).await?;
+        let mut replies = self.exchange(setup.len()).await?;
+        let role = replies.pop();
+        self.id = match replies.pop() {
+            Some(Reply::Integer(id)) => Some(id),
+            _ => None, // a user without CLIENT ID: its connections are not fenced
+        };
+        if let (Some(k), Some(old)) = (kill, fence) {
+            fence::read(&replies[k], old);
+            replies[k] = Reply::Other;
+        }
         if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
             return Err(Unavailable::SetupRefused(e.clone()));
         }
         if primary {
-            self::primary(replies.last())?;
+            self::primary(role.as_ref())?;
         }
-        Ok(conn)
+        Ok(())
     }
 
     /// Encodes the batch behind a `ROLE`, writes it at once, and reads every reply.

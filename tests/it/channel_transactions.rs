@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use crate::common;
 use crate::common::{redis_command, wait_until, Env};
 use fred::prelude::*;
+use sluice::testkit::Proxy;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -103,4 +104,83 @@ async fn a_channel_meta_redis_cannot_read_dead_letters_that_channel_only() {
         ),
         "{row}"
     );
+}
+
+/// Runs a channel through a batch given up on while its bytes were held on a broken path
+/// (delivered once the path heals, as TCP retransmits them), with Redis as `user` (a
+/// `user:pw@` prefix for the URL, or ""): seq 1, then seq 2 held and sent again, seq 3, the
+/// path heals, seq 4. Returns the daemon and the channel's epoch before the hold.
+async fn through_a_held_batch(env: &Env, user: &str) -> (common::Daemon, Option<String>) {
+    let proxy = Proxy::start(env.redis.port()).unwrap();
+    env.set_redis_timeout("1s");
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let direct = format!("redis://127.0.0.1:{}\"", env.redis.port());
+    let proxied = format!("redis://{user}127.0.0.1:{}\"", proxy.port());
+    std::fs::write(&env.config, text.replace(&direct, &proxied)).unwrap();
+    let daemon = env.daemon();
+    let entries = async || meta_and_history(env, HELD).await.1.len();
+    common::insert(env, 5, 5); // tenant-0: seq 1
+    wait_until!(WAIT, async || entries().await == 1, || daemon.log()).await;
+    let (epoch, _) = meta_and_history(env, HELD).await;
+    proxy.hold(true);
+    common::insert(env, 10, 10); // its batch goes out on the held connection
+    const RESUMED: &str = "Redis is reachable again; publishing resumed";
+    wait_until!(WAIT, || daemon.log_count(RESUMED) == 1, || daemon.log()).await;
+    wait_until!(WAIT, async || entries().await == 2, || daemon.log()).await;
+    common::insert(env, 15, 15); // seq 3, past what the held batch wrote
+    wait_until!(WAIT, async || entries().await == 3, || daemon.log()).await;
+    proxy.hold(false); // the path heals: the held batch reaches Redis now
+    common::insert(env, 20, 20);
+    let published = || daemon.log_count("batch delivered") >= 4;
+    wait_until!(WAIT, published, || daemon.log()).await;
+    (daemon, epoch)
+}
+
+const HELD: &str = "crm:tenant-0:credit-configs";
+
+/// The held batch must never run after its retry: its transaction would set the channel's
+/// meta back, and the next batch would find it changed and start a new epoch. Sluice closes
+/// the connection it gave up on (`CLIENT KILL ID`) before it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_held_on_a_broken_path_never_runs_after_a_later_try() {
+    let env = Env::start("mode = \"trigger\"");
+    let (daemon, epoch) = through_a_held_batch(&env, "").await;
+    let (now, ids) = meta_and_history(&env, HELD).await;
+    assert_eq!(now, epoch, "the same epoch\n{}", daemon.log());
+    assert_eq!(ids, ["1-0", "2-0", "3-0", "4-0"], "{}", daemon.log());
+    assert_eq!(
+        daemon.log_count("the channel's meta changed behind Sluice"),
+        0,
+        "{}",
+        daemon.log()
+    );
+}
+
+/// A Redis user that may not run `CLIENT KILL` is told so once, and Sluice goes on unfenced:
+/// the late batch sets the meta back, and the next batch starts a new epoch holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_client_kill_the_daemon_warns_once_and_goes_on() {
+    let env = Env::start("mode = \"trigger\"");
+    let args = [
+        "ACL",
+        "SETUSER",
+        "nokill",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-client|kill",
+    ];
+    assert!(redis_command(env.redis.port(), &args).starts_with("+OK"));
+    let (daemon, epoch) = through_a_held_batch(&env, "nokill:pw@").await;
+    assert_eq!(
+        daemon.log_count("cannot close the Redis connection given up on"),
+        1,
+        "{}",
+        daemon.log()
+    );
+    let (now, ids) = meta_and_history(&env, HELD).await;
+    assert_ne!(now, epoch, "unfenced, the late batch forced a new epoch");
+    assert_eq!(ids, ["1-0"], "the new epoch holds the last batch");
 }

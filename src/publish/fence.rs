@@ -1,0 +1,125 @@
+//! Closing the connections Sluice gave up on before it goes on.
+//!
+//! A batch is given up on when Redis does not answer in time (or the connection breaks) and
+//! is sent again on a new connection. Its bytes may still be on their way: a network path
+//! that failed and heals delivers them late, as TCP retransmits them, and Redis then runs the
+//! first batch's channel transactions after the later try. They would set each channel's meta
+//! back to what that batch wrote, and the next batch would find the meta changed and start a
+//! new epoch. Redis runs a connection's commands in order, and a connection it has closed
+//! runs nothing more; so every connection carrying a batch is remembered by its `CLIENT ID`,
+//! and the next connection to the same server first sends `CLIENT KILL ID` for the one given
+//! up on, in the same write as its setup, before it reads any meta.
+//!
+//! `CLIENT KILL` is an `@admin` command: a Redis user without it gets a warning (once) and
+//! Sluice goes on unfenced, with that window open.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::resp::Reply;
+
+/// The connections carrying a batch and those given up on, by server.
+#[derive(Debug)]
+pub(super) struct Fences<K> {
+    in_flight: HashMap<K, i64>,
+    given_up: HashMap<K, i64>,
+}
+
+impl<K> Default for Fences<K> {
+    fn default() -> Fences<K> {
+        Fences {
+            in_flight: HashMap::new(),
+            given_up: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Fences<K> {
+    /// Connection `id` (if Redis told it) to `server` is about to carry a batch.
+    pub fn sending(&mut self, server: &K, id: Option<i64>) {
+        match id {
+            Some(id) => self.in_flight.insert(server.clone(), id),
+            None => self.in_flight.remove(server),
+        };
+    }
+
+    /// The batch on `server`'s connection was answered: nothing of it is left to arrive.
+    pub fn answered(&mut self, server: &K) {
+        self.in_flight.remove(server);
+    }
+
+    /// The batch on `server`'s connection was given up on: fence that connection.
+    pub fn failed(&mut self, server: &K) {
+        if let Some(id) = self.in_flight.remove(server) {
+            self.given_up.insert(server.clone(), id);
+        }
+    }
+
+    /// Every batch in flight was given up on (a timeout over all of them).
+    pub fn all_failed(&mut self) {
+        self.given_up.extend(self.in_flight.drain());
+    }
+
+    /// The connection a new connection to `server` must close first.
+    pub fn to_close(&self, server: &K) -> Option<i64> {
+        self.given_up.get(server).copied()
+    }
+
+    /// A new connection to `server` has closed [`Fences::to_close`]'s connection.
+    pub fn closed(&mut self, server: &K) {
+        self.given_up.remove(server);
+    }
+}
+
+/// `CLIENT KILL ID <old>`.
+pub(super) fn command(old: &str) -> Vec<&[u8]> {
+    vec![b"CLIENT", b"KILL", b"ID", old.as_bytes()]
+}
+
+/// Reads `CLIENT KILL`'s answer: a count (1, or 0 when Redis had closed it already), or an
+/// error (a user without `@admin`), which is warned of once.
+pub(super) fn read(reply: &Reply, old: i64) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    match reply {
+        Reply::Integer(n) => {
+            tracing::debug!(
+                connection = old,
+                closed = n,
+                "closed the Redis connection given up on"
+            )
+        }
+        Reply::Error(e) if !WARNED.swap(true, Ordering::Relaxed) => tracing::warn!(
+            error = %e,
+            "cannot close the Redis connection given up on (CLIENT KILL); a batch delayed on a \
+             broken network path could still run after its retry and start a new epoch on its \
+             channels. Allow the Redis user +client|kill to close that window"
+        ),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_batch_given_up_on_leaves_a_connection_to_close() {
+        let mut f = Fences::default();
+        f.sending(&"a", Some(7));
+        f.answered(&"a");
+        f.failed(&"a");
+        assert_eq!(f.to_close(&"a"), None, "answered: nothing in flight");
+        f.sending(&"a", Some(8));
+        f.failed(&"a");
+        assert_eq!(f.to_close(&"a"), Some(8));
+        f.sending(&"b", Some(9));
+        f.all_failed();
+        assert_eq!(f.to_close(&"b"), Some(9));
+        f.closed(&"a");
+        assert_eq!(f.to_close(&"a"), None);
+        f.sending(&"c", None);
+        f.failed(&"c");
+        assert_eq!(f.to_close(&"c"), None, "no id, nothing to close");
+    }
+}
