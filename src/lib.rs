@@ -22,10 +22,10 @@
 //! 2. **route** ([`route`]) finds each change's tenant and application(s), renders the channel
 //!    ([`channel`]), and encodes one JSON event per app; what cannot be routed becomes a dead
 //!    letter with its reason.
-//! 3. **publish** ([`publish`]) sends the batch to Redis as one pipeline of one script call per
-//!    channel, which numbers each message, keeps it in the channel's history and skips what
-//!    Redis already has; [`deliver`] retries it while Redis is away (or a replica) and turns
-//!    rejected events into dead letters.
+//! 3. **publish** ([`publish`]) sends the batch to Redis as one pipeline of one transaction
+//!    per channel, which publishes each new message numbered, keeps it in the channel's
+//!    history and skips what Redis already has; [`deliver`] retries it while Redis is away (or
+//!    a replica) and turns rejected events into dead letters.
 //! 4. **checkpoint**: the [`pipeline`] stores the batch's dead letters ([`dead_letter`]) and
 //!    then moves the progress past it, only after Redis acknowledged the rest: in trigger mode
 //!    the snapshot in `sluice.checkpoint` ([`checkpoint`]), in logical mode the slot's

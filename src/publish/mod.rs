@@ -443,12 +443,13 @@ impl Conn {
             Some(Reply::Integer(id)) => Some(id),
             _ => None, // a user without CLIENT ID: its connections are not fenced
         };
-        if let (Some(k), Some(old)) = (kill, fence) {
-            fence::read(&replies[k], old);
-            replies[k] = Reply::Other;
-        }
+        // a refused CLIENT KILL is warned of, not fatal; read once the rest is known good
+        let killed = kill.map(|k| std::mem::replace(&mut replies[k], Reply::Other));
         if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
             return Err(Unavailable::SetupRefused(e.clone()));
+        }
+        if let (Some(reply), Some(old)) = (killed, fence) {
+            fence::read(&reply, old);
         }
         if primary {
             self::primary(role.as_ref())?;
