@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::{fail, ok, Finding};
+use super::{fail, ok, warn, Finding};
 use crate::config::{HistoryConfig, RedisConfig};
 use crate::pg;
-use crate::publish::{History, Publisher};
+use crate::publish::{History, PublishError, Publisher};
 use crate::tls::postgres::{split, SslMode};
 use crate::tls::Verify;
 
@@ -48,34 +48,54 @@ pub async fn postgres(client: &Client, url: &str) -> Finding {
 /// Redis reachable as a primary, with the rights the daemon needs: connecting as it does
 /// queues (and discards) the commands of a channel's transaction, which Redis checks against
 /// the user's ACL as it queues them (a single server; see `publish::recoverable::PROBE`).
-pub async fn redis(config: &RedisConfig, history: &HistoryConfig) -> Finding {
+/// A user that may not close a connection given up on (`CLIENT KILL`) gets a warning.
+pub async fn redis(config: &RedisConfig, history: &HistoryConfig) -> Vec<Finding> {
     let url = crate::redact::url(&config.url);
     let publisher = match Publisher::new(config) {
         Ok(p) => p.recoverable(History::new(history)),
-        Err(e) => return fail(format!("redis {url}: {e}")),
+        Err(e) => return vec![fail(format!("redis {url}: {e}"))],
     };
     let limit = config.command_timeout + Duration::from_millis(100);
     let answer = tokio::time::timeout(limit, async {
         publisher.connect().await?;
-        publisher.shards().await
+        let shards = publisher.shards().await?;
+        Ok::<_, PublishError>((shards, publisher.may_fence().await?))
     })
     .await;
     publisher.close().await;
-    match answer {
-        Ok(Ok(shards)) if shards.is_empty() => ok(format!("redis {url}: a primary that lets Sluice run its channel transactions, {}", redis_transport(config))),
-        Ok(Ok(shards)) => {
-            let list: Vec<String> = shards.iter().map(|(node, slots)| format!("{node} slots {slots}")).collect();
-            ok(format!(
-                "redis cluster {url}: {} masters ({}), all 16384 slots served, cluster_state ok on each, {}",
-                shards.len(),
-                list.join("; "),
-                redis_transport(config)
-            ))
-        }
-        Ok(Err(e)) if e.to_string().contains("TLS ") => fail(format!("redis {url}: {e}")),
-        Ok(Err(e)) => fail(format!("redis {url}: {e}; check redis.url (or REDIS_URL) and that Redis runs")),
-        Err(_) => fail(format!("redis {url}: no answer within {:?}; check redis.url (or REDIS_URL) and that Redis runs", config.command_timeout)),
+    let (shards, fence) = match answer {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) if e.to_string().contains("TLS ") => return vec![fail(format!("redis {url}: {e}"))],
+        Ok(Err(e)) => return vec![fail(format!("redis {url}: {e}; check redis.url (or REDIS_URL) and that Redis runs"))],
+        Err(_) => return vec![fail(format!("redis {url}: no answer within {:?}; check redis.url (or REDIS_URL) and that Redis runs", config.command_timeout))],
+    };
+    let mut out = vec![reachable(config, &url, &shards)];
+    if !fence {
+        out.push(warn(format!(
+            "redis {url}: the user may not run CLIENT KILL, so a connection Sluice gave up on is not closed before it goes on: a batch delayed on a broken network path could run after its retry and start a new epoch; allow the user +client|kill"
+        )));
     }
+    out
+}
+
+/// The Redis line of a reachable server or cluster.
+fn reachable(config: &RedisConfig, url: &str, shards: &[(String, String)]) -> Finding {
+    if shards.is_empty() {
+        return ok(format!(
+            "redis {url}: a primary that lets Sluice run its channel transactions, {}",
+            redis_transport(config)
+        ));
+    }
+    let list: Vec<String> = shards
+        .iter()
+        .map(|(node, slots)| format!("{node} slots {slots}"))
+        .collect();
+    ok(format!(
+        "redis cluster {url}: {} masters ({}), all 16384 slots served, cluster_state ok on each, {}",
+        shards.len(),
+        list.join("; "),
+        redis_transport(config)
+    ))
 }
 
 fn redis_transport(config: &RedisConfig) -> String {

@@ -64,7 +64,7 @@ pub async fn check(config: &Config) -> Vec<Finding> {
         config.source.mode.as_str()
     ))];
     out.extend(check_postgres(config).await);
-    out.push(encryption::redis(&config.redis, &config.history).await);
+    out.extend(encryption::redis(&config.redis, &config.history).await);
     let secrets = redact::secrets(&[&config.postgres.url, &config.redis.url]);
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     out.into_iter()

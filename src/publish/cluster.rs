@@ -152,6 +152,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether every connected master lets the user close a connection given up on.
+    pub(super) async fn may_fence(&self) -> Result<bool, Unavailable> {
+        let mut state = self.state.lock().await;
+        for conn in state.conns.values_mut() {
+            if !conn.may_fence().await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The masters and the slots each serves, as the cluster tells it now.
     pub(super) async fn shards(&self) -> Result<Vec<(String, String)>, Unavailable> {
         let mut state = self.state.lock().await;

@@ -99,6 +99,20 @@ pub(super) fn read(reply: &Reply, old: i64) {
     }
 }
 
+impl super::Conn {
+    /// Whether this connection's user may run `CLIENT KILL`, asked with the largest id
+    /// (Redis numbers clients from 1 up, so it closes nothing).
+    pub(super) async fn may_fence(&mut self) -> Result<bool, super::Unavailable> {
+        let none = i64::MAX.to_string();
+        super::resp::command(
+            &mut self.write,
+            &[b"CLIENT", b"KILL", b"ID", none.as_bytes()],
+        );
+        let reply = self.exchange(1).await?.pop();
+        Ok(!matches!(reply, Some(Reply::Error(_))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

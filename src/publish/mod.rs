@@ -227,6 +227,19 @@ impl Publisher {
         }
     }
 
+    /// Whether the Redis user may close a connection given up on (see [`fence`]), on every
+    /// server [`Publisher::connect`] reached: for `check`.
+    pub async fn may_fence(&self) -> Result<bool, PublishError> {
+        match &self.backend {
+            Backend::Single(..) => {
+                let mut guard = self.connection().await?;
+                let conn = guard.conn.as_mut().expect("connected above");
+                Ok(conn.may_fence().await?)
+            }
+            Backend::Cluster(c) => Ok(c.may_fence().await?),
+        }
+    }
+
     /// A cluster's masters and the slots each serves (`check`); empty for a single server.
     pub async fn shards(&self) -> Result<Vec<(String, String)>, PublishError> {
         match &self.backend {

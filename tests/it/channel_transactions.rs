@@ -30,6 +30,24 @@ async fn meta_and_history(env: &Env, channel: &str) -> (Option<String>, Vec<Stri
     (epoch, entries.into_iter().map(|(id, _)| id).collect())
 }
 
+/// Adds the Redis user `name` (password `pw`) with every right but what `minus` takes away.
+fn redis_user(env: &Env, name: &str, minus: &str) {
+    let args = [
+        "ACL", "SETUSER", name, "on", ">pw", "~*", "&*", "+@all", minus,
+    ];
+    assert!(redis_command(env.redis.port(), &args).starts_with("+OK"));
+}
+
+/// As [`redis_user`], and points the config's Redis URL at that user.
+fn connect_as(env: &Env, name: &str, minus: &str) {
+    redis_user(env, name, minus);
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "redis://127.0.0.1:",
+        &format!("redis://{name}:pw@127.0.0.1:"),
+    );
+    std::fs::write(&env.config, text).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_while_connected_starts_a_new_epoch_holding_the_batch() {
     let env = Env::start("mode = \"trigger\"");
@@ -61,15 +79,7 @@ async fn a_flush_while_connected_starts_a_new_epoch_holding_the_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_a_redis_user_that_may_not_run_transactions() {
     let env = Env::start("mode = \"trigger\"");
-    let port = env.redis.port();
-    let args = [
-        "ACL", "SETUSER", "limited", "on", ">pw", "~*", "&*", "+@all", "-multi",
-    ];
-    assert!(redis_command(port, &args).starts_with("+OK"));
-    let text = std::fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("redis://127.0.0.1:", "redis://limited:pw@127.0.0.1:");
-    std::fs::write(&env.config, text).unwrap();
+    connect_as(&env, "limited", "-multi");
     let out = env.sluice(&["check"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{report}");
@@ -80,6 +90,28 @@ async fn check_names_a_redis_user_that_may_not_run_transactions() {
     assert!(
         line.starts_with("FAIL") && line.contains("'multi'"),
         "{report}"
+    );
+}
+
+/// `check` warns (and passes) when the Redis user may not close a connection given up on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_of_a_redis_user_without_client_kill() {
+    let env = Env::start("mode = \"trigger\"");
+    let warning = |env: &Env| {
+        let out = env.sluice(&["check"]);
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{report}");
+        report
+            .lines()
+            .find(|l| l.contains("CLIENT KILL"))
+            .map(str::to_string)
+    };
+    assert_eq!(warning(&env), None, "the default user may");
+    connect_as(&env, "nokill", "-client|kill");
+    let line = warning(&env).unwrap_or_default();
+    assert!(
+        line.starts_with("WARN") && line.contains("+client|kill"),
+        "{line}"
     );
 }
 
@@ -161,18 +193,7 @@ async fn a_batch_held_on_a_broken_path_never_runs_after_a_later_try() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_client_kill_the_daemon_warns_once_and_goes_on() {
     let env = Env::start("mode = \"trigger\"");
-    let args = [
-        "ACL",
-        "SETUSER",
-        "nokill",
-        "on",
-        ">pw",
-        "~*",
-        "&*",
-        "+@all",
-        "-client|kill",
-    ];
-    assert!(redis_command(env.redis.port(), &args).starts_with("+OK"));
+    redis_user(&env, "nokill", "-client|kill");
     let (daemon, epoch) = through_a_held_batch(&env, "nokill:pw@").await;
     assert_eq!(
         daemon.log_count("cannot close the Redis connection given up on"),
