@@ -316,7 +316,7 @@ impl Cluster {
                         Err(e) => return (addr, None, Err(e)),
                     },
                 };
-                self.fences().sending(&addr, conn.id);
+                self.fences().sending(&addr, conn.me.as_ref());
                 let result = trip(&mut conn, batch, &items).await;
                 match result {
                     Ok(_) => self.fences().answered(&addr),

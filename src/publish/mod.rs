@@ -162,8 +162,9 @@ struct Conn {
     write: Vec<u8>,
     /// What this connection knows of each recoverable channel's meta.
     channels: recoverable::Channels,
-    /// Its `CLIENT ID`, if Redis told it: what a later connection closes (see [`fence`]).
-    id: Option<i64>,
+    /// Who it is to Redis (`CLIENT INFO`), if Redis told it: what a later connection closes
+    /// (see [`fence`]).
+    me: Option<fence::Client>,
 }
 
 impl Publisher {
@@ -312,7 +313,7 @@ impl Publisher {
         let mut guard = self.connection().await?;
         let Single { conn, fences } = &mut *guard;
         let conn = conn.as_mut().expect("connected above");
-        fences.sending(&(), conn.id);
+        fences.sending(&(), conn.me.as_ref());
         let trip = async {
             let deliveries = match &self.history {
                 Some(history) => {
@@ -391,7 +392,7 @@ impl Conn {
         t: &Target,
         primary: bool,
         probe: bool,
-        fence: Option<i64>,
+        fence: Option<fence::Client>,
     ) -> Result<Conn, Unavailable> {
         let unavailable = |e: std::io::Error| Unavailable::Io {
             addr: format!("{}:{}", t.host, t.port),
@@ -412,20 +413,20 @@ impl Conn {
             read: BytesMut::with_capacity(16 * 1024),
             write: Vec::with_capacity(64 * 1024),
             channels: recoverable::Channels::default(),
-            id: None,
+            me: None,
         };
         conn.set_up(t, primary, probe, fence).await?;
         Ok(conn)
     }
 
-    /// The setup commands in one write: `AUTH`, `SELECT`, `CLIENT KILL ID <fence>`, the probe,
-    /// `CLIENT ID`, `ROLE`.
+    /// The setup commands in one write: `AUTH`, `SELECT`, `CLIENT KILL` of `fence`, the probe,
+    /// `CLIENT INFO`, `ROLE`.
     async fn set_up(
         &mut self,
         t: &Target,
         primary: bool,
         probe: bool,
-        fence: Option<i64>,
+        fence: Option<fence::Client>,
     ) -> Result<(), Unavailable> {
         let mut setup: Vec<Vec<&[u8]>> = Vec::new();
         match (&t.username, &t.password) {
@@ -437,31 +438,27 @@ impl Conn {
         if let Some(db) = &db {
             setup.push(vec![b"SELECT", db.as_bytes()]);
         }
-        let old = fence.map(|id| id.to_string());
-        let kill = old.as_ref().map(|old| {
+        let kill = fence.as_ref().map(|old| {
             setup.push(fence::command(old));
             setup.len() - 1
         });
         if probe {
             setup.extend(recoverable::PROBE.iter().map(|args| args.to_vec()));
         }
-        setup.push(vec![b"CLIENT", b"ID"]);
+        setup.push(vec![b"CLIENT", b"INFO"]);
         setup.push(vec![b"ROLE"]);
         for args in &setup {
             resp::command(&mut self.write, args);
         }
         let mut replies = self.exchange(setup.len()).await?;
         let role = replies.pop();
-        self.id = match replies.pop() {
-            Some(Reply::Integer(id)) => Some(id),
-            _ => None, // a user without CLIENT ID: its connections are not fenced
-        };
+        self.me = replies.pop().as_ref().and_then(fence::Client::parse);
         // a refused CLIENT KILL is warned of, not fatal; read once the rest is known good
         let killed = kill.map(|k| std::mem::replace(&mut replies[k], Reply::Other));
         if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
             return Err(Unavailable::SetupRefused(e.clone()));
         }
-        if let (Some(reply), Some(old)) = (killed, fence) {
+        if let (Some(reply), Some(old)) = (killed, &fence) {
             fence::read(&reply, old);
         }
         if primary {

@@ -138,17 +138,24 @@ async fn a_channel_meta_redis_cannot_read_dead_letters_that_channel_only() {
     );
 }
 
-/// Runs a channel through a batch given up on while its bytes were held on a broken path
-/// (delivered once the path heals, as TCP retransmits them), with Redis as `user` (a
-/// `user:pw@` prefix for the URL, or ""): seq 1, then seq 2 held and sent again, seq 3, the
-/// path heals, seq 4. Returns the daemon and the channel's epoch before the hold.
-async fn through_a_held_batch(env: &Env, user: &str) -> (common::Daemon, Option<String>) {
+/// Points the config at Redis through a new [`Proxy`], as `user` (a `user:pw@` prefix for the
+/// URL, or ""), with a 1 s command timeout.
+fn via_proxy(env: &Env, user: &str) -> Proxy {
     let proxy = Proxy::start(env.redis.port()).unwrap();
     env.set_redis_timeout("1s");
     let text = std::fs::read_to_string(&env.config).unwrap();
     let direct = format!("redis://127.0.0.1:{}\"", env.redis.port());
     let proxied = format!("redis://{user}127.0.0.1:{}\"", proxy.port());
     std::fs::write(&env.config, text.replace(&direct, &proxied)).unwrap();
+    proxy
+}
+
+/// Runs a channel through a batch given up on while its bytes were held on a broken path
+/// (delivered once the path heals, as TCP retransmits them), with Redis as `user` (a
+/// `user:pw@` prefix for the URL, or ""): seq 1, then seq 2 held and sent again, seq 3, the
+/// path heals, seq 4. Returns the daemon and the channel's epoch before the hold.
+async fn through_a_held_batch(env: &Env, user: &str) -> (common::Daemon, Option<String>) {
+    let proxy = via_proxy(env, user);
     let daemon = env.daemon();
     let entries = async || meta_and_history(env, HELD).await.1.len();
     common::insert(env, 5, 5); // tenant-0: seq 1
@@ -204,4 +211,38 @@ async fn without_client_kill_the_daemon_warns_once_and_goes_on() {
     let (now, ids) = meta_and_history(&env, HELD).await;
     assert_ne!(now, epoch, "unfenced, the late batch forced a new epoch");
     assert_eq!(ids, ["1-0"], "the new epoch holds the last batch");
+}
+
+/// The connection given up on is closed by its id and its address together: a Redis restarted
+/// meanwhile numbers its clients from 1 again, and the other clients that took the old ids
+/// must keep their connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fence_spares_a_client_that_took_the_old_id_after_a_restart() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut env = Env::start("mode = \"trigger\"");
+    let proxy = via_proxy(&env, "");
+    let daemon = env.daemon();
+    common::insert(&env, 5, 5);
+    let delivered = || daemon.log_count("batch delivered");
+    wait_until!(WAIT, || delivered() >= 1, || daemon.log()).await;
+    proxy.blackhole(true);
+    common::insert(&env, 10, 10); // given up on: its connection is to be closed
+    const RETRY: &str = "Redis still unavailable; publish retry scheduled";
+    wait_until!(WAIT, || daemon.log_count(RETRY) >= 1, || daemon.log()).await;
+    env.redis.restart().unwrap();
+    // forty clients take ids 1..=40 of the new Redis, the given-up connection's among them
+    let mut others: Vec<_> = (0..40)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", env.redis.port())).unwrap())
+        .collect();
+    proxy.blackhole(false);
+    wait_until!(WAIT, || delivered() >= 2, || daemon.log()).await;
+    for (i, other) in others.iter_mut().enumerate() {
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut line = String::new();
+        let alive = other.write_all(b"PING\r\n").is_ok()
+            && BufReader::new(&*other).read_line(&mut line).is_ok();
+        assert_eq!(line, "+PONG\r\n", "client {} (alive: {alive})", i + 1);
+    }
 }
