@@ -45,12 +45,7 @@ async fn start(mode: &str) -> (Env, Subscriber, Daemon) {
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     if mode == LOGICAL {
-        wait_until!(
-            WAIT,
-            || daemon.log().contains("streaming from the slot"),
-            || daemon.log()
-        )
-        .await;
+        daemon.wait_for_log("streaming from the slot").await;
     }
     (env, sub, daemon)
 }

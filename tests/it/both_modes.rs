@@ -56,12 +56,7 @@ async fn both_modes_publish_to_jsonb(
     let sub = env.subscribe().await;
     let trigger_daemon = env.daemon();
     let logical_daemon = env.daemon_with(&logical);
-    wait_until!(
-        Duration::from_secs(30),
-        || logical_daemon.log().contains("streaming from the slot"),
-        || logical_daemon.log()
-    )
-    .await;
+    logical_daemon.wait_for_log("streaming from the slot").await;
     env.sql(rows);
     let msgs = sub
         .wait_for(2 * ids.len(), Duration::from_secs(30), || {
@@ -195,12 +190,7 @@ async fn an_int2vector_column_does_not_stop_the_logical_stream() {
     let env = Env::start_with(VECTORS, &table_config("logical", "vectors"));
     let sub = env.subscribe().await;
     let mut daemon = env.daemon();
-    wait_until!(
-        Duration::from_secs(30),
-        || daemon.log().contains("streaming from the slot"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("streaming from the slot").await;
     for (id, v) in [(1, "NULL"), (2, "'1 2 3'"), (3, "NULL")] {
         env.sql(&format!(
             "INSERT INTO vectors (id, tenant_id, code, v) VALUES ({id}, 't1', 'crm.a', {v})"

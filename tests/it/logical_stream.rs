@@ -25,12 +25,7 @@ async fn seed_tables_reach_their_channels_with_to_jsonb_data() {
     let env = Env::start(LOGICAL);
     let sub = env.subscribe().await;
     let daemon = env.daemon();
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("streaming from the slot"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("streaming from the slot").await;
     env.sql(
         "INSERT INTO credit_configurations (config_id, tenant_id, operation_code, credit_cost, meta) VALUES \
          ('c1', 'tenant-123', 'crm.leads.create', 2.50, '{\"tier\": [1, 2.0]}'), \
@@ -127,21 +122,11 @@ async fn the_slot_is_confirmed_only_past_what_redis_acknowledged() {
     ));
     env.set_redis_timeout("1s");
     let daemon = env.daemon();
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("streaming from the slot"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("streaming from the slot").await;
     env.redis.stop().unwrap();
     let before = env.sql("SELECT pg_current_wal_lsn()").trim().to_string();
     insert(&env, 1, 200);
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("Redis is unavailable"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("Redis is unavailable").await;
     let held = env.sql(&format!(
         "SELECT '{}'::pg_lsn <= '{before}'::pg_lsn",
         confirmed(&env)
@@ -180,12 +165,7 @@ async fn sigkill_mid_stream_loses_nothing() {
     let env = Env::start(&format!("{LOGICAL}\nbatch_size = 100"));
     let sub = env.subscribe().await;
     let mut daemon = env.daemon();
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("streaming from the slot"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("streaming from the slot").await;
     for chunk in 0..20 {
         insert(&env, chunk * 100 + 1, chunk * 100 + 100);
     }
@@ -205,12 +185,7 @@ async fn a_standby_takes_over_the_slot_when_the_active_daemon_dies() {
     let env = Env::start(LOGICAL);
     let sub = env.subscribe().await;
     let mut active = env.daemon();
-    wait_until!(
-        WAIT,
-        || active.log().contains("streaming from the slot"),
-        || active.log()
-    )
-    .await;
+    active.wait_for_log("streaming from the slot").await;
     let standby = env.daemon();
     wait_until!(WAIT, || standby.log().contains("standby"), || standby.log()).await;
     insert(&env, 1, 10);
@@ -313,20 +288,7 @@ async fn truncate_is_parked_not_lost_and_unpublished_tables_still_move_the_slot(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_and_restart_is_survived() {
     let env = Env::start(LOGICAL);
-    let sub = env.subscribe().await;
-    let daemon = env.daemon();
-    insert(&env, 1, 50);
-    sub.wait_for(50, WAIT, || daemon.log()).await;
-    env.pg.kill().unwrap();
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("PostgreSQL is unavailable"),
-        || daemon.log()
-    )
-    .await;
-    env.pg.restart().unwrap();
-    insert(&env, 51, 100);
-    wait_until!(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
+    crate::common::survive_a_postgres_crash(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,12 +107,7 @@ async fn a_log_file_is_plain_text_and_sighup_does_not_stop_the_daemon() {
         daemon.log()
     );
     daemon.send_signal("-HUP");
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("SIGHUP received and ignored"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("SIGHUP received and ignored").await;
     insert(&env, 4, 6);
     sub.wait_for(6, WAIT, || daemon.log()).await;
     assert!(

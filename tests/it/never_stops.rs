@@ -313,12 +313,7 @@ async fn a_redis_outage_longer_than_wal_sender_timeout_keeps_the_stream() {
     sub.wait_for(500, WAIT, || daemon.log()).await;
     proxy.blackhole(true);
     things(&env, 501, 3000);
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("Redis is unavailable"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("Redis is unavailable").await;
     // the outage itself is what is tested (a fixed 20 s, not a wait for a result): the daemon
     // must ride it out
     tokio::time::sleep(Duration::from_secs(20)).await;

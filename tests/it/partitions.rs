@@ -79,12 +79,7 @@ async fn publish_everywhere(mode: &str, expected: usize) -> Vec<Msg> {
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     if mode == LOGICAL {
-        wait_until!(
-            WAIT,
-            || daemon.log().contains("streaming from the slot"),
-            || daemon.log()
-        )
-        .await;
+        daemon.wait_for_log("streaming from the slot").await;
     }
     write_everywhere(&env);
     sub.wait_for(expected, WAIT, || daemon.log()).await;

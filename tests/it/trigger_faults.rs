@@ -14,22 +14,12 @@ async fn redis_down_for_20s_holds_changes_and_nothing_is_lost_or_dead_lettered()
     let mut env = Env::start("[delivery]\ninitial_backoff = \"3s\"\nmax_backoff = \"3s\"");
     env.set_redis_timeout("1s");
     let daemon = env.daemon();
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("connected to PostgreSQL"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("connected to PostgreSQL").await;
     env.redis.stop().unwrap();
     // The outage lasts 20 s (the fault itself, not a wait for a result); changes keep coming.
     let back_at = tokio::time::Instant::now() + Duration::from_secs(20);
     insert(&env, 1, 300);
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("Redis is unavailable"),
-        || daemon.log()
-    )
-    .await;
+    daemon.wait_for_log("Redis is unavailable").await;
     tokio::time::sleep_until(back_at - Duration::from_secs(10)).await;
     insert(&env, 301, 600);
     tokio::time::sleep_until(back_at).await;
@@ -62,20 +52,7 @@ async fn redis_down_for_20s_holds_changes_and_nothing_is_lost_or_dead_lettered()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_and_restart_is_survived() {
     let env = Env::start("");
-    let sub = env.subscribe().await;
-    let daemon = env.daemon();
-    insert(&env, 1, 50);
-    sub.wait_for(50, WAIT, || daemon.log()).await;
-    env.pg.kill().unwrap();
-    wait_until!(
-        WAIT,
-        || daemon.log().contains("PostgreSQL is unavailable"),
-        || daemon.log()
-    )
-    .await;
-    env.pg.restart().unwrap();
-    insert(&env, 51, 100);
-    wait_until!(WAIT, || distinct(&sub) == 100, || daemon.log()).await;
+    let (_sub, daemon) = crate::common::survive_a_postgres_crash(&env).await;
     wait_until!(WAIT, || env.pending() == 0, || daemon.log()).await;
     let last_error = env.sql("SELECT last_error FROM sluice.checkpoint WHERE name = 'change_log'");
     assert!(

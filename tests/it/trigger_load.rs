@@ -96,12 +96,7 @@ async fn exactly_once(mode: &str) {
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     if !mode.is_empty() {
-        wait_until!(
-            Duration::from_secs(30),
-            || daemon.log().contains("streaming from the slot"),
-            || daemon.log()
-        )
-        .await;
+        daemon.wait_for_log("streaming from the slot").await;
     }
     let (inserts, updates, deletes) = workload();
     env.sql(&inserts.concat());

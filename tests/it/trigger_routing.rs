@@ -132,12 +132,7 @@ async fn bad_rows_are_dead_lettered(mode: &str) {
     let sub = env.subscribe().await;
     let daemon = env.daemon();
     if !mode.is_empty() {
-        wait_until!(
-            Duration::from_secs(30),
-            || daemon.log().contains("streaming from the slot"),
-            || daemon.log()
-        )
-        .await;
+        daemon.wait_for_log("streaming from the slot").await;
     }
     env.sql(
         "INSERT INTO credit_configurations (config_id, tenant_id, operation_code) VALUES \

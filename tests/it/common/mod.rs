@@ -206,6 +206,16 @@ impl Daemon {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Waits (up to 90 s) until the daemon's log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let seen = || self.log_count(needle) > 0;
+        wait_until!(Duration::from_secs(90), seen, || format!(
+            "no {needle:?} in the log:\n{}",
+            self.log()
+        ))
+        .await;
+    }
+
     /// How many times the daemon's whole log so far contains `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         std::fs::read_to_string(&self.log)
@@ -329,6 +339,24 @@ impl Subscriber {
         .await;
         self.all()
     }
+}
+
+/// PostgreSQL killed and restarted under a running daemon: 50 changes before, 50 after, all
+/// 100 delivered. Returns the subscriber and the daemon for more checks.
+pub async fn survive_a_postgres_crash(env: &Env) -> (Subscriber, Daemon) {
+    let sub = env.subscribe().await;
+    let daemon = env.daemon();
+    insert(env, 1, 50);
+    sub.wait_for(50, Duration::from_secs(60), || daemon.log())
+        .await;
+    env.pg.kill().unwrap();
+    daemon.wait_for_log("PostgreSQL is unavailable").await;
+    env.pg.restart().unwrap();
+    insert(env, 51, 100);
+    wait_until!(Duration::from_secs(60), || distinct(&sub) == 100, || daemon
+        .log())
+    .await;
+    (sub, daemon)
 }
 
 /// Inserts credit configurations `k<from>`..`k<to>` over five tenants, all routed to crm.
